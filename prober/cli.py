@@ -1,0 +1,167 @@
+"""The `prober` command: run, validate, probe, sim, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+
+from prober import __version__
+from prober.config import ConfigError, load_config
+from prober.daemon import Shard
+from prober.logs import setup_logging
+from prober.serve import serve
+
+DEFAULT_LISTEN = "127.0.0.1:9797"
+DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="prober.yml",
+        help="prober config file (default: prober.yml)",
+    )
+
+
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+    )
+
+
+def _add_daemon(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    _add_logging(parser)
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help=f"where to serve /metrics and /status (default: {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload (off by default)",
+    )
+    parser.add_argument(
+        "--shard",
+        default=os.environ.get("PROBER_SHARD"),
+        help="INDEX/COUNT: run only this shard's checks (e.g. 0/3)",
+    )
+
+
+def _parse_shard(text: str | None) -> Shard | None:
+    if not text:
+        return None
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise ValueError(f"--shard {text!r} must be INDEX/COUNT with 0 <= INDEX < COUNT")
+    return Shard(int(index), int(count))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prober", description="Synthetic API health probe with Prometheus metrics."
+    )
+    parser.add_argument("--version", action="version", version=f"prober {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_daemon(commands.add_parser("run", help="run the daemon"))
+    _add_config(commands.add_parser("validate", help="check the config and exit"))
+    probe = commands.add_parser("probe", help="run one check once and show a trace")
+    _add_config(probe)
+    probe.add_argument("check", help="name of the check to run")
+    from prober.sim.server import add_sim_arguments
+
+    add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
+    demo = commands.add_parser("demo", help="the simulated platform plus the daemon")
+    _add_daemon(demo)
+    demo.add_argument("--sim.listen-address", dest="sim_listen", default=DEFAULT_SIM_LISTEN)
+    demo.add_argument("--scenario", default=None, help="outage replay to start in the sim")
+    demo.add_argument("--speed", default="1", help="replay speed factor")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(args.config_file)
+        if args.command == "probe":
+            from prober.trace import probe_once
+
+            return asyncio.run(probe_once(args.config_file, args.check))
+        if args.command == "sim":
+            from prober.sim.server import run_sim
+
+            return run_sim(args)
+        setup_logging(args.log_level, args.log_format)
+        shard = _parse_shard(args.shard)
+        if args.command == "demo":
+            return _demo(args, shard)
+        return _run(args, shard)
+    except ValueError as exc:
+        print(f"prober: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, shard: Shard | None) -> int:
+    return asyncio.run(serve(args.config_file, args.listen, args.enable_lifecycle, shard))
+
+
+def _validate(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.issues)} error(s):\n{exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK, {len(config.checks)} checks from {len(config.files)} files")
+    return 0
+
+
+def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
+    """Start the simulated platform in a child process, point the checks at it, run."""
+    command = [sys.executable, "-m", "prober", "sim", "--listen", args.sim_listen]
+    if args.scenario:
+        command += ["--scenario", args.scenario, "--speed", args.speed]
+    sim = subprocess.Popen(command)
+    try:
+        host, _, port = args.sim_listen.rpartition(":")
+        url = f"http://{host}:{port}"
+        if not _wait_healthy(f"{url}/-/healthy", sim):
+            print("prober: the simulated platform did not start", file=sys.stderr)
+            return 1
+        os.environ.setdefault("PLATFORM_URL", url)
+        return _run(args, shard)
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float = 15.0) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            time.sleep(0.1)
+    return False

@@ -1,0 +1,363 @@
+"""The typed, immutable config model (pydantic v2). Loading and error locating live in config.py."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from prober.assertions import Assertion, parse_assertion
+from prober.extract import JsonPath, Template, compile_template, parse_json_path
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_LABELS = frozenset(
+    {
+        "check",
+        "component",
+        "step",
+        "phase",
+        "reason",
+        "result",
+        "failed_step",
+        "le",
+        "job",
+        "instance",
+        "state",
+        "session",
+        "scope",
+        "version",
+    }
+)
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+def parse_duration(value: Any) -> Any:
+    """`15s`, `500ms`, `1m`, `2h` or a number of seconds -> seconds as float."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 15s, 500ms or 1m")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("expected a duration such as 15s, 500ms or 1m")
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _to_template(value: Any) -> Any:
+    if isinstance(value, Template):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return compile_template(value)
+
+
+def _to_assertion(value: Any) -> Any:
+    if isinstance(value, Assertion):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an assertion string such as 'status == 200'")
+    return parse_assertion(value)
+
+
+TemplateStr = Annotated[Template, BeforeValidator(_to_template)]
+AssertionStr = Annotated[Assertion, BeforeValidator(_to_assertion)]
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors and values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Extraction(Model):
+    """Where to take one variable from: exactly one of json, regex, header, cookie."""
+
+    json_path: JsonPath | None = Field(default=None, alias="json")
+    regex: re.Pattern[str] | None = None
+    header: str | None = None
+    cookie: str | None = None
+    secret: bool = True
+
+    @field_validator("json_path", mode="before")
+    @classmethod
+    def _parse_path(cls, value: Any) -> Any:
+        return parse_json_path(value) if isinstance(value, str) else value
+
+    @field_validator("regex", mode="before")
+    @classmethod
+    def _parse_regex(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                pattern = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression: {exc}") from None
+            if pattern.groups < 1:
+                raise ValueError("the regex needs one capture group: the value to extract")
+            return pattern
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"json": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Extraction:
+        given = [x for x in (self.json_path, self.regex, self.header, self.cookie) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of json, regex, header, cookie")
+        return self
+
+
+class TlsOptions(Model):
+    """Client TLS settings for https targets."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+    server_name: str | None = None
+
+
+IpProtocol = Literal["ip4", "ip6", "either"]
+
+
+class RequestSpec(Model):
+    """One HTTP request and how to judge its response; shared by http checks and flow steps."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: TemplateStr
+    headers: dict[str, TemplateStr] = Field(default_factory=dict)
+    body: TemplateStr | None = None
+    json_body: Any = Field(default=None, alias="json")
+    expected_status: list[int | str] = Field(default_factory=lambda: list[int | str](["2xx"]))
+    assertions: list[AssertionStr] = Field(default_factory=list, alias="assert")
+    extract: dict[str, Extraction] = Field(default_factory=dict)
+    follow_redirects: bool = True
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    keep_alive: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    hostname: str | None = None
+    ip_protocol: IpProtocol = "either"
+
+    @field_validator("expected_status")
+    @classmethod
+    def _check_status(cls, values: list[int | str]) -> list[int | str]:
+        for value in values:
+            ok = (isinstance(value, int) and 100 <= value <= 599) or (
+                isinstance(value, str) and re.fullmatch(r"[1-5]xx", value)
+            )
+            if not ok:
+                raise ValueError(f"{value!r} is not a status code (100-599) or class like 2xx")
+        return values
+
+    @field_validator("extract")
+    @classmethod
+    def _check_variable_names(cls, values: dict[str, Extraction]) -> dict[str, Extraction]:
+        for name in values:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"variable name {name!r} must be letters, digits and _")
+        return values
+
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestSpec:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give either body or json, not both")
+        return self
+
+
+class Step(RequestSpec):
+    """One request of a flow."""
+
+    name: str
+    allow_failure: bool = False
+    always_run: bool = False
+    session: str | None = None
+    session_ttl: PositiveDuration = 300.0
+
+    @field_validator("name", "session")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
+        return value
+
+
+class CheckBase(Model):
+    """Settings every kind of check has."""
+
+    name: str
+    component: str
+    interval: PositiveDuration | None = None
+    timeout: PositiveDuration | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    canary: bool = False
+    retries: int = Field(default=0, ge=0, le=10)
+    retry_backoff: Duration = 0.2
+    degraded_latency: PositiveDuration | None = None
+
+    @field_validator("name", "component")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_label_names(labels)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canary_component(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("canary") is True:
+            component = value.get("component", "canary")
+            if component != "canary":
+                raise ValueError("a canary check has component 'canary' (leave component out)")
+            return {**value, "component": "canary"}
+        return value
+
+
+def check_label_names(labels: dict[str, str]) -> dict[str, str]:
+    """Label names must be Prometheus-valid and must not shadow prober's own labels."""
+    for name in labels:
+        if not _LABEL.match(name) or name.startswith("__"):
+            raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
+        if name in RESERVED_LABELS:
+            raise ValueError(f"label name {name!r} is reserved by prober")
+    return labels
+
+
+class HttpCheck(CheckBase, RequestSpec):
+    """One HTTP request: a one-step flow."""
+
+    kind: Literal["http"]
+
+
+class FlowCheck(CheckBase):
+    """Ordered steps; variables extracted by one step feed the templates of later ones."""
+
+    kind: Literal["flow"]
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[Step]) -> list[Step]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.name in seen:
+                raise ValueError(f"step name {step.name!r} is used twice")
+            seen.add(step.name)
+        return steps
+
+
+class TcpCheck(CheckBase):
+    """Open a TCP connection, optionally upgrade to TLS, send lines and expect replies."""
+
+    kind: Literal["tcp"]
+    target: str
+    send: list[str] = Field(default_factory=list)
+    expect: list[re.Pattern[str]] = Field(default_factory=list)
+    use_tls: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    ip_protocol: IpProtocol = "either"
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _compile(cls, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values
+        try:
+            return [re.compile(v) if isinstance(v, str) else v for v in values]
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from None
+
+    @field_validator("target")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}", value):
+            raise ValueError(f"{value!r}: expected HOST:PORT (IPv6 as [::1]:PORT)")
+        return value
+
+
+class DnsCheck(CheckBase):
+    """Resolve a name, optionally against a given server, and judge the answers."""
+
+    kind: Literal["dns"]
+    query_name: str
+    query_type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "NS", "SOA"] = "A"
+    server: str | None = None
+    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
+    answer_regex: list[re.Pattern[str]] = Field(default_factory=list)
+    min_answers: int = Field(default=0, ge=0)
+    ip_protocol: IpProtocol = "either"
+
+    @field_validator("answer_regex", mode="before")
+    @classmethod
+    def _compile(cls, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values
+        try:
+            return [re.compile(v) if isinstance(v, str) else v for v in values]
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from None
+
+
+Check = Annotated[HttpCheck | FlowCheck | TcpCheck | DnsCheck, Field(discriminator="kind")]
+
+
+class SecretSource(Model):
+    """Where a secret's value comes from: an environment variable or a file."""
+
+    env: str | None = None
+    file: str | None = None
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env or file")
+        return self
+
+
+class CheckFile(Model):
+    """A file under checks/: a list of checks."""
+
+    checks: list[Check] = Field(default_factory=list)
+
+
+class GlobalConfig(Model):
+    """prober.yml: defaults, global labels, secrets and which check files to load."""
+
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 10.0
+    labels: dict[str, str] = Field(default_factory=dict)
+    check_files: list[str] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+    secrets: dict[str, SecretSource] = Field(default_factory=dict)
+    max_concurrent_probes: int = Field(default=2000, gt=0)
+    loop_lag_budget: PositiveDuration = 0.1
+    user_agent: str = "prober/0.1"
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_label_names(labels)

@@ -1,0 +1,212 @@
+"""Wires config -> scheduler -> probes -> sinks, and applies reloads as a diff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from prober.config import Config, ConfigError, load_config
+from prober.config_model import Check, FlowCheck
+from prober.logs import log_failure
+from prober.metrics import MetricsSink
+from prober.probes.context import HttpClients
+from prober.probes.sessions import SessionStore
+from prober.runner import RunEnvironment, run_check
+from prober.scheduler import Scheduler
+from prober.status import StatusSink
+
+log = logging.getLogger("prober.daemon")
+
+LAG_TICK = 0.1
+VERDICT_EVERY = 1.0
+_LAG_WINDOW = 100
+_MAX_DRAIN = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """This instance runs the checks whose stable hash falls in `index` of `count` shards."""
+
+    index: int
+    count: int
+
+    def owns(self, check_name: str) -> bool:
+        return zlib.crc32(check_name.encode()) % self.count == self.index
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes from a short sleep: the prober's own health."""
+
+    def __init__(self) -> None:
+        self.window: deque[float] = deque(maxlen=_LAG_WINDOW)
+        self.over_budget_at = 0.0
+
+    def p99(self) -> float:
+        if not self.window:
+            return 0.0
+        ordered = sorted(self.window)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+class Daemon:
+    """The long-running prober: owns the config, the schedule, the clients and the sinks."""
+
+    def __init__(self, config_path: str | os.PathLike[str], shard: Shard | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.shard = shard
+        self.metrics = MetricsSink()
+        self.status = StatusSink()
+        self.sessions = SessionStore()
+        self.metrics.watch_sessions(self.sessions.events)
+        self.config: Config | None = None
+        self.ready = False
+        self._checks: dict[str, Check] = {}
+        self._clients: HttpClients | None = None
+        self._env: RunEnvironment | None = None
+        self._scheduler = Scheduler(self._run_job, self.metrics.daemon.scheduler_lag.observe)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._semaphore = asyncio.Semaphore(1)
+        self._reload_lock = asyncio.Lock()
+        self._lag = LoopLagMonitor()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Load the config (raising ConfigError) and start probing."""
+        config = await asyncio.to_thread(load_config, self.config_path)
+        self._clients = HttpClients(config.settings.user_agent)
+        self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
+        self._apply(config)
+        self._scheduler.start()
+        for coro in (self._watch_loop_lag(), self._evaluate_verdicts()):
+            task = asyncio.create_task(coro)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self.ready = True
+        log.info(
+            "prober started", extra={"checks": len(self._checks), "config": str(self.config_path)}
+        )
+
+    async def reload(self) -> Config:
+        """Load the config again and apply it as a diff; on error keep the running one."""
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                self.metrics.daemon.reload_ok.set(0)
+                log.error("reload failed, keeping the running config", extra={"errors": str(exc)})
+                raise
+            self._apply(config)
+            log.info("config reloaded", extra={"checks": len(self._checks)})
+            return config
+
+    def _apply(self, config: Config) -> None:
+        owned = {c.name: c for c in config.checks if self.shard is None or self.shard.owns(c.name)}
+        changed = {n for n, c in owned.items() if n in self._checks and self._checks[n] != c}
+        for name in (set(self._checks) - set(owned)) | changed:
+            task = self._inflight.get(name)
+            if task is not None:
+                task.cancel()
+        assert self._clients is not None
+        self._env = RunEnvironment(
+            self._clients, config.template_values(), config.sensitive_values, self.sessions
+        )
+        self._checks = owned
+        self.config = config
+        self.metrics.apply(
+            {n: (("component", c.component), *sorted(c.labels.items())) for n, c in owned.items()},
+            config.settings.labels,
+        )
+        self.status.apply({n: (c.component, c.kind) for n, c in owned.items()})
+        self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
+        self.sessions.forget_unused(
+            {
+                s.session
+                for c in owned.values()
+                if isinstance(c, FlowCheck)
+                for s in c.steps
+                if s.session
+            }
+        )
+        daemon = self.metrics.daemon
+        daemon.checks_configured.labels(scope="all").set(len(config.checks))
+        daemon.checks_configured.labels(scope="owned").set(len(owned))
+        daemon.reload_ok.set(1)
+        daemon.reload_time.set(time.time())
+
+    async def _run_job(self, name: str) -> None:
+        check = self._checks.get(name)
+        env = self._env
+        task = asyncio.current_task()
+        if check is None or env is None or task is None:
+            return
+        self._inflight[name] = task
+        try:
+            if self._semaphore.locked():
+                self.metrics.daemon.probes_delayed.inc()
+            async with self._semaphore:
+                started = asyncio.get_running_loop().time()
+                result = await run_check(check, env)
+            if self._lag.over_budget_at >= started:
+                result = replace(result, loop_lag_exceeded=True)
+                self.metrics.daemon.lag_exceeded.inc()
+            if self._checks.get(name) is not check:
+                return  # changed or removed by a reload while it ran
+            self.metrics.record(result)
+            self.status.record(result)
+            if not result.success:
+                log_failure(result, check.component)
+        finally:
+            if self._inflight.get(name) is task:
+                del self._inflight[name]
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        budget = self.config.settings.loop_lag_budget if self.config else 0.1
+        while True:
+            expected = loop.time() + LAG_TICK
+            await asyncio.sleep(LAG_TICK)
+            lag = max(loop.time() - expected, 0.0)
+            self._lag.window.append(lag)
+            self.metrics.daemon.loop_lag.observe(lag)
+            if lag > budget:
+                self._lag.over_budget_at = loop.time()
+
+    async def _evaluate_verdicts(self) -> None:
+        while True:
+            budget = self.config.settings.loop_lag_budget if self.config else 0.1
+            verdict = self.status.evaluate(self._lag.p99(), budget)
+            self.metrics.daemon.set_verdict(verdict.state)
+            await asyncio.sleep(VERDICT_EVERY)
+
+    async def stop(self) -> None:
+        """Stop scheduling, let in-flight runs finish within their timeouts, then close."""
+        self.ready = False
+        self._scheduler.shutdown()
+        pending = [t for t in self._inflight.values() if not t.done()]
+        if pending:
+            bound = min(
+                _MAX_DRAIN,
+                max(
+                    (float(c.timeout or 0) * (c.retries + 1) + 0.5 for c in self._checks.values()),
+                    default=1.0,
+                ),
+            )
+            _, still = await asyncio.wait(pending, timeout=bound)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._clients is not None:
+            await self._clients.close()
+        log.info("prober stopped")

@@ -1,0 +1,73 @@
+"""Structured logging: JSON or logfmt lines, one per failure, never bodies or secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from prober.result import Result
+
+log = logging.getLogger("prober")
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    if record.exc_info:
+        fields["exc"] = logging.Formatter().formatException(record.exc_info)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), default=str)
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+
+
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\n\\'):
+        return text
+    return json.dumps(text)
+
+
+def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
+    """Route all logs to stderr in one structured format; quiet APScheduler's per-run chatter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def log_failure(result: Result, component: str) -> None:
+    """One line per failed run, with bounded fields; the message is already secret-free."""
+    log.warning(
+        "check failed",
+        extra={
+            "check": result.check,
+            "component": component,
+            "step": result.failed_step,
+            "reason": str(result.reason),
+            "attempts": result.attempts,
+            "duration_ms": round(result.duration * 1000, 1),
+            "detail": result.message,
+        },
+    )

@@ -1,0 +1,349 @@
+"""Run one HTTP request, time its phases, judge its response: used by both http and flow."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from prober.assertions import Response
+from prober.config_model import Extraction, RequestSpec
+from prober.extract import MISSING, TemplateError, compile_template
+from prober.probes.context import PhaseTimer, ProbeContext
+from prober.result import AssertionOutcome, Phases, Reason, StepResult
+from prober.secrets import REDACTED, redact
+
+_SHOWN_VALUE_CHARS = 48
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """A step's result plus the variables it extracted (raw: they feed later requests)."""
+
+    result: StepResult
+    variables: dict[str, str]
+    secret_values: frozenset[str]
+
+
+def display_url(url: str) -> str:
+    """The URL without userinfo and with query values hidden: safe for logs and traces."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    query = "&".join(f"{p.split('=', 1)[0]}={REDACTED}" for p in parts.query.split("&") if p)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _render_json(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str) and "${" in value:
+        return compile_template(value).render(values)
+    if isinstance(value, dict):
+        return {k: _render_json(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_json(v, values) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    url: str
+    headers: dict[str, str]
+    data: bytes | None
+
+
+def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
+    url = spec.url.render(values)
+    headers = {name: t.render(values) for name, t in spec.headers.items()}
+    data: bytes | None = None
+    if spec.body is not None:
+        data = spec.body.render(values).encode()
+    elif spec.json_body is not None:
+        data = json.dumps(_render_json(spec.json_body, values)).encode()
+        headers.setdefault("Content-Type", "application/json")
+    if spec.hostname:
+        headers["Host"] = spec.hostname
+    return _Request(url, headers, data)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > cap:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_expected(status: int, expected: list[int | str]) -> bool:
+    for item in expected:
+        if isinstance(item, int):
+            if status == item:
+                return True
+        elif status // 100 == int(item[0]):
+            return True
+    return False
+
+
+def _classify(exc: BaseException) -> Reason:
+    """Map an aiohttp/OS failure to a bounded reason."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        text = str(exc.certificate_error)
+        return Reason.TLS_CERT_EXPIRED if "expired" in text else Reason.TLS_CERT_INVALID
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
+        return Reason.TLS_HANDSHAKE
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Reason.DNS
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.os_error.errno == errno.ECONNREFUSED:
+            return Reason.CONNECT_REFUSED
+        return Reason.CONNECT_ERROR
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return Reason.RESET
+    if isinstance(exc, aiohttp.ClientOSError):
+        return Reason.RESET if exc.errno in (errno.ECONNRESET, errno.EPIPE) else Reason.ERROR
+    if isinstance(
+        exc, aiohttp.TooManyRedirects | aiohttp.ClientResponseError | aiohttp.ClientPayloadError
+    ):
+        return Reason.PROTOCOL
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.InvalidUrlClientError):
+        return Reason.ERROR
+    return Reason.ERROR
+
+
+def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str | None:
+    if rule.json_path is not None:
+        found = rule.json_path.find(response.document)
+        if found is MISSING or found is None:
+            return None
+        return found if isinstance(found, str) else json.dumps(found)
+    if rule.header is not None:
+        return response.headers.get(rule.header.lower())
+    if rule.cookie is not None:
+        morsel = cookies.get(rule.cookie)
+        return morsel.value if morsel is not None else None
+    assert rule.regex is not None
+    match = rule.regex.search(response.body.decode("utf-8", "replace"))
+    return match.group(1) if match else None
+
+
+def _shown(value: str, secret: bool) -> str:
+    if secret:
+        return REDACTED
+    return value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "..."
+
+
+class _Step:
+    """State of one request while it runs; turned into a StepResult at the end."""
+
+    def __init__(self, name: str, spec: RequestSpec, ctx: ProbeContext, critical: bool) -> None:
+        self.name = name
+        self.spec = spec
+        self.ctx = ctx
+        self.critical = critical
+        self.timer = PhaseTimer(time.perf_counter())
+        self.headers_at = 0.0
+        self.end = 0.0
+        self.status: int | None = None
+        self.request_line: str = spec.method
+        self.tls_expiry: float | None = None
+        self.tls_version: str | None = None
+        self.http_version: str | None = None
+        self.secrets: set[str] = set(ctx.sensitive)
+
+    def phases(self) -> Phases:
+        timer = self.timer
+        end = self.end or time.perf_counter()
+        headers_at = self.headers_at or end
+        connect = max(timer.conn_time - timer.dns_time, 0.0)
+        processing = max(headers_at - timer.ready, 0.0)
+        transfer = max(end - headers_at, 0.0) if self.headers_at else 0.0
+        return Phases(
+            resolve=timer.dns_time, connect=connect, processing=processing, transfer=transfer
+        )
+
+    def finish(
+        self,
+        reason: Reason | None,
+        message: str = "",
+        assertions: tuple[AssertionOutcome, ...] = (),
+        extracted: tuple[tuple[str, str], ...] = (),
+        content_length: int | None = None,
+    ) -> StepResult:
+        self.end = self.end or time.perf_counter()
+        return StepResult(
+            name=self.name,
+            success=reason is None,
+            duration=self.end - self.timer.start,
+            reason=reason,
+            message=redact(message, self.secrets),
+            status_code=self.status,
+            phases=self.phases(),
+            assertions=assertions,
+            extracted=extracted,
+            critical=self.critical,
+            request_line=redact(self.request_line, self.secrets),
+            tls_expiry=self.tls_expiry,
+            tls_version=self.tls_version,
+            redirects=self.timer.redirects,
+            content_length=content_length,
+            http_version=self.http_version,
+        )
+
+
+async def run_step(
+    name: str,
+    spec: RequestSpec,
+    variables: Mapping[str, str],
+    ctx: ProbeContext,
+    critical: bool = True,
+    extra_secrets: frozenset[str] = frozenset(),
+) -> StepOutcome:
+    """Send one request within the context's deadline and judge the response."""
+    step = _Step(name, spec, ctx, critical)
+    step.secrets |= extra_secrets
+    values = {**ctx.values, **variables}
+    try:
+        request = _build_request(spec, values)
+    except TemplateError as exc:
+        return StepOutcome(step.finish(Reason.TEMPLATE, str(exc)), {}, frozenset())
+    step.request_line = f"{spec.method} {display_url(request.url)}"
+    try:
+        async with asyncio.timeout_at(ctx.deadline):
+            raw = await _send(step, request)
+    except TimeoutError:
+        return StepOutcome(step.finish(Reason.TIMEOUT, _timeout_message(step)), {}, frozenset())
+    except _BodyTooLarge:
+        message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
+        return StepOutcome(step.finish(Reason.BODY_TOO_LARGE, message), {}, frozenset())
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        reason = _classify(exc)
+        return StepOutcome(step.finish(reason, f"{type(exc).__name__}: {exc}"), {}, frozenset())
+    return _judge(step, raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    response: Response
+    cookies: SimpleCookie
+
+
+async def _send(step: _Step, request: _Request) -> _Raw:
+    spec = step.spec
+    session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
+    ssl_option = step.ctx.clients.ssl_for(spec.tls)
+    async with session.request(
+        spec.method,
+        request.url,
+        headers=request.headers,
+        data=request.data,
+        allow_redirects=spec.follow_redirects,
+        max_redirects=10,
+        ssl=ssl_option,
+        server_hostname=spec.tls.server_name or spec.hostname,
+        trace_request_ctx=step.timer,
+    ) as resp:
+        step.headers_at = time.perf_counter()
+        step.status = resp.status
+        step.http_version = f"{resp.version.major}.{resp.version.minor}" if resp.version else None
+        _read_tls(step, resp)
+        body = await _read_capped(resp, spec.max_body_bytes)
+        step.end = time.perf_counter()
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        cookies: SimpleCookie = SimpleCookie()
+        for value in resp.headers.getall("Set-Cookie", []):
+            cookies.load(value)
+        latency = step.end - step.timer.start
+        return _Raw(Response(resp.status, latency, headers, body), cookies)
+
+
+def _read_tls(step: _Step, resp: aiohttp.ClientResponse) -> None:
+    if resp.connection is None or resp.connection.transport is None:
+        return
+    ssl_object = resp.connection.transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return
+    step.tls_version = ssl_object.version()
+    cert = ssl_object.getpeercert()
+    if cert and "notAfter" in cert:
+        step.tls_expiry = float(ssl.cert_time_to_seconds(cert["notAfter"]))
+
+
+def _timeout_message(step: _Step) -> str:
+    if step.headers_at:
+        where = "reading the body"
+    elif step.timer.ready > step.timer.start:
+        where = "waiting for the response"
+    else:
+        where = "connecting"
+    return f"deadline reached while {where}"
+
+
+def _judge(step: _Step, raw: _Raw) -> StepOutcome:
+    spec = step.spec
+    response = raw.response
+    body = response.body
+    if not _status_expected(response.status, spec.expected_status):
+        expected = ", ".join(str(s) for s in spec.expected_status)
+        message = f"status {response.status}, expected {expected}"
+        return StepOutcome(step.finish(Reason.STATUS, message), {}, frozenset())
+    needs_json = any(a.needs_json for a in spec.assertions) or any(
+        r.json_path is not None for r in spec.extract.values()
+    )
+    if needs_json:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return StepOutcome(
+                step.finish(Reason.INVALID_JSON, f"response is not JSON: {exc}"), {}, frozenset()
+            )
+        response = Response(response.status, response.latency, response.headers, body, document)
+    variables: dict[str, str] = {}
+    secret_values: set[str] = set()
+    shown: list[tuple[str, str]] = []
+    for var, rule in spec.extract.items():
+        value = _extract(rule, response, raw.cookies)
+        if value is None:
+            return StepOutcome(
+                step.finish(Reason.ASSERTION, f"could not extract {var!r}"), {}, frozenset()
+            )
+        variables[var] = value
+        if rule.secret:
+            secret_values.add(value)
+        shown.append((var, _shown(value, rule.secret)))
+    step.secrets |= secret_values
+    outcomes = tuple(_redacted(a.evaluate(response), step.secrets) for a in spec.assertions)
+    failed = [o for o in outcomes if not o.passed]
+    reason = Reason.ASSERTION if failed else None
+    message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
+    result = step.finish(reason, message, outcomes, tuple(shown), len(body))
+    return StepOutcome(result, variables if not failed else {}, frozenset(secret_values))
+
+
+def _redacted(outcome: AssertionOutcome, secrets: set[str]) -> AssertionOutcome:
+    actual = redact(outcome.actual, secrets)
+    return (
+        outcome
+        if actual == outcome.actual
+        else AssertionOutcome(outcome.text, outcome.passed, actual)
+    )

@@ -1,0 +1,176 @@
+"""Start and stop the simulated platform: in-process for tests and demos, or as `prober sim`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from prober.sim.app import DEMO_PASSWORD, DEMO_USER, SimOptions, create_app
+from prober.sim.faults import FaultError, describe_validation_error, parse_fault_args
+from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
+
+__all__ = ["RunningSim", "SimOptions", "add_sim_arguments", "run_sim", "start_sim"]
+
+DEFAULT_LISTEN = "127.0.0.1:8180"
+# Hung and slow responses are released on shutdown; this only bounds a handler that ignores it.
+_SHUTDOWN_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSim:
+    """A simulated platform listening on a real socket."""
+
+    app: web.Application
+    host: str
+    port: int
+    _runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. `http://127.0.0.1:8180` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop listening, release hung requests, stop the scenario replay."""
+        await self._runner.cleanup()
+
+
+async def start_sim(
+    host: str = "127.0.0.1", port: int = 0, options: SimOptions | None = None
+) -> RunningSim:
+    """Serve the simulated platform on host:port (0 picks a free port) until `stop()`."""
+    app = create_app(options)
+    # handler_cancellation: a client that gives up on a hung request ends its handler too.
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = int(runner.addresses[0][1])
+    return RunningSim(app=app, host=host, port=bound_port, _runner=runner)
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `prober sim` options to `parser`."""
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+        help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="COMPONENT:KEY=VALUE[,KEY=VALUE]",
+        help="inject a fault at start, e.g. notifications:status=503 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scenario", metavar="NAME|FILE",
+        help=f"replay an outage: {', '.join(builtin_scenarios())} or a YAML file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="scenario speed-up factor (default 1)"
+    )
+    parser.add_argument("--seed", type=int, help="seed for error rates and latency jitter")
+    parser.add_argument(
+        "--token-ttl", type=float, default=3600.0, metavar="SECONDS",
+        help="bearer token lifetime (default 3600)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-ms", type=float, default=2.0, help="base latency of every answer (default 2)"
+    )
+    parser.add_argument(
+        "--latency-jitter-ms", type=float, default=3.0,
+        help="random extra latency, uniform 0..N ms (default 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        help=f"add a user (repeatable); {DEMO_USER}/{DEMO_PASSWORD} always exists",
+    )  # fmt: skip
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [::1]:PORT) or raise ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad --listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]"), int(port)
+
+
+def _parse_users(texts: list[str]) -> dict[str, str]:
+    """The demo user plus every `--user NAME:PASSWORD`."""
+    users = {DEMO_USER: DEMO_PASSWORD}
+    for text in texts:
+        name, sep, password = text.partition(":")
+        if not sep or not name or not password:
+            raise ValueError(f"bad --user {text!r}: expected NAME:PASSWORD")
+        users[name] = password
+    return users
+
+
+def options_from_args(args: argparse.Namespace) -> SimOptions:
+    """SimOptions from parsed `prober sim` arguments; raise ValueError with a one-line message."""
+    try:
+        return SimOptions(
+            users=_parse_users(args.user),
+            token_ttl_s=args.token_ttl,
+            latency_ms=args.latency_ms,
+            latency_jitter_ms=args.latency_jitter_ms,
+            seed=args.seed,
+            faults=parse_fault_args(args.fault),
+            scenario=args.scenario,
+            speed=args.speed,
+        )
+    except ValidationError as exc:
+        raise ValueError("; ".join(describe_validation_error(exc))) from None
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """`prober sim`: serve until SIGINT/SIGTERM and return 0; bad arguments return 2."""
+    try:
+        options = options_from_args(args)
+        host, port = parse_listen(args.listen)
+        if options.scenario:
+            load_scenario(options.scenario)  # fail before serving, not after
+    except (FaultError, ScenarioError, ValueError) as exc:
+        print(f"prober sim: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(host, port, options))
+
+
+async def _serve(host: str, port: int, options: SimOptions) -> int:
+    """Run the sim until a signal; a scenario or socket problem is one line on stderr."""
+    try:
+        sim = await start_sim(host, port, options)
+    except ScenarioError as exc:
+        print(f"prober sim: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"prober sim: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    scenario = (
+        f", replaying {options.scenario} at speed {options.speed:g}" if options.scenario else ""
+    )
+    print(
+        f"prober sim: serving {sim.url} (demo user {DEMO_USER} / {DEMO_PASSWORD}){scenario}",
+        flush=True,
+    )
+    try:
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await sim.stop()
+    return 0

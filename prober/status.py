@@ -1,0 +1,101 @@
+"""Recent results per check, for the verdict, /api/status and the status page."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prober.result import Result
+from prober.verdict import CheckState, Verdict, compute_verdict
+
+HISTORY = 30
+
+
+@dataclass
+class _CheckStatus:
+    component: str
+    kind: str
+    last: Result | None = None
+    last_success_at: float | None = None
+    history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+
+class StatusSink:
+    """Keeps a bounded history per check and the latest verdict."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, _CheckStatus] = {}
+        self.verdict = Verdict("ok", "no results yet")
+        self.verdict_at = 0.0
+
+    def apply(self, checks: Mapping[str, tuple[str, str]]) -> None:
+        """Track exactly these checks (name -> (component, kind)), keeping known history."""
+        kept: dict[str, _CheckStatus] = {}
+        for name, (component, kind) in checks.items():
+            existing = self._checks.get(name)
+            if existing is not None and existing.component == component:
+                existing.kind = kind
+                kept[name] = existing
+            else:
+                kept[name] = _CheckStatus(component, kind)
+        self._checks = kept
+
+    def record(self, result: Result) -> None:
+        status = self._checks.get(result.check)
+        if status is None:
+            return
+        status.last = result
+        if result.success:
+            status.last_success_at = result.started_at + result.duration
+        status.history.append((result.started_at, result.success, str(result.reason or "")))
+
+    def states(self) -> list[CheckState]:
+        return [
+            CheckState(
+                name,
+                s.component,
+                None if s.last is None else s.last.success,
+                bool(s.last and s.last.degraded),
+            )
+            for name, s in self._checks.items()
+        ]
+
+    def evaluate(self, loop_lag_p99: float, lag_budget: float) -> Verdict:
+        self.verdict = compute_verdict(self.states(), loop_lag_p99, lag_budget)
+        self.verdict_at = time.time()
+        return self.verdict
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free."""
+        verdict = self.verdict
+        return {
+            "verdict": verdict.state,
+            "summary": verdict.summary,
+            "evaluated_at": self.verdict_at,
+            "components": [
+                {"name": c.name, "state": c.state, "failing": c.failing, "checks": c.total}
+                for c in verdict.components
+            ],
+            "checks": [self._check_json(name, s) for name, s in sorted(self._checks.items())],
+        }
+
+    @staticmethod
+    def _check_json(name: str, status: _CheckStatus) -> dict[str, Any]:
+        last = status.last
+        return {
+            "name": name,
+            "component": status.component,
+            "kind": status.kind,
+            "state": "pending" if last is None else ("ok" if last.success else "failing"),
+            "degraded": bool(last and last.degraded),
+            "reason": str(last.reason) if last and last.reason else None,
+            "failed_step": last.failed_step if last and last.failed_step else None,
+            "message": last.message if last else "",
+            "duration_seconds": last.duration if last else None,
+            "last_run": last.started_at if last else None,
+            "last_success": status.last_success_at,
+            "history": [ok for _, ok, _ in status.history],
+        }

@@ -1,0 +1,105 @@
+"""The command line as a user runs it: validate, probe, errors without tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prober.sim.server import start_sim
+from tests.conftest import WriteConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def prober(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prober", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_validate_shipped_config() -> None:
+    run = prober("validate", "--config.file", "prober.yml")
+    assert run.returncode == 0, run.stderr
+    assert "OK" in run.stdout
+
+
+def test_validate_broken_file_prints_every_located_error(write_config: WriteConfig) -> None:
+    path = write_config("""
+        interval: 10s
+        checks:
+          - name: a
+            kind: http
+            component: api
+            url: http://127.0.0.1:1/
+            timeout: 20s
+          - name: b
+            kind: http
+            url: http://127.0.0.1:1/
+            retires: 3
+    """)
+    run = prober("validate", "--config.file", str(path))
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "prober.yml:8: check 'a': checks[0].timeout" in run.stderr
+    assert "check 'b': checks[1].component: Field required" in run.stderr
+    assert "prober.yml:12: check 'b': checks[1].retires: unknown key" in run.stderr
+
+
+def test_validate_missing_file() -> None:
+    run = prober("validate", "--config.file", "/nonexistent/prober.yml")
+    assert run.returncode == 1
+    assert "cannot read file" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_probe_prints_trace_and_metrics_without_secrets() -> None:
+    sim = await start_sim()
+    canary = "canary-password-7f3a9"
+    try:
+        env = {"PATH": "/usr/bin:/bin", "PLATFORM_URL": sim.url, "DEMO_PASSWORD": canary}
+        # The sim runs in this event loop, so the CLI must run without blocking it.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "prober",
+            "probe",
+            "--config.file",
+            "prober.yml",
+            "timeline",
+            env=env,
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        await sim.stop()
+    stdout, stderr = out.decode(), err.decode()
+    # The canary is not the sim's password, so login fails at the login step with 401.
+    assert process.returncode == 1, stdout + stderr
+    assert "step login: FAILED" in stdout
+    assert "reason: status: status 401" in stdout
+    assert 'probe_success{check="timeline"' in stdout
+    assert canary not in stdout + stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "--shard", "3/2"], ["run", "--web.listen-address", "nowhere"]],
+    ids=["bad-shard", "bad-listen"],
+)
+def test_bad_flags_give_one_line_error(args: list[str]) -> None:
+    run = prober(*args)
+    assert run.returncode in (1, 2)
+    assert "Traceback" not in run.stderr

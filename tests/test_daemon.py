@@ -1,0 +1,176 @@
+"""The daemon end to end: real checks over loopback, real /metrics, real reloads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from prober.daemon import Daemon
+from prober.web import bound_port, build_app, start_web
+from tests.conftest import Target, WriteConfig, require_tool, wait_for
+
+TWO_CHECKS = """
+interval: 0.5s
+timeout: 0.3s
+labels: {vantage: test}
+checks:
+  - {name: good, kind: http, component: api, url: "${URL}/ok"}
+  - name: flow
+    kind: flow
+    component: timeline
+    steps:
+      - {name: first, url: "${URL}/ok", extract: {status: $.status}}
+      - {name: second, url: "${URL}/echo?s=${status}", assert: ['$.query.s == "ok"']}
+"""
+
+
+class Running:
+    def __init__(self, daemon: Daemon, runner: web.AppRunner) -> None:
+        self.daemon = daemon
+        self.runner = runner
+        self.base = f"http://127.0.0.1:{bound_port(runner)}"
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.get(self.base + path) as resp:
+            return resp.status, await resp.text()
+
+    async def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        status, text = await self.get("/metrics")
+        assert status == 200
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
+@pytest.fixture
+async def running(
+    target: Target, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Running]:
+    monkeypatch.setenv("URL", target.url)
+    path = write_config(TWO_CHECKS)
+    daemon = Daemon(path)
+    await daemon.start()
+    runner = await start_web(build_app(daemon, enable_lifecycle=True), "127.0.0.1", 0)
+    yield Running(daemon, runner)
+    await runner.cleanup()
+    await daemon.stop()
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    for (sample_name, sample_labels), sample_value in samples.items():
+        if sample_name == name and set(labels.items()) <= sample_labels:
+            return sample_value
+    return None
+
+
+async def test_metrics_show_both_checks_then_failure(running: Running, target: Target) -> None:
+    async def both_ran() -> bool:
+        samples = await running.samples()
+        return all(value(samples, "probe_success", check=c) == 1.0 for c in ("good", "flow"))
+
+    await wait_for(both_ran)
+    samples = await running.samples()
+    assert value(samples, "probe_http_status_code", check="good", step="request") == 200.0
+    assert value(samples, "prober_step_success", check="flow", step="second") == 1.0
+    assert value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
+    phases = {
+        dict(labels)["phase"]
+        for (name, labels) in samples
+        if name == "probe_http_duration_seconds" and dict(labels)["check"] == "good"
+    }
+    assert phases == {"resolve", "connect", "tls", "processing", "transfer"}
+    assert value(samples, "prober_checks_configured", scope="all") == 2.0
+    assert value(samples, "prober_build_info") == 1.0
+
+    target.status = 503
+
+    async def good_failed() -> bool:
+        samples = await running.samples()
+        return value(samples, "probe_success", check="good") == 0.0
+
+    # Two intervals, plus slack for the scrape itself.
+    await wait_for(good_failed, limit=2 * 0.5 + 0.5)
+    samples = await running.samples()
+    assert (
+        value(
+            samples,
+            "prober_check_failures_total",
+            check="good",
+            reason="status",
+            failed_step="request",
+        )
+        is not None
+    )
+
+
+async def test_health_ready_and_status_endpoints(running: Running) -> None:
+    assert (await running.get("/-/healthy"))[0] == 200
+    assert (await running.get("/-/ready"))[0] == 200
+    await wait_for(lambda: running.daemon.status.snapshot()["checks"][0]["state"] != "pending")
+    status, text = await running.get("/api/status")
+    assert status == 200 and '"verdict"' in text
+    status, html = await running.get("/status")
+    assert status == 200 and "prober status" in html
+
+
+async def test_reload_removes_and_adds_checks(
+    running: Running, write_config: WriteConfig, target: Target
+) -> None:
+    await wait_for(lambda: _has(running, "flow"))
+    write_config("""
+        interval: 0.5s
+        timeout: 0.3s
+        labels: {vantage: test}
+        checks:
+          - {name: good, kind: http, component: api, url: "${URL}/ok"}
+          - {name: added, kind: http, component: api, url: "${URL}/ok"}
+    """)
+    status, _ = await running.get("/-/reload")
+    assert status == 405
+    async with aiohttp.ClientSession() as session, session.post(running.base + "/-/reload") as resp:
+        assert resp.status == 200, await resp.text()
+    samples = await running.samples()
+    assert value(samples, "probe_success", check="flow") is None
+    await wait_for(lambda: _has(running, "added"))
+
+
+async def test_bad_reload_keeps_running_config(running: Running, write_config: WriteConfig) -> None:
+    await wait_for(lambda: _has(running, "good"))
+    write_config("checks:\n  - {name: broken, kind: http}\n")
+    async with aiohttp.ClientSession() as session, session.post(running.base + "/-/reload") as resp:
+        assert resp.status == 400
+        assert "prober.yml:2" in await resp.text()
+    samples = await running.samples()
+    assert value(samples, "prober_config_last_reload_successful") == 0.0
+    assert value(samples, "probe_success", check="good") is not None
+
+
+async def _has(running: Running, check: str) -> bool:
+    return value(await running.samples(), "probe_success", check=check) is not None
+
+
+@pytest.mark.integration
+async def test_promtool_check_metrics_on_live_scrape(running: Running) -> None:
+    promtool = require_tool("promtool")
+    await wait_for(lambda: _has(running, "flow"))
+    _, text = await running.get("/metrics")
+    process = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(text.encode()), timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert output.decode().strip() == "", output.decode()

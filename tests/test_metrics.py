@@ -1,0 +1,111 @@
+"""The fast exposition parses, and equals what prometheus-client itself renders."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from prober.metrics import MetricsSink
+from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
+from tests.conftest import require_tool
+
+
+def _result(check: str, success: bool, duration: float) -> Result:
+    step = StepResult(
+        "login",
+        success,
+        duration,
+        None if success else Reason.STATUS,
+        status_code=200 if success else 503,
+        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+    )
+    return Result(
+        check,
+        success,
+        duration,
+        started_at=1_700_000_000.0,
+        steps=(step,),
+        reason=None if success else Reason.STATUS,
+        failed_step="" if success else "login",
+        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
+    )
+
+
+@pytest.fixture
+def sink() -> MetricsSink:
+    sink = MetricsSink()
+    sink.apply(
+        {"a": (("component", "api"),), 'b "q"': (("component", "login"), ("team", "x\\y"))},
+        {"vantage": "eu"},
+    )
+    sink.record(_result("a", True, 0.02))
+    sink.record(_result("a", False, 0.3))
+    sink.record(_result('b "q"', True, 7.5))
+    return sink
+
+
+def _samples(text: str) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
+    return {
+        (s.name, frozenset(s.labels.items()), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
+    reference = CollectorRegistry()
+    reference.register(sink)
+    stock = _samples(generate_latest(reference).decode())
+    fast = _samples(sink.render().decode())
+    per_check = {s for s in fast if any(k == "check" for k, _ in s[1])}
+    assert per_check == stock
+    assert len(stock) > 50
+
+
+def test_rerender_after_new_result_is_fresh(sink: MetricsSink) -> None:
+    sink.render()
+    sink.record(_result("a", True, 0.01))
+    samples = _samples(sink.render().decode())
+    runs = [
+        v
+        for n, labels, v in samples
+        if n == "prober_check_runs_total"
+        and ("check", "a") in labels
+        and ("result", "success") in labels
+    ]
+    assert runs == [2.0]
+
+
+def test_removed_check_series_disappear(sink: MetricsSink) -> None:
+    sink.apply({"a": (("component", "api"),)}, {"vantage": "eu"})
+    text = sink.render().decode()
+    assert 'check="a"' in text
+    assert 'b \\"q\\"' not in text
+
+
+def test_unchanged_check_keeps_counters_across_apply(sink: MetricsSink) -> None:
+    sink.apply({"a": (("component", "api"),), "c": (("component", "api"),)}, {"vantage": "eu"})
+    samples = _samples(sink.render().decode())
+    assert (
+        "prober_check_runs_total",
+        frozenset({("check", "a"), ("component", "api"), ("vantage", "eu"), ("result", "failure")}),
+        1.0,
+    ) in samples
+
+
+@pytest.mark.integration
+def test_promtool_check_metrics_accepts_exposition(sink: MetricsSink) -> None:
+    promtool = require_tool("promtool")
+    run = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=sink.render(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr.decode() + run.stdout.decode()
+    assert run.stdout.decode().strip() == "" and run.stderr.decode().strip() == ""
