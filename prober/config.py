@@ -116,7 +116,8 @@ class _Document:
 def _key_path(path: Path_) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        # YAML allows keys of any type (null, numbers): show them as text.
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
@@ -161,23 +162,33 @@ def _read_document(path: Path) -> _Document:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError([ConfigIssue(name, f"cannot read file: {reason}")]) from None
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
+        node, data = _parse_yaml(text)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ConfigError([ConfigIssue(name, f"invalid YAML: {exc.problem}", line)]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
+        raise ConfigError([ConfigIssue(name, message, line)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(name, f"invalid YAML: {exc}")]) from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, "the file must hold a mapping (key: value)", 1)])
     lines: dict[Path_, int] = {}
     if node is not None:
         _record_lines(node, (), lines)
     return _Document(name, data, lines)
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the plain data of one YAML document."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else {})
+    finally:
+        loader.dispose()
 
 
 def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
