@@ -126,3 +126,17 @@ async def wait_for(condition: Callable[[], object], limit: float = 10.0) -> None
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {limit}s")
         await asyncio.sleep(0.05)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fast_shipped_config(directory: Path, interval: str = "1s", timeout: str = "0.8s") -> Path:
+    """The shipped prober.yml and checks/, with short intervals, written into `directory`."""
+    text = (REPO / "prober.yml").read_text()
+    text = text.replace("checks/*.yml", str(REPO / "checks" / "*.yml"))
+    text = text.replace("interval: 15s", f"interval: {interval}")
+    text = text.replace("timeout: 5s", f"timeout: {timeout}")
+    path = directory / "prober.yml"
+    path.write_text(text)
+    return path

@@ -22,7 +22,7 @@ from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
 from prober.trace import format_result, metric_lines
 from prober.web import bound_port, build_app, start_web
-from tests.conftest import WriteConfig, wait_for
+from tests.conftest import WriteConfig, fast_shipped_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 CANARY = "Canary-Pa55word-9d1e"
@@ -204,14 +204,7 @@ async def test_secret_never_appears_in_any_output(
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("PLATFORM_URL", sim.url)
     monkeypatch.setenv("DEMO_PASSWORD", CANARY)
-    config_path = tmp_path / "prober.yml"
-    config_path.write_text(
-        (REPO / "prober.yml")
-        .read_text()
-        .replace("checks/*.yml", str(REPO / "checks" / "*.yml"))
-        .replace("interval: 15s", "interval: 1s")
-        .replace("timeout: 5s", "timeout: 0.8s")
-    )
+    config_path = fast_shipped_config(tmp_path)
     daemon = Daemon(config_path)
     await daemon.start()
     runner = await start_web(build_app(daemon), "127.0.0.1", 0)

@@ -13,9 +13,8 @@ import pytest
 from prober.daemon import Daemon
 from prober.sim import FaultSpec, SimOptions, start_sim
 from prober.web import bound_port, build_app, start_web
-from tests.conftest import IN_CI, wait_for
+from tests.conftest import IN_CI, fast_shipped_config, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -45,14 +44,7 @@ async def status_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         )
     )
     monkeypatch.setenv("PLATFORM_URL", sim.url)
-    config = tmp_path / "prober.yml"
-    config.write_text(
-        (REPO / "prober.yml")
-        .read_text()
-        .replace("checks/*.yml", str(REPO / "checks" / "*.yml"))
-        .replace("interval: 15s", "interval: 1s")
-        .replace("timeout: 5s", "timeout: 0.8s")
-    )
+    config = fast_shipped_config(tmp_path)
     daemon = Daemon(config)
     await daemon.start()
     runner = await start_web(build_app(daemon), "127.0.0.1", 0)
