@@ -1,0 +1,325 @@
+"""The detection layer: Prometheus config and rules, their unit tests, Alertmanager, Grafana.
+
+Tests marked `integration` run the real `promtool` and `amtool`. Without them they skip
+with a reason, except where the environment variable CI is "true": there they fail, so
+CI cannot pass without having run them. Set PROMTOOL or AMTOOL to use a binary that is
+not on PATH. The other tests only read the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMETHEUS_CONFIG = ROOT / "prometheus.yml"
+RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
+RULE_TESTS_DIR = ROOT / "deploy" / "prometheus" / "tests"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "prober.json"
+RUNBOOK = ROOT / "docs" / "RUNBOOK.md"
+METRICS_DOC = ROOT / "docs" / "METRICS.md"
+
+DASHBOARD_ROWS = [
+    "Verdict",
+    "Components",
+    "Checks",
+    "Flow steps",
+    "Phases",
+    "Latency heatmap",
+    "Prober self-health",
+]
+DASHBOARD_VARIABLES = ["datasource", "instance", "component", "check"]
+
+# Sample values for Grafana's template variables, so dashboard queries become PromQL.
+GRAFANA_SAMPLES = {
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__range": "1h",
+    "datasource": "prometheus",
+    "instance": "127.0.0.1:9797",
+    "component": "api",
+    "check": "api-health",
+}
+GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+LABEL_VALUES = re.compile(r"^\s*label_values\((?P<query>.+),\s*\w+\s*\)\s*$", re.DOTALL)
+# A contract metric name, not part of a recording rule name (level:metric:operations).
+CONTRACT_NAME = re.compile(r"(?<![\w:])(?:probe|prober)_\w+(?![\w:])")
+RECORDED_NAME = re.compile(r"(?<![\w:])[a-z_]+:[a-z0-9_]+:[a-z0-9_]+(?![\w:])")
+STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
+HISTOGRAM_SUFFIX = re.compile(r"_(?:bucket|sum|count)$")
+
+
+# ---------------------------------------------------------------- tools
+
+
+def find_tool(name: str) -> str:
+    """Return the path of a Prometheus tool; skip without it, or fail when CI is "true"."""
+    path = os.environ.get(name.upper()) or shutil.which(name)
+    if path:
+        return path
+    reason = (
+        f"{name} not found on PATH (install Debian's prometheus and "
+        f"prometheus-alertmanager packages, or set {name.upper()}=/path/to/{name})"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the integration tests", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def promtool() -> str:
+    return find_tool("promtool")
+
+
+@pytest.fixture
+def amtool() -> str:
+    return find_tool("amtool")
+
+
+def run_tool(*args: str | Path) -> None:
+    """Run a tool from the repository root and fail with its output if it fails."""
+    proc = subprocess.run(
+        [str(arg) for arg in args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    command = " ".join(str(arg) for arg in args)
+    assert proc.returncode == 0, f"{command} exited {proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+
+# ---------------------------------------------------------------- reading the files
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yml"))
+
+
+def rule_test_files() -> list[Path]:
+    return sorted(RULE_TESTS_DIR.glob("*.yml"))
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def rules() -> Iterator[dict[str, Any]]:
+    for path in rule_files():
+        for group in load_yaml(path)["groups"]:
+            yield from group["rules"]
+
+
+def alerting_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def load_dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return data
+
+
+def dashboard_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from dashboard_panels(panel.get("panels", []))
+
+
+def dashboard_queries() -> Iterator[tuple[str, str]]:
+    """Yield (where, PromQL) for every query in the dashboard, variables substituted."""
+    dashboard = load_dashboard()
+    for panel in dashboard_panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            yield f"panel {panel['title']!r} {target['refId']}", target["expr"]
+    for annotation in dashboard["annotations"]["list"]:
+        if "expr" in annotation:
+            yield f"annotation {annotation['name']!r}", annotation["expr"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        query = variable["query"]
+        query = query["query"] if isinstance(query, dict) else query
+        match = LABEL_VALUES.match(query)
+        assert match, f"variable {variable['name']}: expected label_values(query, label)"
+        yield f"variable {variable['name']!r}", match["query"]
+
+
+def substitute_grafana_variables(expr: str) -> str:
+    def sample(match: re.Match[str]) -> str:
+        name = match[1] or match[2]
+        assert name in GRAFANA_SAMPLES, f"unknown Grafana variable ${name} in {expr!r}"
+        return GRAFANA_SAMPLES[name]
+
+    return GRAFANA_VARIABLE.sub(sample, expr)
+
+
+def all_queries() -> list[tuple[str, str]]:
+    """Every PromQL expression of the rules and the dashboard, ready to parse."""
+    queries = [(f"rule {rule.get('record') or rule['alert']}", rule["expr"]) for rule in rules()]
+    queries += [(where, substitute_grafana_variables(expr)) for where, expr in dashboard_queries()]
+    return queries
+
+
+def contract_metrics() -> set[str]:
+    names = re.findall(r"^- (\w+)", METRICS_DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    return set(names)
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+# ---------------------------------------------------------------- with the real tools
+
+
+@pytest.mark.integration
+def test_prometheus_config_is_valid(promtool: str) -> None:
+    run_tool(promtool, "check", "config", PROMETHEUS_CONFIG.relative_to(ROOT))
+
+
+@pytest.mark.integration
+def test_rule_files_are_valid(promtool: str) -> None:
+    run_tool(promtool, "check", "rules", *(p.relative_to(ROOT) for p in rule_files()))
+
+
+@pytest.mark.integration
+def test_rule_unit_tests_pass(promtool: str) -> None:
+    run_tool(promtool, "test", "rules", *(p.relative_to(ROOT) for p in rule_test_files()))
+
+
+@pytest.mark.integration
+def test_alertmanager_config_is_valid(amtool: str) -> None:
+    run_tool(amtool, "check-config", ALERTMANAGER_CONFIG.relative_to(ROOT))
+
+
+@pytest.mark.integration
+def test_every_promql_expression_parses(promtool: str, tmp_path: Path) -> None:
+    """Rule and dashboard queries, as recording rules for `promtool check rules`."""
+    queries = all_queries()
+    records = [
+        {"record": f"parse_check_{index:03d}", "expr": expr}
+        for index, (_, expr) in enumerate(queries)
+    ]
+    rules_file = tmp_path / "queries.yml"
+    rules_file.write_text(
+        yaml.safe_dump({"groups": [{"name": "queries", "rules": records}]}), encoding="utf-8"
+    )
+    index = "\n".join(f"parse_check_{i:03d}: {where}" for i, (where, _) in enumerate(queries))
+    try:
+        run_tool(promtool, "check", "rules", rules_file)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nwhere each query comes from:\n{index}") from None
+
+
+# ---------------------------------------------------------------- reading only
+
+
+def test_every_alert_has_severity_summary_description_and_runbook() -> None:
+    for rule in alerting_rules():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        for annotation in ("summary", "description", "runbook_url"):
+            assert rule["annotations"].get(annotation), f"{rule['alert']}: no {annotation}"
+
+
+def test_every_runbook_url_points_to_a_runbook_section() -> None:
+    anchors = {
+        github_anchor(line.lstrip("#"))
+        for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    for rule in alerting_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://github.com/prober-dev/prober/blob/main/docs/RUNBOOK.md#")
+        assert url.partition("#")[2] in anchors, f"{rule['alert']}: no section for {url}"
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in rule_test_files():
+        for group in load_yaml(path)["tests"]:
+            for case in group.get("alert_rule_test", []):
+                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    alerts = {rule["alert"] for rule in alerting_rules()}
+    assert alerts - firing == set(), "alerts never tested firing"
+    assert alerts - silent == set(), "alerts never tested not firing"
+
+
+def test_queries_use_only_contract_metrics_and_defined_recording_rules() -> None:
+    contract = contract_metrics()
+    recorded = recorded_names()
+    for where, expr in all_queries():
+        code = STRING_LITERAL.sub('""', expr)
+        for name in CONTRACT_NAME.findall(code):
+            assert name in contract or HISTOGRAM_SUFFIX.sub("", name) in contract, (
+                f"{where}: {name} is not in docs/METRICS.md"
+            )
+        for name in RECORDED_NAME.findall(code):
+            assert name in recorded, f"{where}: no recording rule named {name}"
+
+
+def test_platform_aggregations_exclude_the_canary() -> None:
+    """Component and vantage rules that read per-check series leave the canary out."""
+    per_check = re.compile(r"(?<![\w:])(?:probe_success|prober_check_\w+|check:\w+:\w+)")
+    aggregations = [
+        rule
+        for rule in rules()
+        if rule.get("record", "").startswith(("component:", "vantage_component:"))
+    ]
+    for rule in aggregations:
+        if per_check.search(rule["expr"]):
+            assert 'component!="canary"' in rule["expr"], rule["record"]
+
+
+def test_alertmanager_inhibitions_name_existing_alerts() -> None:
+    alerts = {rule["alert"] for rule in alerting_rules()}
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            match = re.fullmatch(r'alertname=~?"([^"]+)"', matcher)
+            if match:
+                assert set(match[1].split("|")) <= alerts, matcher
+
+
+def test_dashboard_rows_come_in_order() -> None:
+    rows = [p["title"] for p in load_dashboard()["panels"] if p["type"] == "row"]
+    assert rows == DASHBOARD_ROWS
+
+
+def test_dashboard_variables_and_datasource() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["uid"] == "prober"
+    variables = dashboard["templating"]["list"]
+    assert [v["name"] for v in variables] == DASHBOARD_VARIABLES
+    assert variables[0]["type"] == "datasource"
+    assert variables[0]["query"] == "prometheus"
+    for variable in variables[1:]:
+        assert variable["type"] == "query"
+        assert variable["multi"] and variable["includeAll"], variable["name"]
+    for panel in dashboard_panels(dashboard["panels"]):
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_dashboard_panel_ids_are_unique() -> None:
+    ids = [p["id"] for p in dashboard_panels(load_dashboard()["panels"])]
+    assert len(ids) == len(set(ids))
