@@ -12,6 +12,9 @@ from prober.result import Result
 from prober.verdict import CheckState, Verdict, compute_verdict
 
 HISTORY = 30
+# The verdict judges each check by its last few runs, so one lost request (or one lucky one
+# during an outage with a 60% error rate) does not flip the platform's state.
+VERDICT_RUNS = 3
 
 
 @dataclass
@@ -21,6 +24,14 @@ class _CheckStatus:
     last: Result | None = None
     last_success_at: float | None = None
     history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+
+def _recent_success(status: _CheckStatus) -> bool | None:
+    if not status.history:
+        return None
+    recent = list(status.history)[-VERDICT_RUNS:]
+    failures = sum(1 for _, ok, _ in recent if not ok)
+    return failures * 2 <= len(recent)
 
 
 class StatusSink:
@@ -53,13 +64,9 @@ class StatusSink:
         status.history.append((result.started_at, result.success, str(result.reason or "")))
 
     def states(self) -> list[CheckState]:
+        """Each check as the verdict sees it: failing when most of its last runs failed."""
         return [
-            CheckState(
-                name,
-                s.component,
-                None if s.last is None else s.last.success,
-                bool(s.last and s.last.degraded),
-            )
+            CheckState(name, s.component, _recent_success(s), bool(s.last and s.last.degraded))
             for name, s in self._checks.items()
         ]
 
