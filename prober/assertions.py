@@ -3,6 +3,7 @@
 status == 200        status == 2xx        latency < 300ms
 header.content-type ~= "json"             body contains "ok"
 $.status == "ok"     $.token exists       len($.posts) > 0
+tls.days_left > 14   tls.version == "TLS 1.3"
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +20,8 @@ from prober.extract import MISSING, JsonPath, JsonPathError, parse_json_path, va
 from prober.result import AssertionOutcome
 
 _EXPRESSION = re.compile(
-    r"^\s*(?P<subject>status|latency|body|header\.[A-Za-z0-9_-]+|len\([^)]*\)|\$\S*)"
+    r"^\s*(?P<subject>status|latency|body|tls\.days_left|tls\.version|header\.[A-Za-z0-9_-]+"
+    r"|len\([^)]*\)|\$\S*)"
     r"\s*(?P<op>==|!=|<=|>=|<|>|~=|!~|contains|exists|missing)\s*(?P<value>.*?)\s*$"
 )
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")
@@ -31,6 +34,8 @@ _ORDER_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 _SHOWN_CHARS = 64
+_DAY = 86400.0
+_TLS_SUBJECTS = ("tls.days_left", "tls.version")
 
 
 class AssertionSyntaxError(ValueError):
@@ -46,6 +51,8 @@ class Response:
     headers: Mapping[str, str]
     body: bytes
     document: Any = MISSING
+    tls_expiry: float | None = None
+    tls_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,12 @@ class Assertion:
             return response.headers.get(self.header, MISSING)
         if self.subject == "body":
             return response.body.decode("utf-8", "replace")
+        if self.subject == "tls.days_left":
+            # Certificate expiry is a calendar date, so wall time is the right clock here.
+            expiry = response.tls_expiry
+            return MISSING if expiry is None else (expiry - time.time()) / _DAY
+        if self.subject == "tls.version":
+            return MISSING if response.tls_version is None else response.tls_version
         assert self.path is not None
         found = self.path.find(response.document)
         return value_length(found) if self.subject == "len" else found
@@ -145,7 +158,8 @@ def parse_assertion(text: str) -> Assertion:
     if match is None:
         raise AssertionSyntaxError(
             f"cannot parse assertion {text!r}: expected SUBJECT OP VALUE, where SUBJECT is "
-            "status, latency, body, header.NAME, $.json.path or len($.path)"
+            "status, latency, body, tls.days_left, tls.version, header.NAME, $.json.path "
+            "or len($.path)"
         )
     subject, op, raw = match.group("subject", "op", "value")
     if op in ("exists", "missing"):
@@ -171,7 +185,7 @@ def parse_assertion(text: str) -> Assertion:
 def _parse_subject(text: str, subject: str) -> tuple[str, JsonPath | None, str]:
     if subject.startswith("header."):
         return "header", None, subject.removeprefix("header.").lower()
-    if subject in ("status", "latency", "body"):
+    if subject in ("status", "latency", "body", *_TLS_SUBJECTS):
         return subject, None, ""
     inner = subject[4:-1].strip() if subject.startswith("len(") else subject
     try:

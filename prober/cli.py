@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prober import __version__
 from prober.config import ConfigError, load_config
+from prober.config_model import parse_duration
 from prober.daemon import Shard
 from prober.logs import setup_logging
 from prober.serve import serve
@@ -42,6 +45,16 @@ def _add_logging(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse_interval(text: str) -> float:
+    """A duration (`30s`, `1m`) or `0` for off; argparse reports the error with the flag."""
+    try:
+        return float(parse_duration(int(text) if text.isdigit() else text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 30s or 1m (0 turns it off)"
+        ) from None
+
+
 def _add_daemon(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     _add_logging(parser)
@@ -60,13 +73,43 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard",
         default=os.environ.get("PROBER_SHARD"),
-        help="INDEX/COUNT: run only this shard's checks (e.g. 0/3)",
+        help="INDEX/COUNT: run only this shard's checks (e.g. 0/3); `auto` takes INDEX from "
+        "the host name's -N suffix (StatefulSet pod) and COUNT from PROBER_SHARD_COUNT "
+        "(env: PROBER_SHARD)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web config: TLS and basic auth for the web endpoints",
+    )
+    parser.add_argument(
+        "--config.auto-reload-interval",
+        dest="auto_reload_interval",
+        default="0",
+        type=_parse_interval,
+        metavar="DURATION",
+        help="check the config files this often (e.g. 30s) and reload when they change "
+        "(default: 0, off)",
     )
 
 
-def _parse_shard(text: str | None) -> Shard | None:
+_POD_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def _parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:
+    """`INDEX/COUNT`, or `auto`: INDEX from the host name `name-N`, COUNT from the env."""
     if not text:
         return None
+    if text == "auto":
+        host = env.get("HOSTNAME") or socket.gethostname()
+        ordinal = _POD_ORDINAL.search(host)
+        count = env.get("PROBER_SHARD_COUNT", "")
+        if ordinal is None:
+            raise ValueError(f"--shard auto: host name {host!r} does not end in -N (a pod ordinal)")
+        if not count.isdigit():
+            raise ValueError("--shard auto needs PROBER_SHARD_COUNT set to the number of shards")
+        text = f"{ordinal.group(1)}/{count}"
     index, sep, count = text.partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
         raise ValueError(f"--shard {text!r} must be INDEX/COUNT with 0 <= INDEX < COUNT")
@@ -121,7 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, shard: Shard | None) -> int:
-    return asyncio.run(serve(args.config_file, args.listen, args.enable_lifecycle, shard))
+    return asyncio.run(
+        serve(
+            args.config_file,
+            args.listen,
+            args.enable_lifecycle,
+            shard,
+            web_config_file=args.web_config_file,
+            auto_reload_interval=args.auto_reload_interval,
+        )
+    )
 
 
 def _validate(path: str) -> int:

@@ -23,7 +23,7 @@ from prober.secrets import Secret, redact
 Path_ = tuple[str | int, ...]
 _ModelT = TypeVar("_ModelT", GlobalConfig, CheckFile)
 _UNION_TAGS = frozenset({"http", "flow", "tcp", "dns"})
-_REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json"})
+_REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,8 +400,10 @@ def _unresolved(template: Template) -> list[str]:
 
 
 def request_templates(request: RequestSpec) -> Iterator[tuple[Path_, Template]]:
-    """Every template of a request with its key path: url, headers, body, json strings."""
+    """Every template of a request with its key path: url, proxy, headers, body, json strings."""
     yield ("url",), request.url
+    if request.proxy_url is not None:
+        yield ("proxy_url",), request.proxy_url
     for name, template in request.headers.items():
         yield ("headers", name), template
     if request.body is not None:

@@ -33,6 +33,24 @@ RESERVED_LABELS = frozenset(
     }
 )
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DNS_RCODES = (
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+)
+_DNS_SERVER = re.compile(
+    r"\[[0-9A-Fa-f:.]+\](:\d{1,5})?"  # [IPv6] or [IPv6]:PORT
+    r"|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"  # a bare IPv6 address
+    r"|[^\s:\[\]]+(:\d{1,5})?"  # HOST or HOST:PORT
+)
 
 
 def parse_duration(value: Any) -> Any:
@@ -156,6 +174,7 @@ class RequestSpec(Model):
     tls: TlsOptions = Field(default_factory=TlsOptions)
     hostname: str | None = None
     ip_protocol: IpProtocol = "either"
+    proxy_url: TemplateStr | None = None
 
     @field_validator("expected_status")
     @classmethod
@@ -309,6 +328,22 @@ class DnsCheck(CheckBase):
     answer_regex: list[re.Pattern[str]] = Field(default_factory=list)
     min_answers: int = Field(default=0, ge=0)
     ip_protocol: IpProtocol = "either"
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_SERVER.fullmatch(value):
+            raise ValueError(f"{value!r}: expected HOST, HOST:PORT, an IPv6 address or [IPv6]:PORT")
+        return value
+
+    @field_validator("valid_rcodes")
+    @classmethod
+    def _rcodes(cls, values: list[str]) -> list[str]:
+        upper = [v.upper() for v in values]
+        unknown = [v for v in upper if v not in DNS_RCODES]
+        if unknown:
+            raise ValueError(f"unknown rcode {unknown[0]!r}; known: {', '.join(DNS_RCODES)}")
+        return upper
 
     @field_validator("answer_regex", mode="before")
     @classmethod

@@ -55,7 +55,12 @@ class AssertionOutcome:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What one request of a check did. `message` is already free of secrets."""
+    """What one request of a check did. `message` is already free of secrets.
+
+    `protocol` is http, tcp or dns. For http, `content_length` is the Content-Length header
+    (-1 when absent) and `body_length` the bytes read after decompression; dns steps carry
+    `answer_count`; `dns_lookup_time` is the name resolution (tcp) or the query (dns).
+    """
 
     name: str
     success: bool
@@ -74,6 +79,10 @@ class StepResult:
     redirects: int = 0
     content_length: int | None = None
     http_version: str | None = None
+    protocol: str = "http"
+    body_length: int | None = None
+    answer_count: int | None = None
+    dns_lookup_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

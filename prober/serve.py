@@ -7,10 +7,13 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
-from prober.config import ConfigError
+from prober.config import Config, ConfigError, ConfigIssue
 from prober.daemon import Daemon, Shard
+from prober.watch import watch, watched_files
 from prober.web import bound_port, build_app, start_web
+from prober.webconfig import WebSecurity, load_web_config, security_middleware
 
 log = logging.getLogger("prober")
 
@@ -24,52 +27,116 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _Reloader:
+    """Reloads the daemon's config and the web config together, for every reload trigger."""
+
+    def __init__(self, daemon: Daemon, security: WebSecurity | None) -> None:
+        self.daemon = daemon
+        self.security = security
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def reload(self) -> Config:
+        """Reload both; raise one ConfigError listing every issue if either is invalid."""
+        issues: list[ConfigIssue] = []
+        config = self.daemon.config
+        try:
+            config = await self.daemon.reload()
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+        if self.security is not None:
+            try:
+                await self.security.reload()
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+        if issues or config is None:
+            raise ConfigError(issues)
+        return config
+
+    async def reload_quietly(self) -> None:
+        """For SIGHUP and the file watch: errors are already logged; the running config stays."""
+        with contextlib.suppress(ConfigError):
+            await self.reload()
+
+    def in_background(self) -> None:
+        task = asyncio.create_task(self.reload_quietly())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def watched(self, config_path: Path) -> list[Path]:
+        extra = [Path(self.security.config.file)] if self.security else []
+        return watched_files(config_path, self.daemon.config, extra)
+
+
 async def serve(
-    config_path: str, listen: str, enable_lifecycle: bool = False, shard: Shard | None = None
+    config_path: str,
+    listen: str,
+    enable_lifecycle: bool = False,
+    shard: Shard | None = None,
+    *,
+    web_config_file: str | None = None,
+    auto_reload_interval: float = 0.0,
 ) -> int:
     """Start, serve until a stop signal, then shut down in stages. Returns the exit code."""
     host, port = parse_listen_address(listen)
+    security = None
+    if web_config_file:
+        try:
+            security = WebSecurity(await asyncio.to_thread(load_web_config, web_config_file))
+        except ConfigError as exc:
+            print(f"prober: invalid web configuration:\n{exc}", file=sys.stderr)
+            return 1
     daemon = Daemon(config_path, shard=shard)
     try:
         await daemon.start()
     except ConfigError as exc:
         print(f"prober: invalid configuration:\n{exc}", file=sys.stderr)
         return 1
+    reloader = _Reloader(daemon, security)
+    middlewares = [security_middleware(security)] if security else []
+    app = build_app(daemon, enable_lifecycle, middlewares, reloader.reload)
     try:
-        runner = await start_web(build_app(daemon, enable_lifecycle), host, port)
+        runner = await start_web(app, host, port, security.ssl_context if security else None)
     except OSError as exc:
         print(f"prober: cannot listen on {listen}: {exc.strerror}", file=sys.stderr)
         await daemon.stop()
         return 1
-    shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{bound_port(runner)}"
+    scheme = "https" if security and security.ssl_context else "http"
+    base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{bound_port(runner)}"
     print(
         f"prober: {len(daemon.status.states())} checks; metrics {base}/metrics, "
         f"status {base}/status, JSON {base}/api/status",
         flush=True,
     )
-    stop = asyncio.Event()
-    reloads: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload_in_background, daemon, reloads)
-    await stop.wait()
+    async with asyncio.TaskGroup() as background:
+        watcher = None
+        if auto_reload_interval > 0:
+            watcher = background.create_task(
+                watch(
+                    lambda: reloader.watched(Path(config_path)),
+                    auto_reload_interval,
+                    reloader.reload_quietly,
+                )
+            )
+        await _wait_for_stop(reloader)
+        if watcher is not None:
+            watcher.cancel()
     log.info("stopping: closing the web server, letting in-flight probes finish")
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
     await runner.cleanup()
     await daemon.stop()
-    for task in reloads:
+    for task in reloader.tasks:
         task.cancel()
     return 0
 
 
-def _reload_in_background(daemon: Daemon, tasks: set[asyncio.Task[None]]) -> None:
-    async def reload() -> None:
-        with contextlib.suppress(ConfigError):  # already logged; the running config stays
-            await daemon.reload()
-
-    task = asyncio.create_task(reload())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+async def _wait_for_stop(reloader: _Reloader) -> None:
+    """Until SIGTERM or SIGINT; SIGHUP reloads meanwhile."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.in_background)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

@@ -28,8 +28,13 @@ def format_step(step: StepResult) -> list[str]:
     if step.cached:
         lines.append(f"  {step.request_line}")
         return lines
-    status = step.status_code if step.status_code is not None else "-"
-    lines.append(f"  {step.request_line} -> status {status}")
+    if step.protocol == "http":
+        status = step.status_code if step.status_code is not None else "-"
+        lines.append(f"  {step.request_line} -> status {status}")
+    elif step.answer_count is not None:
+        lines.append(f"  {step.request_line} -> {step.answer_count} answers")
+    else:
+        lines.append(f"  {step.request_line}")
     phases = ", ".join(
         f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, step.phases.as_tuple(), strict=True)
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
 
-from prober.config import ConfigError
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from prober.config import Config, ConfigError
 from prober.daemon import Daemon
 from prober.metrics import CONTENT_TYPE
 from prober.status_page import render_status_page
@@ -15,9 +19,12 @@ _MAX_REQUEST_BYTES = 64 * 1024
 class _Handlers:
     """Request handlers; they only read the daemon's sinks or ask it to reload."""
 
-    def __init__(self, daemon: Daemon, enable_lifecycle: bool) -> None:
+    def __init__(
+        self, daemon: Daemon, enable_lifecycle: bool, reload: Callable[[], Awaitable[Config]]
+    ) -> None:
         self.daemon = daemon
         self.enable_lifecycle = enable_lifecycle
+        self.reload_config = reload
 
     async def metrics(self, _: web.Request) -> web.Response:
         body = self.daemon.metrics.render()
@@ -44,7 +51,7 @@ class _Handlers:
                 status=403, text="lifecycle API is disabled; start with --web.enable-lifecycle\n"
             )
         try:
-            config = await self.daemon.reload()
+            config = await self.reload_config()
         except ConfigError as exc:
             return web.Response(status=400, text=f"reload failed:\n{exc}\n")
         return web.Response(text=f"reloaded: {len(config.checks)} checks\n")
@@ -53,10 +60,19 @@ class _Handlers:
         raise web.HTTPFound("/status")
 
 
-def build_app(daemon: Daemon, enable_lifecycle: bool = False) -> web.Application:
-    """Routes: /metrics, /status, /api/status, /-/healthy, /-/ready and /-/reload (if enabled)."""
-    app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
-    handlers = _Handlers(daemon, enable_lifecycle)
+def build_app(
+    daemon: Daemon,
+    enable_lifecycle: bool = False,
+    middlewares: Iterable[Middleware] = (),
+    reload: Callable[[], Awaitable[Config]] | None = None,
+) -> web.Application:
+    """Routes: /metrics, /status, /api/status, /-/healthy, /-/ready and /-/reload (if enabled).
+
+    `reload` is what /-/reload calls (default: the daemon's reload); `middlewares` wrap every
+    route (basic auth and response headers from the web config).
+    """
+    app = web.Application(client_max_size=_MAX_REQUEST_BYTES, middlewares=list(middlewares))
+    handlers = _Handlers(daemon, enable_lifecycle, reload or daemon.reload)
     app.router.add_get("/", handlers.index)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/status", handlers.status_page)
@@ -68,11 +84,13 @@ def build_app(daemon: Daemon, enable_lifecycle: bool = False) -> web.Application
     return app
 
 
-async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Listen on host:port (port 0 picks a free one); return the runner to stop it."""
+async def start_web(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Listen on host:port (port 0 picks a free one), over TLS if given; return the runner."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return runner
 

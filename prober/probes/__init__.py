@@ -6,13 +6,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prober.config_model import Check
-from prober.probes import flow, http
+from prober.probes import dns, flow, http, tcp
 from prober.probes.context import ProbeContext
 from prober.result import Result
 
 Probe = Callable[[Any, ProbeContext], Awaitable[Result]]
 
-PROBES: dict[str, Probe] = {"http": http.run, "flow": flow.run}
+PROBES: dict[str, Probe] = {"http": http.run, "flow": flow.run, "tcp": tcp.run, "dns": dns.run}
 
 
 def probe_for(check: Check) -> Probe:

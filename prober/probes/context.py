@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 import time
@@ -15,9 +16,24 @@ import aiohttp
 
 from prober.config_model import IpProtocol, TlsOptions
 from prober.probes.sessions import SessionStore
+from prober.probes.tls_client import PeerFacts, TimedSSLObject, build_context
 from prober.result import StepResult
 
-_FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
+FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
+
+
+def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
+    """Why an IP-literal host cannot be reached with this ip_protocol ("" when it can)."""
+    if ip_protocol == "either":
+        return ""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return ""  # a name: resolution picks the family
+    wanted = 4 if ip_protocol == "ip4" else 6
+    if address.version == wanted:
+        return ""
+    return f"{host} is an IPv{address.version} address but ip_protocol is {ip_protocol}"
 
 
 @dataclass
@@ -31,9 +47,19 @@ class PhaseTimer:
     conn_time: float = 0.0
     ready: float = 0.0
     redirects: int = 0
+    handshakes: list[TimedSSLObject] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ready = self.start
+
+    @property
+    def tls_time(self) -> float:
+        """Seconds in the TLS handshakes of this request's new connections (redirects too).
+
+        aiohttp's trace has no TLS signal: the handshakes time themselves (TimedSSLObject)
+        and the step subtracts them from the connection-create span.
+        """
+        return sum(h.handshake_seconds for h in self.handshakes)
 
 
 async def _on_dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
@@ -80,15 +106,19 @@ class HttpClients:
 
     Fresh-connection sessions use `force_close` so each probe pays DNS, connect and TLS like
     a new user does (blackbox_exporter's default); keep-alive sessions pool connections.
+    Also keeps one SSL context per distinct `TlsOptions` (used by tcp checks too).
     """
 
     def __init__(self, user_agent: str) -> None:
         self._user_agent = user_agent
         self._sessions: dict[tuple[bool, socket.AddressFamily], aiohttp.ClientSession] = {}
-        self._ssl: dict[TlsOptions, ssl.SSLContext | bool] = {}
+        self._ssl: dict[TlsOptions, asyncio.Task[ssl.SSLContext]] = {}
+        # Last TLS facts per (host, port, options): a reused keep-alive connection shows no
+        # handshake, but its certificate is still the one seen when it was made.
+        self._peers: dict[tuple[str, int, TlsOptions], PeerFacts] = {}
 
     def session(self, keep_alive: bool, ip_protocol: IpProtocol) -> aiohttp.ClientSession:
-        key = (keep_alive, _FAMILIES[ip_protocol])
+        key = (keep_alive, FAMILIES[ip_protocol])
         session = self._sessions.get(key)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(
@@ -109,26 +139,50 @@ class HttpClients:
             self._sessions[key] = session
         return session
 
-    def ssl_for(self, options: TlsOptions) -> ssl.SSLContext | bool:
-        """An SSL context for these options, built once (files are read here, not per probe)."""
-        cached = self._ssl.get(options)
-        if cached is not None:
-            return cached
-        context: ssl.SSLContext | bool = True
-        if options != TlsOptions():
-            context = ssl.create_default_context(cafile=options.ca_file)
-            if options.cert_file:
-                context.load_cert_chain(options.cert_file, options.key_file)
-            if options.insecure_skip_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-        self._ssl[options] = context
-        return context
+    async def ssl_for(self, options: TlsOptions) -> ssl.SSLContext:
+        """The SSL context for these options, built once, in a thread.
+
+        CA and key files are read there, never on the loop nor per probe. A load error is
+        kept and raised again until `forget_tls` (a reload): a broken file is not re-read
+        on every run.
+        """
+        task = self._ssl.get(options)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
+            task.add_done_callback(_retrieve)
+            self._ssl[options] = task
+        # Shielded: one probe's deadline must not cancel a build that others wait on.
+        return await asyncio.shield(task)
+
+    def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
+        """Keep what a handshake with this target showed, for its reused connections."""
+        self._peers[(host, port, options)] = facts
+
+    def known_peer(self, host: str, port: int, options: TlsOptions) -> PeerFacts | None:
+        """What the last handshake with this target showed, if any."""
+        return self._peers.get((host, port, options))
+
+    def forget_tls(self) -> None:
+        """Drop the built SSL contexts so the next probes read the files again (on reload).
+
+        A build still running is left to finish for the probes already waiting on it.
+        """
+        self._ssl.clear()
+        self._peers.clear()
 
     async def close(self) -> None:
+        for task in self._ssl.values():
+            task.cancel()
+        self._ssl.clear()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+
+def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
+    """Mark a build's error as seen: the probes that await it report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,7 +18,14 @@ import aiohttp
 from prober.assertions import Response
 from prober.config_model import Extraction, RequestSpec
 from prober.extract import MISSING, TemplateError, compile_template
-from prober.probes.context import PhaseTimer, ProbeContext
+from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch
+from prober.probes.tls_client import (
+    PeerFacts,
+    TlsSetupError,
+    collect_handshakes,
+    peer_facts,
+    tls_reason,
+)
 from prober.result import AssertionOutcome, Phases, Reason, StepResult
 from prober.secrets import REDACTED, redact
 
@@ -68,6 +75,7 @@ class _Request:
     url: str
     headers: dict[str, str]
     data: bytes | None
+    proxy: str | None
 
 
 def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
@@ -81,7 +89,8 @@ def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
         headers.setdefault("Content-Type", "application/json")
     if spec.hostname:
         headers["Host"] = spec.hostname
-    return _Request(url, headers, data)
+    proxy = spec.proxy_url.render(values) if spec.proxy_url is not None else None
+    return _Request(url, headers, data, proxy)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -108,10 +117,9 @@ def _status_expected(status: int, expected: list[int | str]) -> bool:
 def _classify(exc: BaseException) -> Reason:
     """Map an aiohttp/OS failure to a bounded reason."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        text = str(exc.certificate_error)
-        return Reason.TLS_CERT_EXPIRED if "expired" in text else Reason.TLS_CERT_INVALID
+        return tls_reason(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
-        return Reason.TLS_HANDSHAKE
+        return tls_reason(exc)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return Reason.DNS
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -169,17 +177,23 @@ class _Step:
         self.tls_expiry: float | None = None
         self.tls_version: str | None = None
         self.http_version: str | None = None
+        self.content_length: int | None = None
+        self.body_length: int | None = None
         self.secrets: set[str] = set(ctx.sensitive)
 
     def phases(self) -> Phases:
         timer = self.timer
         end = self.end or time.perf_counter()
         headers_at = self.headers_at or end
-        connect = max(timer.conn_time - timer.dns_time, 0.0)
+        connect = max(timer.conn_time - timer.dns_time - timer.tls_time, 0.0)
         processing = max(headers_at - timer.ready, 0.0)
         transfer = max(end - headers_at, 0.0) if self.headers_at else 0.0
         return Phases(
-            resolve=timer.dns_time, connect=connect, processing=processing, transfer=transfer
+            resolve=timer.dns_time,
+            connect=connect,
+            tls=timer.tls_time,
+            processing=processing,
+            transfer=transfer,
         )
 
     def finish(
@@ -188,7 +202,6 @@ class _Step:
         message: str = "",
         assertions: tuple[AssertionOutcome, ...] = (),
         extracted: tuple[tuple[str, str], ...] = (),
-        content_length: int | None = None,
     ) -> StepResult:
         self.end = self.end or time.perf_counter()
         return StepResult(
@@ -206,8 +219,9 @@ class _Step:
             tls_expiry=self.tls_expiry,
             tls_version=self.tls_version,
             redirects=self.timer.redirects,
-            content_length=content_length,
+            content_length=self.content_length,
             http_version=self.http_version,
+            body_length=self.body_length,
         )
 
 
@@ -228,6 +242,9 @@ async def run_step(
     except TemplateError as exc:
         return StepOutcome(step.finish(Reason.TEMPLATE, str(exc)), {}, frozenset())
     step.request_line = f"{spec.method} {display_url(request.url)}"
+    mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
+    if mismatch:
+        return StepOutcome(step.finish(Reason.DNS, mismatch), {}, frozenset())
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
@@ -236,6 +253,8 @@ async def run_step(
     except _BodyTooLarge:
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
         return StepOutcome(step.finish(Reason.BODY_TOO_LARGE, message), {}, frozenset())
+    except TlsSetupError as exc:
+        return StepOutcome(step.finish(Reason.TLS, str(exc)), {}, frozenset())
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         reason = _classify(exc)
         return StepOutcome(step.finish(reason, f"{type(exc).__name__}: {exc}"), {}, frozenset())
@@ -251,7 +270,15 @@ class _Raw:
 async def _send(step: _Step, request: _Request) -> _Raw:
     spec = step.spec
     session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
-    ssl_option = step.ctx.clients.ssl_for(spec.tls)
+    ssl_context = await step.ctx.clients.ssl_for(spec.tls)
+    with collect_handshakes(step.timer.handshakes):
+        return await _exchange(step, request, session, ssl_context)
+
+
+async def _exchange(
+    step: _Step, request: _Request, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext
+) -> _Raw:
+    spec = step.spec
     async with session.request(
         spec.method,
         request.url,
@@ -259,34 +286,63 @@ async def _send(step: _Step, request: _Request) -> _Raw:
         data=request.data,
         allow_redirects=spec.follow_redirects,
         max_redirects=10,
-        ssl=ssl_option,
+        ssl=ssl_context,
         server_hostname=spec.tls.server_name or spec.hostname,
+        proxy=request.proxy,
         trace_request_ctx=step.timer,
     ) as resp:
         step.headers_at = time.perf_counter()
         step.status = resp.status
         step.http_version = f"{resp.version.major}.{resp.version.minor}" if resp.version else None
+        step.content_length = resp.content_length if resp.content_length is not None else -1
         _read_tls(step, resp)
         body = await _read_capped(resp, spec.max_body_bytes)
         step.end = time.perf_counter()
+        step.body_length = len(body)
         headers = {k.lower(): v for k, v in resp.headers.items()}
         cookies: SimpleCookie = SimpleCookie()
         for value in resp.headers.getall("Set-Cookie", []):
             cookies.load(value)
         latency = step.end - step.timer.start
-        return _Raw(Response(resp.status, latency, headers, body), cookies)
+        response = Response(
+            resp.status,
+            latency,
+            headers,
+            body,
+            tls_expiry=step.tls_expiry,
+            tls_version=step.tls_version,
+        )
+        return _Raw(response, cookies)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _read_tls(step: _Step, resp: aiohttp.ClientResponse) -> None:
-    if resp.connection is None or resp.connection.transport is None:
+    """TLS facts of the final connection, even when it was reused and already released.
+
+    From this request's handshake, else from the live connection, else (a reused keep-alive
+    connection whose small body released it) from the handshake that made it.
+    """
+    if resp.url.scheme != "https" or resp.url.host is None or resp.url.port is None:
         return
-    ssl_object = resp.connection.transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return
-    step.tls_version = ssl_object.version()
-    cert = ssl_object.getpeercert()
-    if cert and "notAfter" in cert:
-        step.tls_expiry = float(ssl.cert_time_to_seconds(cert["notAfter"]))
+    clients, options = step.ctx.clients, step.spec.tls
+    ssl_object: object = step.timer.handshakes[-1] if step.timer.handshakes else None
+    if ssl_object is None and resp.connection is not None and resp.connection.transport:
+        ssl_object = resp.connection.transport.get_extra_info("ssl_object")
+    facts: PeerFacts | None
+    if isinstance(ssl_object, ssl.SSLObject):
+        facts = peer_facts(ssl_object)
+        clients.remember_peer(resp.url.host, resp.url.port, options, facts)
+    else:
+        facts = clients.known_peer(resp.url.host, resp.url.port, options)
+    if facts is not None:
+        step.tls_version = facts.version
+        step.tls_expiry = facts.expiry
 
 
 def _timeout_message(step: _Step) -> str:
@@ -317,7 +373,7 @@ def _judge(step: _Step, raw: _Raw) -> StepOutcome:
             return StepOutcome(
                 step.finish(Reason.INVALID_JSON, f"response is not JSON: {exc}"), {}, frozenset()
             )
-        response = Response(response.status, response.latency, response.headers, body, document)
+        response = replace(response, document=document)
     variables: dict[str, str] = {}
     secret_values: set[str] = set()
     shown: list[tuple[str, str]] = []
@@ -336,7 +392,7 @@ def _judge(step: _Step, raw: _Raw) -> StepOutcome:
     failed = [o for o in outcomes if not o.passed]
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
-    result = step.finish(reason, message, outcomes, tuple(shown), len(body))
+    result = step.finish(reason, message, outcomes, tuple(shown))
     return StepOutcome(result, variables if not failed else {}, frozenset(secret_values))
 
 

@@ -1,0 +1,81 @@
+"""Watch the config files; call back when their content changes (auto-reload).
+
+Each poll fingerprints every file (mtime, size and a SHA-256 of the content) in a worker
+thread, so the event loop never waits on the disk. The set of files is recomputed on every
+poll from the running config: the main file, every file its `check_files` globs match now
+(a new check file counts as a change), its `file:` secrets and any extra files (the web
+config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from prober.config import Config
+
+log = logging.getLogger("prober.watch")
+
+# mtime_ns, size, sha256 hex; None when the file is missing or unreadable.
+Fingerprint = dict[str, tuple[int, int, str] | None]
+
+
+def watched_files(main: Path, config: Config | None, extra: Iterable[Path] = ()) -> list[Path]:
+    """Every file the config was built from, globs expanded now; relative to the main file."""
+    files = [main, *extra]
+    if config is not None:
+        base = main.parent
+        for pattern in config.settings.check_files:
+            full = pattern if os.path.isabs(pattern) else str(base / pattern)
+            files.extend(Path(p) for p in sorted(glob.glob(full)))
+            if not glob.has_magic(pattern):
+                files.append(Path(full))
+        for source in config.settings.secrets.values():
+            if source.file is not None:
+                files.append(base / source.file)
+    return sorted(set(files))
+
+
+def fingerprint(files: Iterable[Path]) -> Fingerprint:
+    """What each file looks like now. Blocking: run it in a thread."""
+    prints: Fingerprint = {}
+    for file in files:
+        try:
+            stat = file.stat()
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:
+            prints[str(file)] = None
+            continue
+        prints[str(file)] = (stat.st_mtime_ns, stat.st_size, digest)
+    return prints
+
+
+async def watch(
+    list_files: Callable[[], list[Path]],
+    interval: float,
+    on_change: Callable[[], Awaitable[object]],
+) -> None:
+    """Poll every `interval` seconds; await `on_change()` once per observed change.
+
+    A failed reload is not retried until the files change again (the error is logged once).
+    Runs until cancelled.
+    """
+
+    def snapshot() -> Fingerprint:
+        return fingerprint(list_files())
+
+    last = await asyncio.to_thread(snapshot)
+    while True:
+        await asyncio.sleep(interval)
+        now = await asyncio.to_thread(snapshot)
+        if now == last:
+            continue
+        changed = sorted(f for f in set(now) | set(last) if now.get(f) != last.get(f))
+        log.info("config files changed, reloading", extra={"files": ",".join(changed)})
+        last = now
+        await on_change()

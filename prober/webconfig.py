@@ -1,0 +1,336 @@
+"""TLS and basic auth for the web endpoints, from a Prometheus exporter-toolkit web config file.
+
+The file format is the one every Prometheus exporter reads with `--web.config.file`:
+
+    tls_server_config: {cert_file, key_file, client_auth_type, client_ca_file, min_version}
+    http_server_config: {headers: {...}}
+    basic_auth_users: {user: bcrypt-hash}
+
+Relative paths are relative to the web config file. Errors are located like config errors and
+never echo values (a password hash is not for logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import aiohttp
+import bcrypt
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from prober.config import ConfigError, ConfigIssue, _read_document, _report
+from prober.config_model import Model
+
+log = logging.getLogger("prober.web")
+
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$")
+# Verified against when the user is unknown, so a wrong user costs as much as a wrong password.
+_DUMMY_HASH = b"$2b$10$Sk68qrZgvR5HUElhUbIAu.l9WSesaRN/j.Rft/i5WmPsEQbkj5RMW"
+# bcrypt is slow on purpose: at most this many verifications at once, off the event loop.
+_BCRYPT_SLOTS = 2
+# The headers exporter-toolkit allows in http_server_config.headers.
+_ALLOWED_HEADERS = {
+    name.lower(): name
+    for name in (
+        "Strict-Transport-Security",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "X-XSS-Protection",
+        "Content-Security-Policy",
+    )
+}
+# Liveness endpoints answer without credentials so container and kubelet probes keep working;
+# they reveal nothing but "the process is up".
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
+REALM = "prober"
+
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_VERIFY_MODES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+
+
+def _bcrypt_hash(value: str) -> str:
+    if not _BCRYPT_HASH.match(value):
+        raise ValueError(
+            "must be a bcrypt hash ($2y$10$... from `htpasswd -nBC 10 USER`), not a plain password"
+        )
+    return value
+
+
+BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+
+
+class TlsServerConfig(Model):
+    """`tls_server_config`: the server certificate and how clients are authenticated."""
+
+    cert_file: str
+    key_file: str
+    client_auth_type: ClientAuthType | None = None
+    client_ca_file: str | None = None
+    min_version: TlsVersion = "TLS12"
+    max_version: TlsVersion = "TLS13"
+
+    @field_validator("client_auth_type")
+    @classmethod
+    def _supported(cls, value: ClientAuthType | None) -> ClientAuthType | None:
+        if value in ("RequestClientCert", "RequireAnyClientCert"):
+            raise ValueError(
+                f"{value} is not supported: Python's TLS cannot accept a client certificate "
+                "without verifying it; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsServerConfig:
+        if self.client_auth_type not in (None, "NoClientCert") and not self.client_ca_file:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
+            raise ValueError("min_version is above max_version")
+        return self
+
+    @property
+    def verify_mode(self) -> ssl.VerifyMode:
+        """exporter-toolkit's rule: a client CA without an auth type means require and verify."""
+        auth = self.client_auth_type
+        if auth is None:
+            auth = "RequireAndVerifyClientCert" if self.client_ca_file else "NoClientCert"
+        return _VERIFY_MODES[auth]
+
+
+class HttpServerConfig(Model):
+    """`http_server_config`: extra response headers (exporter-toolkit's allowed set)."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _allowed(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() not in _ALLOWED_HEADERS:
+                allowed = ", ".join(sorted(_ALLOWED_HEADERS.values()))
+                raise ValueError(f"header {name!r} cannot be set; allowed: {allowed}")
+        return {_ALLOWED_HEADERS[name.lower()]: value for name, value in headers.items()}
+
+
+class WebConfigFile(Model):
+    """The whole web config file."""
+
+    tls_server_config: TlsServerConfig | None = None
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _user_names(cls, users: dict[str, str]) -> dict[str, str]:
+        for user in users:
+            if not user or ":" in user:
+                raise ValueError(f"user name {user!r} must be non-empty and without ':'")
+        return users
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A loaded web config: what the middleware and the listener need."""
+
+    file: str
+    tls: TlsServerConfig | None
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes]
+    headers: Mapping[str, str]
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read and validate the web config and load its certificates; raise a located ConfigError."""
+    doc = _read_document(Path(path))
+    try:
+        parsed = WebConfigFile.model_validate(doc.data)
+    except ValidationError as exc:
+        issues: list[ConfigIssue] = []
+        _report(doc, exc, (), issues)
+        raise ConfigError(issues) from None
+    context = None
+    if parsed.tls_server_config is not None:
+        context = _ssl_context(parsed.tls_server_config, Path(path).parent, doc.issue)
+    return WebConfig(
+        file=str(path),
+        tls=parsed.tls_server_config,
+        ssl_context=context,
+        users={user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()},
+        headers=dict(parsed.http_server_config.headers),
+    )
+
+
+def _ssl_context(
+    tls: TlsServerConfig, base: Path, issue: Callable[[tuple[str, ...], str], ConfigIssue]
+) -> ssl.SSLContext:
+    files = {"cert_file": tls.cert_file, "key_file": tls.key_file}
+    if tls.client_ca_file is not None:
+        files["client_ca_file"] = tls.client_ca_file
+    for key, file in files.items():
+        try:
+            (base / file).read_bytes()
+        except OSError as exc:
+            where = ("tls_server_config", key)
+            raise ConfigError([issue(where, f"cannot read file: {exc.strerror}")]) from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    context.maximum_version = _TLS_VERSIONS[tls.max_version]
+    key = "cert_file"
+    try:
+        context.load_cert_chain(base / tls.cert_file, base / tls.key_file)
+        if tls.client_ca_file is not None:
+            key = "client_ca_file"
+            context.load_verify_locations(base / tls.client_ca_file)
+    except ssl.SSLError as exc:
+        reason = exc.reason or "not PEM, or the certificate and key do not match"
+        raise ConfigError([issue(("tls_server_config", key), f"cannot load: {reason}")]) from None
+    context.verify_mode = tls.verify_mode
+    return context
+
+
+class WebSecurity:
+    """The live web config: swapped on reload, read by the middleware on every request.
+
+    A reload applies new users and headers at once, and new certificate and key files to
+    every new TLS connection: the listener's context hands each handshake to the current
+    config's context (its SNI callback runs for every ClientHello, with or without SNI), so
+    a certificate rotates atomically without a restart. Turning TLS on or off, or changing
+    client auth or versions, takes a restart.
+    """
+
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self.ssl_context = config.ssl_context
+        if self.ssl_context is not None:
+            self.ssl_context.sni_callback = self._use_current_context
+        self._verified: dict[str, bytes] = {}
+        self._bcrypt_slots = asyncio.Semaphore(_BCRYPT_SLOTS)
+
+    def _use_current_context(
+        self, connection: ssl.SSLObject, _server_name: str | None, _listener: ssl.SSLContext
+    ) -> None:
+        current = self.config.ssl_context
+        if current is not None and current is not connection.context:
+            connection.context = current
+
+    async def reload(self) -> None:
+        """Load the file again; on error log it, keep the running config and raise."""
+        try:
+            config = await asyncio.to_thread(load_web_config, self.config.file)
+        except ConfigError as exc:
+            log.error(
+                "web config reload failed, keeping the running one", extra={"errors": str(exc)}
+            )
+            raise
+        if _restart_needed(self.config.tls, config.tls):
+            log.warning("web config: TLS on/off, client auth and versions change on restart only")
+        self.config = config
+        self._verified = {u: d for u, d in self._verified.items() if u in config.users}
+        log.info("web config reloaded", extra={"users": len(config.users)})
+
+    async def authorized(self, header: str | None) -> bool:
+        """Whether an Authorization header carries a configured user's password."""
+        credentials = _basic_credentials(header)
+        if credentials is None:
+            return False
+        user, password = credentials
+        hashed = self.config.users.get(user)
+        digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b"")))
+        cached = self._verified.get(user)
+        if (
+            hashed is not None
+            and cached is not None
+            and hmac.compare_digest(cached, digest.digest())
+        ):
+            return True
+        async with self._bcrypt_slots:
+            ok = await asyncio.to_thread(_bcrypt_matches, password, hashed or _DUMMY_HASH)
+        if ok and hashed is not None:
+            self._verified[user] = digest.digest()
+            return True
+        return False
+
+
+def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
+    """(user, password bytes as sent) from `Authorization: Basic ...`, or None."""
+    scheme, _, encoded = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+        name = user.decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (name, password) if sep else None
+
+
+def _restart_needed(old: TlsServerConfig | None, new: TlsServerConfig | None) -> bool:
+    if old is None or new is None:
+        return old is not new
+    return old.model_copy(update={"cert_file": "", "key_file": ""}) != new.model_copy(
+        update={"cert_file": "", "key_file": ""}
+    )
+
+
+def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bool(bcrypt.checkpw(password, hashed))
+    except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
+        return False
+
+
+def security_middleware(security: WebSecurity) -> Middleware:
+    """Basic auth on every path but the liveness ones, and the configured response headers."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = security.config.headers
+        if (
+            security.config.users
+            and request.path not in OPEN_PATHS
+            and not await security.authorized(request.headers.get(aiohttp.hdrs.AUTHORIZATION))
+        ):
+            response: web.StreamResponse = web.Response(
+                status=401,
+                text="Unauthorized\n",
+                headers={aiohttp.hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}", charset="UTF-8"'},
+            )
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers.update(headers)
+                raise
+        response.headers.update(headers)
+        return response
+
+    return middleware
