@@ -234,3 +234,25 @@ checks:
         await daemon.stop()
     states = {s.name: s.success for s in daemon.status.states()}
     assert all(states[f"hostile-{i}"] is False for i in range(4)), states
+
+
+async def test_reset_is_reported_not_silently_retried(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """aiohttp would resend a GET after a reset; the prober must report the reset instead."""
+    connections = 0
+
+    async def resets_first_then_answers(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await resets(reader, writer)
+        else:
+            await _respond(b"HTTP/1.1 200 OK\r\n", b"ok")(reader, writer)
+
+    address = await serve(resets_first_then_answers)
+    result, _ = await probe(address)
+    assert result.reason == Reason.RESET
+    assert connections == 1

@@ -101,6 +101,18 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
+def _no_silent_retry(session: aiohttp.ClientSession) -> None:
+    """Stop aiohttp from quietly resending a GET once after a reset connection.
+
+    A prober must see every reset: a silent second try turns a platform that resets half of
+    its connections into one that looks healthy. aiohttp has no public switch for this
+    (3.10+), so set the session's private flag where it exists; retries are the check's own
+    `retries:` setting, counted in prober_check_attempts_total.
+    """
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+
+
 class HttpClients:
     """The daemon's aiohttp sessions: one per (keep-alive, address family), made on first use.
 
@@ -136,6 +148,7 @@ class HttpClients:
                 auto_decompress=True,
                 timeout=aiohttp.ClientTimeout(total=None),
             )
+            _no_silent_retry(session)
             self._sessions[key] = session
         return session
 
