@@ -79,7 +79,7 @@ class Config:
 
 
 @dataclass
-class _Document:
+class ConfigDocument:
     file: str
     data: Any
     lines: dict[Path_, int]
@@ -124,16 +124,16 @@ def _key_path(path: Path_) -> str:
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Read, substitute, validate and resolve the config; raise ConfigError with every issue."""
     env = dict(os.environ if env is None else env)
-    main = _read_document(Path(path))
+    main = read_document(Path(path))
     issues: list[ConfigIssue] = []
     _substitute(main, env, issues)
     settings = _validate(main, GlobalConfig, issues)
     if settings is None:
         raise ConfigError(issues)
-    documents: list[tuple[_Document, list[Check]]] = [(main, list(settings.checks))]
+    documents: list[tuple[ConfigDocument, list[Check]]] = [(main, list(settings.checks))]
     for file in _expand_check_files(main, settings.check_files, issues):
         try:
-            doc = _read_document(file)
+            doc = read_document(file)
         except ConfigError as exc:
             issues.extend(exc.issues)
             continue
@@ -155,7 +155,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     )
 
 
-def _read_document(path: Path) -> _Document:
+def read_document(path: Path) -> ConfigDocument:
+    """One YAML file with the line of every key; unreadable or invalid YAML is a ConfigError."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -178,7 +179,7 @@ def _read_document(path: Path) -> _Document:
     lines: dict[Path_, int] = {}
     if node is not None:
         _record_lines(node, (), lines)
-    return _Document(name, data, lines)
+    return ConfigDocument(name, data, lines)
 
 
 def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
@@ -192,7 +193,8 @@ def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
 
 
 def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
-    lines[path] = node.start_mark.line + 1
+    # A key's own line wins over the line where its (block) value starts.
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
@@ -215,7 +217,7 @@ def _is_request_template(path: Path_) -> bool:
     )
 
 
-def _substitute(doc: _Document, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
+def _substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
     def walk(value: Any, path: Path_) -> Any:
         if isinstance(value, dict):
             return {k: walk(v, (*path, k)) for k, v in value.items()}
@@ -236,7 +238,9 @@ def _substitute(doc: _Document, env: Mapping[str, str], issues: list[ConfigIssue
 _CHECK_ADAPTER: TypeAdapter[Check] = TypeAdapter(Check)
 
 
-def _validate(doc: _Document, model: type[_ModelT], issues: list[ConfigIssue]) -> _ModelT | None:
+def _validate(
+    doc: ConfigDocument, model: type[_ModelT], issues: list[ConfigIssue]
+) -> _ModelT | None:
     """Validate the file, each check on its own so one bad check hides no other's errors."""
     data = dict(doc.data)
     raw_checks = data.pop("checks", None) or []
@@ -248,16 +252,19 @@ def _validate(doc: _Document, model: type[_ModelT], issues: list[ConfigIssue]) -
         try:
             checks.append(_CHECK_ADAPTER.validate_python(raw))
         except ValidationError as exc:
-            _report(doc, exc, ("checks", index), issues)
+            report_errors(doc, exc, ("checks", index), issues)
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        _report(doc, exc, (), issues)
+        report_errors(doc, exc, (), issues)
         return None
     return parsed.model_copy(update={"checks": checks})
 
 
-def _report(doc: _Document, exc: ValidationError, prefix: Path_, issues: list[ConfigIssue]) -> None:
+def report_errors(
+    doc: ConfigDocument, exc: ValidationError, prefix: Path_, issues: list[ConfigIssue]
+) -> None:
+    """Turn pydantic's errors into located issues (never echoing the values)."""
     for error in exc.errors(include_input=False, include_url=False):
         path = _data_path(doc.data, (*prefix, *error["loc"]))
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -284,7 +291,7 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path_:
 
 
 def _expand_check_files(
-    main: _Document, patterns: list[str], issues: list[ConfigIssue]
+    main: ConfigDocument, patterns: list[str], issues: list[ConfigIssue]
 ) -> Iterator[Path]:
     base = Path(main.file).parent
     for index, pattern in enumerate(patterns):
@@ -297,7 +304,7 @@ def _expand_check_files(
 
 
 def _load_secrets(
-    main: _Document, settings: GlobalConfig, env: Mapping[str, str], issues: list[ConfigIssue]
+    main: ConfigDocument, settings: GlobalConfig, env: Mapping[str, str], issues: list[ConfigIssue]
 ) -> dict[str, Secret]:
     secrets: dict[str, Secret] = {}
     for name, source in settings.secrets.items():
@@ -322,7 +329,7 @@ def _load_secrets(
 
 
 def _resolve_checks(
-    documents: list[tuple[_Document, list[Check]]],
+    documents: list[tuple[ConfigDocument, list[Check]]],
     settings: GlobalConfig,
     known_names: set[str],
     issues: list[ConfigIssue],
@@ -353,7 +360,9 @@ def _resolve_checks(
     return resolved
 
 
-def _check_timing(doc: _Document, path: Path_, check: Check, issues: list[ConfigIssue]) -> None:
+def _check_timing(
+    doc: ConfigDocument, path: Path_, check: Check, issues: list[ConfigIssue]
+) -> None:
     assert check.interval is not None and check.timeout is not None
     budget = check.timeout * (check.retries + 1) + check.retry_backoff * check.retries
     if budget >= check.interval:
@@ -367,7 +376,7 @@ def _check_timing(doc: _Document, path: Path_, check: Check, issues: list[Config
 
 
 def _check_templates(
-    doc: _Document, path: Path_, check: Check, known: set[str], issues: list[ConfigIssue]
+    doc: ConfigDocument, path: Path_, check: Check, known: set[str], issues: list[ConfigIssue]
 ) -> None:
     """Every `${name}` must be an env var, a secret, or extracted by an earlier step."""
     if isinstance(check, HttpCheck):

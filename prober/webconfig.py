@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from prober.config import ConfigError, ConfigIssue, _read_document, _report
+from prober.config import ConfigError, ConfigIssue, read_document, report_errors
 from prober.config_model import Model
 
 log = logging.getLogger("prober.web")
@@ -170,12 +170,12 @@ class WebConfig:
 
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate the web config and load its certificates; raise a located ConfigError."""
-    doc = _read_document(Path(path))
+    doc = read_document(Path(path))
     try:
         parsed = WebConfigFile.model_validate(doc.data)
     except ValidationError as exc:
         issues: list[ConfigIssue] = []
-        _report(doc, exc, (), issues)
+        report_errors(doc, exc, (), issues)
         raise ConfigError(issues) from None
     context = None
     if parsed.tls_server_config is not None:

@@ -131,12 +131,18 @@ async def wait_for(condition: Callable[[], object], limit: float = 10.0) -> None
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fast_shipped_config(directory: Path, interval: str = "1s", timeout: str = "0.8s") -> Path:
-    """The shipped prober.yml and checks/, with short intervals, written into `directory`."""
+def fast_shipped_config(
+    directory: Path, interval: str = "1s", timeout: str = "0.8s", extra: str = ""
+) -> Path:
+    """The shipped prober.yml and checks/, with short intervals, written into `directory`.
+
+    `extra` is appended to prober.yml (e.g. a looser `loop_lag_budget` where a test runs the
+    simulated platform in the daemon's own event loop).
+    """
     text = (REPO / "prober.yml").read_text()
     text = text.replace("checks/*.yml", str(REPO / "checks" / "*.yml"))
     text = text.replace("interval: 15s", f"interval: {interval}")
     text = text.replace("timeout: 5s", f"timeout: {timeout}")
     path = directory / "prober.yml"
-    path.write_text(text)
+    path.write_text(text + extra)
     return path

@@ -245,3 +245,11 @@ def test_flow_variables_must_come_from_earlier_steps(write_config: WriteConfig) 
     check = load_config(path, env={}).checks[0]
     assert isinstance(check, FlowCheck)
     assert [s.name for s in check.steps] == ["login", "use"]
+
+
+def test_error_on_a_block_mapping_points_at_its_key(write_config: WriteConfig) -> None:
+    path = write_config("interval: 10s\nlabels:\n  bad-name: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.issues[0].line == 2
+    assert caught.value.issues[0].key == "labels"

@@ -329,7 +329,7 @@ BAD_WEB_CONFIGS = [
     ),
     (
         "http_server_config:\n  headers:\n    X-Powered-By: prober\n",
-        "web.yml:3: http_server_config.headers: header 'X-Powered-By' cannot be set",
+        "web.yml:2: http_server_config.headers: header 'X-Powered-By' cannot be set",
     ),
     ("basic_auth_user: {{prometheus: x}}\n", "web.yml:1: basic_auth_user: unknown key"),
     ("basic_auth_users: [\n", "web.yml:2: invalid YAML"),
