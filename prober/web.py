@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -60,6 +61,16 @@ class _Handlers:
         raise web.HTTPFound("/status")
 
 
+@web.middleware
+async def _bounded_body(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse bodies over the cap (413) even on routes that never read them."""
+    if request.body_exists:
+        await request.read()  # raises 413 past client_max_size; our routes take no body
+    return await handler(request)
+
+
 def build_app(
     daemon: Daemon,
     enable_lifecycle: bool = False,
@@ -71,7 +82,9 @@ def build_app(
     `reload` is what /-/reload calls (default: the daemon's reload); `middlewares` wrap every
     route (basic auth and response headers from the web config).
     """
-    app = web.Application(client_max_size=_MAX_REQUEST_BYTES, middlewares=list(middlewares))
+    app = web.Application(
+        client_max_size=_MAX_REQUEST_BYTES, middlewares=[_bounded_body, *middlewares]
+    )
     handlers = _Handlers(daemon, enable_lifecycle, reload or daemon.reload)
     app.router.add_get("/", handlers.index)
     app.router.add_get("/metrics", handlers.metrics)
@@ -84,20 +97,104 @@ def build_app(
     return app
 
 
+# A client gets this long to send each request head (and to finish a TLS handshake); a
+# slow client trickling bytes (slowloris) is cut off instead of holding a connection forever.
+REQUEST_HEAD_SECONDS = 10.0
+_HEAD_END = b"\r\n\r\n"
+
+
+class _HeadDeadline(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol: each request head must arrive in time.
+
+    The clock starts when the connection opens and again after each complete head, so an
+    idle keep-alive connection is closed after the same bound.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, limit: float) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._tail = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._limit, self._expire)
+
+    def _expire(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        window = self._tail + data
+        if _HEAD_END in window:
+            self._arm()
+        self._tail = window[-(len(_HEAD_END) - 1) :]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class WebServer:
+    """The listening web server: aiohttp's runner behind our own listening socket."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
+        self.runner = runner
+        self.server = server
+        self.port = int(server.sockets[0].getsockname()[1])
+
+    async def cleanup(self) -> None:
+        """Stop listening, then let aiohttp finish in-flight requests and shut the app down."""
+        self.server.close()
+        await self.runner.cleanup()
+        await self.server.wait_closed()
+
+
 async def start_web(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
-) -> web.AppRunner:
-    """Listen on host:port (port 0 picks a free one), over TLS if given; return the runner."""
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    head_seconds: float = REQUEST_HEAD_SECONDS,
+) -> WebServer:
+    """Listen on host:port (port 0 picks a free one), over TLS if given."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-    await site.start()
-    return runner
+    handler_factory = runner.server
+    assert handler_factory is not None
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _HeadDeadline(handler_factory(), head_seconds),
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=head_seconds if ssl_context else None,
+            reuse_address=True,
+        )
+    except OSError:
+        await runner.cleanup()
+        raise
+    return WebServer(runner, server)
 
 
-def bound_port(runner: web.AppRunner) -> int:
-    """The port the runner actually listens on."""
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("web server is not listening")
+def bound_port(server: WebServer) -> int:
+    """The port the web server actually listens on."""
+    return server.port

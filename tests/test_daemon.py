@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.daemon import Daemon
-from prober.web import bound_port, build_app, start_web
+from prober.web import WebServer, bound_port, build_app, start_web
 from tests.conftest import Target, WriteConfig, require_tool, wait_for
 
 TWO_CHECKS = """
@@ -30,7 +29,7 @@ checks:
 
 
 class Running:
-    def __init__(self, daemon: Daemon, runner: web.AppRunner) -> None:
+    def __init__(self, daemon: Daemon, runner: WebServer) -> None:
         self.daemon = daemon
         self.runner = runner
         self.base = f"http://127.0.0.1:{bound_port(runner)}"
@@ -174,3 +173,28 @@ async def test_promtool_check_metrics_on_live_scrape(running: Running) -> None:
     output, _ = await asyncio.wait_for(process.communicate(text.encode()), timeout=30)
     assert process.returncode == 0, output.decode()
     assert output.decode().strip() == "", output.decode()
+
+
+async def test_slow_client_is_cut_off_and_normal_clients_served(
+    running: Running, target: Target, write_config: WriteConfig
+) -> None:
+    server = await start_web(build_app(running.daemon), "127.0.0.1", 0, head_seconds=0.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound_port(server))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        await writer.drain()
+        # The server closes the connection at its deadline: EOF well before our own bound.
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+        writer.close()
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{bound_port(server)}/-/healthy"
+            async with session.get(url) as resp:
+                assert resp.status == 200
+    finally:
+        await server.cleanup()
+
+
+async def test_oversized_request_is_refused(running: Running) -> None:
+    url = running.base + "/-/reload"
+    async with aiohttp.ClientSession() as session, session.post(url, data=b"x" * 100_000) as resp:
+        assert resp.status == 413
