@@ -18,12 +18,13 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
 
 from bench.blackbox import Blackbox, find_exporter
+from bench.harness import harness_stage
 from bench.prober_side import ProberDaemon
 from bench.procs import NICE_BENCH, NICE_TARGET, Child, cores, free_port
 from bench.report import Report, write_report
@@ -54,17 +55,27 @@ class Plan:
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls((300, 1000), 8, (1500, 2000, 2500, 3000, 4000), 5, 2, 10_000, 10, 3, 3)
+            return cls(
+                rates=(300, 1000),
+                window=8,
+                step_rates=(1500, 2000, 2500, 3000, 4000),
+                step_window=5,
+                warmup=2,
+                scale_checks=10_000,
+                scale_interval=15,
+                scrape_every=5,
+                scrapes=3,
+            )
         return cls(
-            (300, 1000),
-            20,
-            (1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000),
-            8,
-            3,
-            10_000,
-            15,
-            5,
-            6,
+            rates=(300, 1000),
+            window=20,
+            step_rates=(1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000),
+            step_window=8,
+            warmup=3,
+            scale_checks=10_000,
+            scale_interval=15,
+            scrape_every=10,
+            scrapes=4,
         )
 
 
@@ -77,7 +88,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loop", choices=("auto", "on", "off"), default="auto", help="uvloop for prober"
     )
     parser.add_argument("--skip-blackbox", action="store_true")
-    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-compare", action="store_true", help="no 300/s, 1000/s stages")
+    parser.add_argument("--skip-steps", action="store_true", help="no step-up to the limit")
+    parser.add_argument("--skip-scale", action="store_true", help="no 10,000-check figures")
     return parser.parse_args(argv)
 
 
@@ -104,11 +117,20 @@ async def _compare(
     plan: Plan, workdir: Path, target: str, blackbox: Blackbox | None, loop: str, report: Report
 ) -> None:
     for rate in plan.rates:
-        stage = await _prober_stage(workdir, target, rate, plan.window, loop)
-        report.add_stage(stage)
+        report.add_stage(await _prober_stage(workdir, target, rate, plan.window, loop))
         if blackbox is not None:
             stage = await blackbox.stage(target, DELAY, rate, plan.warmup, plan.window)
             report.add_stage(stage)
+        # Where prober's time goes: the probe path alone, without the daemon around it.
+        half = plan.window / 2
+        stage = await harness_stage(
+            workdir, PROBE_CORE, target, DELAY, rate, plan.warmup, half, loop
+        )
+        report.add_stage(stage)
+    if loop != "off":  # and what uvloop is worth: the daemon on asyncio's own loop
+        rate = max(plan.rates)
+        stage = await _prober_stage(workdir, target, rate, plan.window / 2, "off")
+        report.add_stage(replace(stage, system="prober-asyncio"))
 
 
 async def _step_up(
@@ -149,8 +171,10 @@ async def _run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             report.blackbox_version = Blackbox.version(exporter)
         elif not args.skip_blackbox:
             print("bench: prometheus-blackbox-exporter not found; prober only", flush=True)
-        await _compare(plan, workdir, base, blackbox, args.loop, report)
-        await _step_up(plan, workdir, base, blackbox, args.loop, report)
+        if not args.skip_compare:
+            await _compare(plan, workdir, base, blackbox, args.loop, report)
+        if not args.skip_steps:
+            await _step_up(plan, workdir, base, blackbox, args.loop, report)
         if blackbox is not None:
             blackbox.stop()
             blackbox = None
@@ -179,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() == 0:
         os.nice(NICE_BENCH)  # see bench/procs.py: the target and the servers come first
     loop_name = use_event_loop("auto")
+    if loop_name != "uvloop":
+        print(
+            "bench: uvloop is not installed, so prober runs on asyncio's loop; for the "
+            "figures prober ships with: .venv/bin/pip install -e '.[fast]'",
+            flush=True,
+        )
     report = Report(quick=args.quick, prober_loop=args.loop, bench_loop=loop_name)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prober-bench-") as tmp:

@@ -10,12 +10,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import yaml
 
-from bench.prober_side import ProberDaemon, Snapshot
+from bench.prober_side import ProberDaemon, parse
+from prober.config import load_config
 from prober.metrics import MetricsSink
 from prober.result import Phases, Result, StepResult
 
 _LAG = "prober_event_loop_lag_seconds_bucket{"
+_LATE = "prober_scheduler_lag_seconds_bucket{"
+_SKIPPED = "prober_scheduler_runs_skipped_total"
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFigures:
+    """A full reload in the middle of a window of about two intervals."""
+
+    seconds: float
+    window: float
+    runs_skipped: int
+    late_p99_bound: float
+    late_max_bound: float
+    runs_due: int
+    runs_done: int
+
+    @property
+    def missed(self) -> bool:
+        return self.runs_skipped > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,23 +53,23 @@ class ScaleFigures:
     lag_p99_bound: float
     lag_over_5ms: float
     lag_samples: int
-    reload: float
-    reload_window: float
-    checks_missing_runs: int
-    runs_expected: int
-    runs_seen: int
+    reload: ReloadFigures
+    config_load: float
+    yaml_python: float
+    yaml_libyaml: float
 
 
-def _lag_buckets(text: str) -> dict[float, float]:
+def _buckets(text: str, prefix: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts by upper bound, from exposition text."""
     buckets: dict[float, float] = {}
     for line in text.splitlines():
-        if line.startswith(_LAG):
+        if line.startswith(prefix):
             le = line[line.index('le="') + 4 :].split('"', 1)[0]
             buckets[math.inf if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return buckets
 
 
-def lag_quantile_bound(
+def quantile_bound(
     before: dict[float, float], after: dict[float, float], q: float
 ) -> tuple[float, float, int]:
     """From two cumulative histograms: (upper bound of the q-quantile, share over 5 ms, count)."""
@@ -81,6 +102,21 @@ def measure_render(checks: int) -> tuple[float, float]:
     return time.perf_counter() - started, record
 
 
+def measure_config_load(path: Path) -> tuple[float, float, float]:
+    """In-process: (load_config seconds, YAML compose with PyYAML's pure-Python SafeLoader,
+    the same with libyaml's CSafeLoader). Where start-up and reload time go."""
+    started = time.perf_counter()
+    load_config(path)
+    load = time.perf_counter() - started
+    text = path.read_text()
+    timings = []
+    for loader in (yaml.SafeLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        started = time.perf_counter()
+        yaml.compose(text, Loader=loader)
+        timings.append(time.perf_counter() - started)
+    return load, timings[0], timings[1]
+
+
 async def _scrape_text(session: aiohttp.ClientSession, base: str) -> tuple[str, float]:
     started = time.perf_counter()
     async with session.get(f"{base}/metrics") as response:
@@ -101,12 +137,13 @@ async def measure_scale(
     """Start a daemon with `checks` checks, let all run once, scrape, reload, stop it."""
     render, record = measure_render(checks)
     daemon = ProberDaemon(workdir, core, checks, interval, url, loop)
+    config_load, yaml_python, yaml_libyaml = measure_config_load(daemon.config)
     try:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await daemon.wait_all_ran(session, limit=interval * 2 + 10)
             text, _ = await _scrape_text(session, daemon.base)
-            lag_before = _lag_buckets(text)
+            lag_before = _buckets(text, _LAG)
             times: list[float] = []
             size = 0
             for _ in range(scrapes):
@@ -114,9 +151,10 @@ async def measure_scale(
                 text, took = await _scrape_text(session, daemon.base)
                 times.append(took)
                 size = len(text)
-            lag_p99, over_5ms, lag_count = lag_quantile_bound(lag_before, _lag_buckets(text), 0.99)
+            lag_after = _buckets(text, _LAG)
+            lag_p99, over_5ms, lag_count = quantile_bound(lag_before, lag_after, 0.99)
             rss = daemon.child.rss()
-            reload, window, missing, expected, seen = await _reload(daemon, session, interval)
+            reload = await _reload(daemon, session, interval)
     finally:
         daemon.stop()
     times.sort()
@@ -134,32 +172,43 @@ async def measure_scale(
         lag_over_5ms=over_5ms,
         lag_samples=lag_count,
         reload=reload,
-        reload_window=window,
-        checks_missing_runs=missing,
-        runs_expected=expected,
-        runs_seen=seen,
+        config_load=config_load,
+        yaml_python=yaml_python,
+        yaml_libyaml=yaml_libyaml,
     )
 
 
 async def _reload(
     daemon: ProberDaemon, session: aiohttp.ClientSession, interval: float
-) -> tuple[float, float, int, int, int]:
-    """Reload the whole config mid-window; count checks that ran fewer times than they must.
+) -> ReloadFigures:
+    """Reload the whole config (same 10,000 checks, re-read and re-validated) mid-window.
 
-    In a window of L seconds a check with interval I runs at least floor(L / I) times on a
-    fixed-rate schedule, whatever its offset; a check below that missed a run.
+    A missed run is one the scheduler did not start: prober_scheduler_runs_skipped_total
+    counts them exactly. How late the others started comes from
+    prober_scheduler_lag_seconds over the same window.
     """
-    before: Snapshot = await daemon.scrape(session)
-    after_first = time.perf_counter()
+    text_before, _ = await _scrape_text(session, daemon.base)
+    before = parse(text_before, 0.0)
+    window_start = time.perf_counter()
     await asyncio.sleep(interval / 2)
     daemon.config.touch()
     took = await daemon.reload(session)
-    await asyncio.sleep(max(0.0, after_first + 2 * interval + 1 - time.perf_counter()))
-    scrape_started = time.perf_counter()
-    after = await daemon.scrape(session)
-    window = scrape_started - after_first
-    must = math.floor(window / interval)
-    missing = sum(
-        1 for name, runs in before.runs.items() if after.runs.get(name, 0.0) - runs < must
+    await asyncio.sleep(max(0.0, window_start + 2 * interval - time.perf_counter()))
+    window = time.perf_counter() - window_start
+    text_after, _ = await _scrape_text(session, daemon.base)
+    after = parse(text_after, 0.0)
+    skipped = int(_counter(text_after, _SKIPPED) - _counter(text_before, _SKIPPED))
+    late_before, late_after = _buckets(text_before, _LATE), _buckets(text_after, _LATE)
+    late_p99, _, _ = quantile_bound(late_before, late_after, 0.99)
+    late_max, _, _ = quantile_bound(late_before, late_after, 1.0)
+    due = int(window / interval * len(before.runs))
+    return ReloadFigures(
+        took, window, skipped, late_p99, late_max, due, int(after.total - before.total)
     )
-    return took, window, missing, must * len(before.runs), int(after.total - before.total)
+
+
+def _counter(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prober.extract import MISSING, JsonPath, JsonPathError, parse_json_path, value_length
-from prober.result import AssertionOutcome
+from prober.result import AssertionOutcome, shown
 
 _EXPRESSION = re.compile(
     r"^\s*(?P<subject>status|latency|body|tls\.days_left|tls\.version|header\.[A-Za-z0-9_-]+"
@@ -33,7 +33,6 @@ _ORDER_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_SHOWN_CHARS = 64
 _DAY = 86400.0
 _TLS_SUBJECTS = ("tls.days_left", "tls.version")
 
@@ -141,8 +140,7 @@ def _show(actual: Any) -> str:
         return "<missing>"
     if isinstance(actual, float):
         return f"{actual:.4f}"
-    text = actual if isinstance(actual, str) else json.dumps(actual)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+    return shown(actual if isinstance(actual, str) else json.dumps(actual))
 
 
 @dataclass(frozen=True, slots=True)

@@ -295,12 +295,16 @@ def _expand_check_files(
 ) -> Iterator[Path]:
     base = Path(main.file).parent
     for index, pattern in enumerate(patterns):
-        full = pattern if os.path.isabs(pattern) else str(base / pattern)
-        matches = sorted(glob.glob(full))
+        matches = check_file_matches(base, pattern)
         if not matches and not glob.has_magic(pattern):
             issues.append(main.issue(("check_files", index), f"file {pattern!r} does not exist"))
-        for match in matches:
-            yield Path(match)
+        yield from matches
+
+
+def check_file_matches(base: Path, pattern: str) -> list[Path]:
+    """The files a `check_files` pattern matches now, sorted; relative patterns start at `base`
+    (the main file's folder)."""
+    return [Path(match) for match in sorted(glob.glob(str(base / pattern)))]
 
 
 def _load_secrets(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from prober.assertions import Assertion, parse_assertion
 from prober.extract import JsonPath, Template, compile_template, parse_json_path
@@ -66,14 +74,42 @@ def parse_duration(value: Any) -> Any:
     raise ValueError("expected a duration such as 15s, 500ms or 1m")
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _valid_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Label names must be Prometheus-valid and must not shadow prober's own labels."""
+    for name in labels:
+        if not _LABEL.match(name) or name.startswith("__"):
+            raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
+        if name in RESERVED_LABELS:
+            raise ValueError(f"label name {name!r} is reserved by prober")
+    return labels
+
+
+def _compile_regex(value: str) -> re.Pattern[str]:
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression: {exc}") from None
+
+
+def _compile_regexes(values: Any) -> Any:
+    if not isinstance(values, list):
+        return values
+    return [_compile_regex(v) if isinstance(v, str) else v for v in values]
+
+
+Name = Annotated[str, AfterValidator(_valid_name)]
+Labels = Annotated[dict[str, str], AfterValidator(_valid_labels)]
+Regexes = Annotated[list[re.Pattern[str]], BeforeValidator(_compile_regexes)]
 
 
 def _to_template(value: Any) -> Any:
@@ -120,10 +156,7 @@ class Extraction(Model):
     @classmethod
     def _parse_regex(cls, value: Any) -> Any:
         if isinstance(value, str):
-            try:
-                pattern = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression: {exc}") from None
+            pattern = _compile_regex(value)
             if pattern.groups < 1:
                 raise ValueError("the regex needs one capture group: the value to extract")
             return pattern
@@ -205,44 +238,25 @@ class RequestSpec(Model):
 class Step(RequestSpec):
     """One request of a flow."""
 
-    name: str
+    name: Name
     allow_failure: bool = False
     always_run: bool = False
-    session: str | None = None
+    session: Name | None = None
     session_ttl: PositiveDuration = 300.0
-
-    @field_validator("name", "session")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
-        return value
 
 
 class CheckBase(Model):
     """Settings every kind of check has."""
 
-    name: str
-    component: str
+    name: Name
+    component: Name
     interval: PositiveDuration | None = None
     timeout: PositiveDuration | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     canary: bool = False
     retries: int = Field(default=0, ge=0, le=10)
     retry_backoff: Duration = 0.2
     degraded_latency: PositiveDuration | None = None
-
-    @field_validator("name", "component")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        return check_label_names(labels)
 
     @model_validator(mode="before")
     @classmethod
@@ -253,16 +267,6 @@ class CheckBase(Model):
                 raise ValueError("a canary check has component 'canary' (leave component out)")
             return {**value, "component": "canary"}
         return value
-
-
-def check_label_names(labels: dict[str, str]) -> dict[str, str]:
-    """Label names must be Prometheus-valid and must not shadow prober's own labels."""
-    for name in labels:
-        if not _LABEL.match(name) or name.startswith("__"):
-            raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
-        if name in RESERVED_LABELS:
-            raise ValueError(f"label name {name!r} is reserved by prober")
-    return labels
 
 
 class HttpCheck(CheckBase, RequestSpec):
@@ -294,20 +298,10 @@ class TcpCheck(CheckBase):
     kind: Literal["tcp"]
     target: str
     send: list[str] = Field(default_factory=list)
-    expect: list[re.Pattern[str]] = Field(default_factory=list)
+    expect: Regexes = Field(default_factory=list)
     use_tls: bool = False
     tls: TlsOptions = Field(default_factory=TlsOptions)
     ip_protocol: IpProtocol = "either"
-
-    @field_validator("expect", mode="before")
-    @classmethod
-    def _compile(cls, values: Any) -> Any:
-        if not isinstance(values, list):
-            return values
-        try:
-            return [re.compile(v) if isinstance(v, str) else v for v in values]
-        except re.error as exc:
-            raise ValueError(f"bad regular expression: {exc}") from None
 
     @field_validator("target")
     @classmethod
@@ -325,7 +319,7 @@ class DnsCheck(CheckBase):
     query_type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "NS", "SOA"] = "A"
     server: str | None = None
     valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
-    answer_regex: list[re.Pattern[str]] = Field(default_factory=list)
+    answer_regex: Regexes = Field(default_factory=list)
     min_answers: int = Field(default=0, ge=0)
     ip_protocol: IpProtocol = "either"
 
@@ -344,16 +338,6 @@ class DnsCheck(CheckBase):
         if unknown:
             raise ValueError(f"unknown rcode {unknown[0]!r}; known: {', '.join(DNS_RCODES)}")
         return upper
-
-    @field_validator("answer_regex", mode="before")
-    @classmethod
-    def _compile(cls, values: Any) -> Any:
-        if not isinstance(values, list):
-            return values
-        try:
-            return [re.compile(v) if isinstance(v, str) else v for v in values]
-        except re.error as exc:
-            raise ValueError(f"bad regular expression: {exc}") from None
 
 
 Check = Annotated[HttpCheck | FlowCheck | TcpCheck | DnsCheck, Field(discriminator="kind")]
@@ -384,15 +368,10 @@ class GlobalConfig(Model):
 
     interval: PositiveDuration = 30.0
     timeout: PositiveDuration = 10.0
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     check_files: list[str] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     secrets: dict[str, SecretSource] = Field(default_factory=dict)
     max_concurrent_probes: int = Field(default=2000, gt=0)
     loop_lag_budget: PositiveDuration = 0.1
     user_agent: str = "prober/0.1"
-
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        return check_label_names(labels)

@@ -1,4 +1,4 @@
-"""`${name}` templates, a small JSON path, and value extraction from responses.
+"""`${name}` templates, a small JSON path, and `len()` of any JSON value.
 
 Everything here is parsed once at config load; evaluation only walks prebuilt objects.
 """
@@ -35,10 +35,6 @@ class Template:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parts if isinstance(p, Placeholder))
 
-    @property
-    def is_constant(self) -> bool:
-        return not self.names
-
     def render(self, values: Mapping[str, str]) -> str:
         """Fill every placeholder from `values`, else its default, else fail."""
         if len(self.parts) == 1 and isinstance(self.parts[0], str):
@@ -73,7 +69,8 @@ class JsonPathError(ValueError):
     """A JSON path that cannot be parsed."""
 
 
-_MISSING: Any = object()
+# What a JSON path finds where the document has nothing; never equal to a JSON value.
+MISSING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +85,13 @@ class JsonPath:
         for token in self.tokens:
             if isinstance(token, int):
                 if not isinstance(node, list) or token >= len(node):
-                    return _MISSING
+                    return MISSING
                 node = node[token]
             else:
                 if not isinstance(node, dict) or token not in node:
-                    return _MISSING
+                    return MISSING
                 node = node[token]
         return node
-
-
-MISSING = _MISSING
 
 
 def parse_json_path(text: str) -> JsonPath:

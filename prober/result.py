@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from prober.secrets import redact
+
+# How much of a value an assertion outcome shows: enough to recognise it, bounded for logs.
+_SHOWN_CHARS = 64
 
 
 class Reason(StrEnum):
@@ -51,6 +57,16 @@ class AssertionOutcome:
     text: str
     passed: bool
     actual: str
+
+    def redacted(self, secrets: Iterable[str]) -> AssertionOutcome:
+        """This outcome with every secret value in `actual` replaced by `***`."""
+        actual = redact(self.actual, secrets)
+        return self if actual == self.actual else AssertionOutcome(self.text, self.passed, actual)
+
+
+def shown(text: str) -> str:
+    """`text` cut to the length an AssertionOutcome shows, marked with `...` when cut."""
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,9 +51,15 @@ class Scheduler:
     coalesced into one; both are counted in `runs_skipped`.
     """
 
-    def __init__(self, run_check: RunCheck, on_lag: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        run_check: RunCheck,
+        on_lag: Callable[[float], None],
+        on_skipped: Callable[[int], None] | None = None,
+    ) -> None:
         self._run_check = run_check
         self._on_lag = on_lag
+        self._on_skipped = on_skipped
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,6 +69,10 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return self._loop is not None
+
+    def next_runs(self) -> dict[str, float]:
+        """When each scheduled check runs next (loop time), for checks with an armed timer."""
+        return {name: job.due for name, job in self._jobs.items() if job.timer is not None}
 
     def start(self) -> None:
         """Arm every job's timer; call from the running event loop."""
@@ -135,17 +145,22 @@ class Scheduler:
         if now < job.due:  # woke early: wait again for the rest
             self._arm(job)
             return
+        skipped = 0
         if job.task is None:
             self._on_lag(now - job.due)
             job.task = loop.create_task(self._run(job), name=f"job:{job.name}")
             self._tasks.add(job.task)
         else:
-            self.runs_skipped += 1  # the previous run is still going
+            skipped = 1  # the previous run is still going
         job.due += job.interval
         if job.due <= now:  # stalled for more than an interval: coalesce the missed runs
             missed = math.floor((now - job.due) / job.interval) + 1
             job.due += missed * job.interval
-            self.runs_skipped += missed
+            skipped += missed
+        if skipped:
+            self.runs_skipped += skipped
+            if self._on_skipped is not None:
+                self._on_skipped(skipped)
         self._arm(job)
 
     async def _run(self, job: _Job) -> None:

@@ -13,11 +13,10 @@ import asyncio
 import glob
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from prober.config import Config
+from prober.config import Config, check_file_matches
 
 log = logging.getLogger("prober.watch")
 
@@ -31,10 +30,9 @@ def watched_files(main: Path, config: Config | None, extra: Iterable[Path] = ())
     if config is not None:
         base = main.parent
         for pattern in config.settings.check_files:
-            full = pattern if os.path.isabs(pattern) else str(base / pattern)
-            files.extend(Path(p) for p in sorted(glob.glob(full)))
+            files.extend(check_file_matches(base, pattern))
             if not glob.has_magic(pattern):
-                files.append(Path(full))
+                files.append(base / pattern)
         for source in config.settings.secrets.values():
             if source.file is not None:
                 files.append(base / source.file)

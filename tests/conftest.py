@@ -1,20 +1,37 @@
-"""Shared fixtures: a controllable HTTP target on loopback, config writers, tool lookup."""
+"""Shared fixtures and helpers: loopback servers, run environments, config writers, metric
+samples, the `prober` command as a child process, tool lookup."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
+import socket
+import ssl
+import subprocess
+import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from prober.config_model import HttpCheck
+from prober.metrics import MetricsSink
+from prober.probes.context import HttpClients
+from prober.probes.sessions import SessionStore
+from prober.result import Result
+from prober.runner import RunEnvironment
+from tests.certs import CertFactory
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def require_tool(name: str) -> str:
@@ -81,18 +98,75 @@ def _target_app(target: Target) -> web.Application:
     return app
 
 
+async def serve_app(
+    app: web.Application, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free port of `host`; returns the runner (the caller cleans it up) and
+    the base URL (`https` with an SSL context, IPv6 hosts in brackets)."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, 0, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = runner.addresses[0][1]
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (a connection to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 async def target() -> AsyncIterator[Target]:
     state = Target()
-    runner = web.AppRunner(_target_app(state), shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}"
+    runner, state.url = await serve_app(_target_app(state))
     yield state
     state.hang.set()
     await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def run_environment(
+    values: Mapping[str, str] | None = None, sensitive: frozenset[str] = frozenset()
+) -> AsyncIterator[RunEnvironment]:
+    """What `run_check` needs: fresh HTTP clients (closed on exit) and sessions."""
+    clients = HttpClients("prober-test")
+    try:
+        yield RunEnvironment(clients, dict(values or {}), sensitive, SessionStore())
+    finally:
+        await clients.close()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[RunEnvironment]:
+    """A run environment with no template values and no secrets."""
+    async with run_environment() as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFactory:
+    return CertFactory(tmp_path_factory.mktemp("certs"))
+
+
+def http_check(url: str, **settings: Any) -> HttpCheck:
+    """An http check named `t` on `url` (10s interval, 2s timeout); `settings` override."""
+    fields: dict[str, Any] = {
+        "name": "t",
+        "kind": "http",
+        "component": "api",
+        "url": url,
+        "interval": 10.0,
+        "timeout": 2.0,
+    }
+    fields.update(settings)
+    return HttpCheck.model_validate(fields)
 
 
 WriteConfig = Callable[..., Path]
@@ -128,9 +202,6 @@ async def wait_for(condition: Callable[[], object], limit: float = 10.0) -> None
         await asyncio.sleep(0.05)
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 def fast_shipped_config(
     directory: Path, interval: str = "1s", timeout: str = "0.8s", extra: str = ""
 ) -> Path:
@@ -146,3 +217,74 @@ def fast_shipped_config(
     path = directory / "prober.yml"
     path.write_text(text + extra)
     return path
+
+
+# (name, labels, value) of one sample of a text exposition.
+Sample = tuple[str, frozenset[tuple[str, str]], float]
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition, in order; the `_created` timestamps that
+    prometheus-client adds to counters are left out (prober's own renderer has none)."""
+    return [
+        (s.name, frozenset(s.labels.items()), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    ]
+
+
+def sample_value(samples: Iterable[Sample], name: str, **labels: str) -> float | None:
+    """The value of the first sample named `name` whose labels include `labels`, else None."""
+    for sample_name, sample_labels, value in samples:
+        if sample_name == name and set(labels.items()) <= sample_labels:
+            return value
+    return None
+
+
+def exported_samples(result: Result, component: str) -> list[Sample]:
+    """The samples a fresh MetricsSink exports after recording this one result."""
+    sink = MetricsSink()
+    sink.apply({result.check: (("component", component),)}, {})
+    sink.record(result)
+    return parse_samples(sink.render().decode())
+
+
+def run_prober(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    """`python -m prober ARGS` to completion, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "prober", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+async def spawn_prober(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = REPO, merge_stderr: bool = False
+) -> asyncio.subprocess.Process:
+    """`python -m prober ARGS` as a child process without blocking the event loop; stdout and
+    stderr are pipes (one pipe with `merge_stderr`)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "prober",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+    )
+
+
+async def read_base_url(process: asyncio.subprocess.Process, scheme: str = "http") -> str:
+    """The base URL a `prober run` child prints in its first line once it serves."""
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+    assert f"metrics {scheme}://" in line, line
+    return line.split("metrics ", 1)[1].split("/metrics", 1)[0]

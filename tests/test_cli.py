@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from prober.sim.server import start_sim
-from tests.conftest import WriteConfig
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def prober(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prober", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
+from tests.conftest import WriteConfig, run_prober, spawn_prober
 
 
 def test_validate_shipped_config() -> None:
-    run = prober("validate", "--config.file", "prober.yml")
+    run = run_prober("validate", "--config.file", "prober.yml")
     assert run.returncode == 0, run.stderr
     assert "OK" in run.stdout
 
@@ -49,7 +30,7 @@ def test_validate_broken_file_prints_every_located_error(write_config: WriteConf
             url: http://127.0.0.1:1/
             retires: 3
     """)
-    run = prober("validate", "--config.file", str(path))
+    run = run_prober("validate", "--config.file", str(path))
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "prober.yml:8: check 'a': checks[0].timeout" in run.stderr
@@ -58,7 +39,7 @@ def test_validate_broken_file_prints_every_located_error(write_config: WriteConf
 
 
 def test_validate_missing_file() -> None:
-    run = prober("validate", "--config.file", "/nonexistent/prober.yml")
+    run = run_prober("validate", "--config.file", "/nonexistent/prober.yml")
     assert run.returncode == 1
     assert "cannot read file" in run.stderr and "Traceback" not in run.stderr
 
@@ -69,19 +50,7 @@ async def test_probe_prints_trace_and_metrics_without_secrets() -> None:
     try:
         env = {"PATH": "/usr/bin:/bin", "PLATFORM_URL": sim.url, "DEMO_PASSWORD": canary}
         # The sim runs in this event loop, so the CLI must run without blocking it.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "prober",
-            "probe",
-            "--config.file",
-            "prober.yml",
-            "timeline",
-            env=env,
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await spawn_prober("probe", "--config.file", "prober.yml", "timeline", env=env)
         out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:
         await sim.stop()
@@ -100,6 +69,6 @@ async def test_probe_prints_trace_and_metrics_without_secrets() -> None:
     ids=["bad-shard", "bad-listen"],
 )
 def test_bad_flags_give_one_line_error(args: list[str]) -> None:
-    run = prober(*args)
+    run = run_prober(*args)
     assert run.returncode in (1, 2)
     assert "Traceback" not in run.stderr

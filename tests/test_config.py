@@ -9,9 +9,7 @@ import pytest
 
 from prober.config import ConfigError, load_config
 from prober.config_model import FlowCheck, HttpCheck
-from tests.conftest import WriteConfig
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, WriteConfig
 
 
 def test_shipped_config_loads() -> None:

@@ -7,11 +7,18 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.daemon import Daemon
 from prober.web import WebServer, bound_port, build_app, start_web
-from tests.conftest import Target, WriteConfig, require_tool, wait_for
+from tests.conftest import (
+    Sample,
+    Target,
+    WriteConfig,
+    parse_samples,
+    require_tool,
+    sample_value,
+    wait_for,
+)
 
 TWO_CHECKS = """
 interval: 0.5s
@@ -38,14 +45,10 @@ class Running:
         async with aiohttp.ClientSession() as session, session.get(self.base + path) as resp:
             return resp.status, await resp.text()
 
-    async def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    async def samples(self) -> list[Sample]:
         status, text = await self.get("/metrics")
         assert status == 200
-        return {
-            (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
+        return parse_samples(text)
 
 
 @pytest.fixture
@@ -62,45 +65,38 @@ async def running(
     await daemon.stop()
 
 
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float | None:
-    for (sample_name, sample_labels), sample_value in samples.items():
-        if sample_name == name and set(labels.items()) <= sample_labels:
-            return sample_value
-    return None
-
-
 async def test_metrics_show_both_checks_then_failure(running: Running, target: Target) -> None:
     async def both_ran() -> bool:
         samples = await running.samples()
-        return all(value(samples, "probe_success", check=c) == 1.0 for c in ("good", "flow"))
+        return all(sample_value(samples, "probe_success", check=c) == 1.0 for c in ("good", "flow"))
 
     await wait_for(both_ran)
     samples = await running.samples()
-    assert value(samples, "probe_http_status_code", check="good", step="request") == 200.0
-    assert value(samples, "prober_step_success", check="flow", step="second") == 1.0
-    assert value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
+    assert sample_value(samples, "probe_http_status_code", check="good", step="request") == 200.0
+    assert sample_value(samples, "prober_step_success", check="flow", step="second") == 1.0
+    assert (
+        sample_value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
+    )
     phases = {
         dict(labels)["phase"]
-        for (name, labels) in samples
+        for name, labels, _ in samples
         if name == "probe_http_duration_seconds" and dict(labels)["check"] == "good"
     }
     assert phases == {"resolve", "connect", "tls", "processing", "transfer"}
-    assert value(samples, "prober_checks_configured", scope="all") == 2.0
-    assert value(samples, "prober_build_info") == 1.0
+    assert sample_value(samples, "prober_checks_configured", scope="all") == 2.0
+    assert sample_value(samples, "prober_build_info") == 1.0
 
     target.status = 503
 
     async def good_failed() -> bool:
         samples = await running.samples()
-        return value(samples, "probe_success", check="good") == 0.0
+        return sample_value(samples, "probe_success", check="good") == 0.0
 
     # Two intervals, plus slack for the scrape itself.
     await wait_for(good_failed, limit=2 * 0.5 + 0.5)
     samples = await running.samples()
     assert (
-        value(
+        sample_value(
             samples,
             "prober_check_failures_total",
             check="good",
@@ -138,7 +134,7 @@ async def test_reload_removes_and_adds_checks(
     async with aiohttp.ClientSession() as session, session.post(running.base + "/-/reload") as resp:
         assert resp.status == 200, await resp.text()
     samples = await running.samples()
-    assert value(samples, "probe_success", check="flow") is None
+    assert sample_value(samples, "probe_success", check="flow") is None
     await wait_for(lambda: _has(running, "added"))
 
 
@@ -149,12 +145,12 @@ async def test_bad_reload_keeps_running_config(running: Running, write_config: W
         assert resp.status == 400
         assert "prober.yml:2" in await resp.text()
     samples = await running.samples()
-    assert value(samples, "prober_config_last_reload_successful") == 0.0
-    assert value(samples, "probe_success", check="good") is not None
+    assert sample_value(samples, "prober_config_last_reload_successful") == 0.0
+    assert sample_value(samples, "probe_success", check="good") is not None
 
 
 async def _has(running: Running, check: str) -> bool:
-    return value(await running.samples(), "probe_success", check=check) is not None
+    return sample_value(await running.samples(), "probe_success", check=check) is not None
 
 
 @pytest.mark.integration

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,17 +23,11 @@ from prober.daemon import Daemon
 from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
 from prober.web import bound_port, build_app, start_web
-from tests.conftest import REPO, fast_shipped_config, require_tool
+from tests.conftest import REPO, fast_shipped_config, free_port, require_tool
 
 WARM_UP = 20.0  # rate windows need some samples before the fault
 DETECTION_LIMIT = 240.0
 QUIET_AFTER = 15.0  # how long forbidden alerts keep being watched after detection
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -12,14 +12,11 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config_model import DnsCheck
-from prober.metrics import MetricsSink
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
+from tests.conftest import exported_samples
 
 ZONE: dict[tuple[str, str], list[str]] = {
     ("api.example.test.", "A"): ["10.0.0.1", "10.0.0.2"],
@@ -77,13 +74,6 @@ async def dns_server() -> AsyncIterator[StartServer]:
     yield start
     for transport in transports:
         transport.close()
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[RunEnvironment]:
-    clients = HttpClients("prober-test")
-    yield RunEnvironment(clients, {}, frozenset(), SessionStore())
-    await clients.close()
 
 
 def dns_check(server: str, **settings: Any) -> DnsCheck:
@@ -179,14 +169,7 @@ async def test_ipv6_server(dns_server: StartServer, env: RunEnvironment) -> None
 
 async def test_dns_series_are_exported(dns_server: StartServer, env: RunEnvironment) -> None:
     result = await run_check(dns_check(await dns_server()), env)
-    sink = MetricsSink()
-    sink.apply({"resolve-api": (("component", "dns"),)}, {})
-    sink.record(result)
-    values = {
-        s.name: s.value
-        for family in text_string_to_metric_families(sink.render().decode())
-        for s in family.samples
-    }
+    values = {name: value for name, _, value in exported_samples(result, "dns")}
     assert values["probe_dns_answer_rrs"] == 2
     assert values["probe_dns_lookup_time_seconds"] > 0
     assert values["probe_success"] == 1

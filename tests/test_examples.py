@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from prober.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, run_prober
 
 EXAMPLES = REPO / "checks" / "examples" / "prober.yml"
 
 
 def test_examples_validate_with_the_cli() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "prober", "validate", "--config.file", str(EXAMPLES)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+    run = run_prober("validate", "--config.file", str(EXAMPLES))
     assert run.returncode == 0, run.stderr
     assert "OK" in run.stdout
 

@@ -22,9 +22,8 @@ from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
 from prober.trace import format_result, metric_lines
 from prober.web import bound_port, build_app, start_web
-from tests.conftest import WriteConfig, fast_shipped_config, wait_for
+from tests.conftest import REPO, WriteConfig, fast_shipped_config, run_environment, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 CANARY = "Canary-Pa55word-9d1e"
 
 
@@ -219,16 +218,8 @@ async def test_secret_never_appears_in_any_output(
                 async with session.get(base + path) as resp:
                     outputs.append(await resp.text())
         config = load_config(config_path)
-        clients = HttpClients("t")
-        try:
-            result = await run_check(
-                config.check("timeline"),
-                RunEnvironment(
-                    clients, config.template_values(), config.sensitive_values, SessionStore()
-                ),
-            )
-        finally:
-            await clients.close()
+        async with run_environment(config.template_values(), config.sensitive_values) as env:
+            result = await run_check(config.check("timeline"), env)
         outputs.append(format_result(result))
         outputs.append(metric_lines(config, result))
         outputs.append(caplog.text)

@@ -13,13 +13,10 @@ from typing import Any
 
 import pytest
 
-from prober.config_model import HttpCheck
 from prober.daemon import Daemon
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason, Result
-from prober.runner import RunEnvironment, run_check
-from tests.conftest import Target, WriteConfig, wait_for
+from prober.runner import run_check
+from tests.conftest import Target, WriteConfig, http_check, run_environment, wait_for
 
 TIMEOUT = 0.5
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -136,25 +133,13 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
 
 
 async def probe(address: str, scheme: str = "http", **settings: Any) -> tuple[Result, float]:
-    fields: dict[str, Any] = {
-        "name": "hostile",
-        "kind": "http",
-        "component": "api",
-        "url": f"{scheme}://{address}/",
-        "interval": 10.0,
-        "timeout": TIMEOUT,
-    }
-    fields.update(settings)
-    clients = HttpClients("prober-test")
-    try:
+    check = http_check(
+        f"{scheme}://{address}/", **{"name": "hostile", "timeout": TIMEOUT, **settings}
+    )
+    async with run_environment() as env:
         start = time.perf_counter()
-        result = await run_check(
-            HttpCheck.model_validate(fields),
-            RunEnvironment(clients, {}, frozenset(), SessionStore()),
-        )
+        result = await run_check(check, env)
         return result, time.perf_counter() - start
-    finally:
-        await clients.close()
 
 
 CASES: list[tuple[str, Handler, dict[str, Any], Reason]] = [

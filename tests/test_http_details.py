@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config import ConfigError, load_config
-from prober.config_model import HttpCheck
-from prober.metrics import MetricsSink
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
-from tests.conftest import Target, WriteConfig
+from tests.conftest import Target, WriteConfig, exported_samples, http_check, serve_app
 
 BODY = b'{"status": "ok", "padding": "' + b"a" * 4000 + b'"}'
-
-
-async def _serve(app: web.Application, host: str) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, host, 0).start()
-    port = runner.addresses[0][1]
-    return runner, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _app() -> web.Application:
@@ -46,36 +32,16 @@ def _app() -> web.Application:
 
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
-    runner, url = await _serve(_app(), "127.0.0.1")
+    runner, url = await serve_app(_app(), "127.0.0.1")
     yield url
     await runner.cleanup()
 
 
 @pytest.fixture
 async def server6() -> AsyncIterator[str]:
-    runner, url = await _serve(_app(), "::1")
+    runner, url = await serve_app(_app(), "::1")
     yield url
     await runner.cleanup()
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[RunEnvironment]:
-    clients = HttpClients("prober-test")
-    yield RunEnvironment(clients, {}, frozenset(), SessionStore())
-    await clients.close()
-
-
-def http_check(url: str, **settings: Any) -> HttpCheck:
-    fields: dict[str, Any] = {
-        "name": "t",
-        "kind": "http",
-        "component": "api",
-        "url": url,
-        "interval": 10.0,
-        "timeout": 2.0,
-    }
-    fields.update(settings)
-    return HttpCheck.model_validate(fields)
 
 
 async def test_request_goes_through_the_proxy(server: str, env: RunEnvironment) -> None:
@@ -112,14 +78,10 @@ async def test_compressed_body_sizes_and_version(server: str, env: RunEnvironmen
 async def test_http_detail_series_are_exported(target: Target, env: RunEnvironment) -> None:
     result = await run_check(http_check(target.at("/redirect")), env)
     assert result.success, result.message
-    sink = MetricsSink()
-    sink.apply({"t": (("component", "api"),)}, {})
-    sink.record(result)
     values = {
-        s.name: s.value
-        for family in text_string_to_metric_families(sink.render().decode())
-        for s in family.samples
-        if s.labels.get("step") == "request"
+        name: value
+        for name, labels, value in exported_samples(result, "api")
+        if ("step", "request") in labels
     }
     assert values["probe_http_redirects"] == 1
     assert values["probe_http_version"] == 1.1

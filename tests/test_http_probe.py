@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from prober.config_model import HttpCheck
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason, Result
 from prober.runner import RunEnvironment, run_check
-from tests.conftest import Target
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[RunEnvironment]:
-    clients = HttpClients("prober-test")
-    yield RunEnvironment(clients, {}, frozenset(), SessionStore())
-    await clients.close()
-
-
-def http_check(url: str, **settings: Any) -> HttpCheck:
-    fields: dict[str, Any] = {
-        "name": "t",
-        "kind": "http",
-        "component": "api",
-        "url": url,
-        "interval": 10.0,
-        "timeout": 2.0,
-    }
-    fields.update(settings)
-    return HttpCheck.model_validate(fields)
+from tests.conftest import Target, free_port, http_check, run_environment
 
 
 async def probe(check: HttpCheck, env: RunEnvironment) -> Result:
@@ -53,12 +29,6 @@ async def test_success_reports_status_phases_and_assertions(
     assert step.phases.connect > 0
     assert step.phases.processing > 0
     assert result.duration >= step.phases.connect + step.phases.processing
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 CASES = [
@@ -147,13 +117,7 @@ async def test_degraded_latency_marks_slow_success(target: Target, env: RunEnvir
 
 
 async def test_secret_in_url_query_not_in_trace(target: Target) -> None:
-    clients = HttpClients("t")
-    env = RunEnvironment(
-        clients, {"tok": "query-secret-42"}, frozenset({"query-secret-42"}), SessionStore()
-    )
-    try:
+    async with run_environment({"tok": "query-secret-42"}, frozenset({"query-secret-42"})) as env:
         result = await probe(http_check(target.at("/ok?key=${tok}"), expected_status=[418]), env)
-    finally:
-        await clients.close()
     text = repr(result)
     assert "query-secret-42" not in text

@@ -6,11 +6,10 @@ import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.metrics import MetricsSink
 from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
-from tests.conftest import require_tool
+from tests.conftest import parse_samples, require_tool
 
 
 def _result(check: str, success: bool, duration: float) -> Result:
@@ -47,20 +46,11 @@ def sink() -> MetricsSink:
     return sink
 
 
-def _samples(text: str) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
-    return {
-        (s.name, frozenset(s.labels.items()), s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if not s.name.endswith("_created")
-    }
-
-
 def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
     reference = CollectorRegistry()
     reference.register(sink)
-    stock = _samples(generate_latest(reference).decode())
-    fast = _samples(sink.render().decode())
+    stock = set(parse_samples(generate_latest(reference).decode()))
+    fast = set(parse_samples(sink.render().decode()))
     per_check = {s for s in fast if any(k == "check" for k, _ in s[1])}
     assert per_check == stock
     assert len(stock) > 50
@@ -69,7 +59,7 @@ def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
 def test_rerender_after_new_result_is_fresh(sink: MetricsSink) -> None:
     sink.render()
     sink.record(_result("a", True, 0.01))
-    samples = _samples(sink.render().decode())
+    samples = set(parse_samples(sink.render().decode()))
     runs = [
         v
         for n, labels, v in samples
@@ -89,7 +79,7 @@ def test_removed_check_series_disappear(sink: MetricsSink) -> None:
 
 def test_unchanged_check_keeps_counters_across_apply(sink: MetricsSink) -> None:
     sink.apply({"a": (("component", "api"),), "c": (("component", "api"),)}, {"vantage": "eu"})
-    samples = _samples(sink.render().decode())
+    samples = set(parse_samples(sink.render().decode()))
     assert (
         "prober_check_runs_total",
         frozenset({("check", "a"), ("component", "api"), ("vantage", "eu"), ("result", "failure")}),

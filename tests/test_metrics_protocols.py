@@ -6,11 +6,10 @@ import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.metrics import MetricsSink
 from prober.result import Phases, Reason, Result, StepResult
-from tests.conftest import require_tool
+from tests.conftest import parse_samples, require_tool
 
 EXPIRY = 1_800_000_000.0
 
@@ -65,21 +64,12 @@ def _sink() -> MetricsSink:
     return sink
 
 
-def _samples(text: str) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
-    return {
-        (s.name, frozenset(s.labels.items()), s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if not s.name.endswith("_created")
-    }
-
-
 def test_fast_render_equals_reference_for_protocol_series() -> None:
     sink = _sink()
     reference = CollectorRegistry()
     reference.register(sink)
-    stock = _samples(generate_latest(reference).decode())
-    fast = {s for s in _samples(sink.render().decode()) if any(k == "check" for k, _ in s[1])}
+    stock = set(parse_samples(generate_latest(reference).decode()))
+    fast = {s for s in parse_samples(sink.render().decode()) if any(k == "check" for k, _ in s[1])}
     assert fast == stock
     names = {name for name, _, _ in fast}
     assert {
@@ -96,7 +86,7 @@ def test_fast_render_equals_reference_for_protocol_series() -> None:
 
 def test_each_kind_exports_only_its_own_series() -> None:
     by_check: dict[str, set[str]] = {}
-    for name, labels, _ in _samples(_sink().render().decode()):
+    for name, labels, _ in parse_samples(_sink().render().decode()):
         check = dict(labels).get("check")
         if check:
             by_check.setdefault(check, set()).add(name)
@@ -112,7 +102,7 @@ def test_each_kind_exports_only_its_own_series() -> None:
 def test_values_of_protocol_series() -> None:
     values = {
         (name, tuple(sorted((k, v) for k, v in labels if k in ("check", "version", "phase")))): v
-        for name, labels, v in _samples(_sink().render().decode())
+        for name, labels, v in parse_samples(_sink().render().decode())
     }
     assert values[("probe_http_version", (("check", "web"),))] == 2.0
     assert values[("probe_http_redirects", (("check", "web"),))] == 2

@@ -8,22 +8,28 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config import ConfigError
 from prober.daemon import Daemon
 from prober.watch import watch, watched_files
-from tests.conftest import REPO, Target, WriteConfig, wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.conftest import (
+    Sample,
+    Target,
+    WriteConfig,
+    parse_samples,
+    read_base_url,
+    run_prober,
+    sample_value,
+    serve_app,
+    spawn_prober,
+    wait_for,
+)
 
 BASE = """
 interval: 0.2s
@@ -34,27 +40,19 @@ checks:
 """
 
 
-def samples(daemon: Daemon) -> Samples:
-    text = daemon.metrics.render().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+def samples(daemon: Daemon) -> list[Sample]:
+    return parse_samples(daemon.metrics.render().decode())
 
 
 def value(daemon: Daemon, name: str, **labels: str) -> float | None:
-    for (sample_name, sample_labels), sample_value in samples(daemon).items():
-        if sample_name == name and set(labels.items()) <= sample_labels:
-            return sample_value
-    return None
+    return sample_value(samples(daemon), name, **labels)
 
 
 def runs(daemon: Daemon, check: str) -> float:
     """Runs recorded so far, successful or not (a loaded machine may fail a few)."""
     return sum(
-        sample_value
-        for (name, labels), sample_value in samples(daemon).items()
+        v
+        for name, labels, v in samples(daemon)
         if name == "prober_check_runs_total" and ("check", check) in labels
     )
 
@@ -62,7 +60,7 @@ def runs(daemon: Daemon, check: str) -> float:
 def checks_in_metrics(daemon: Daemon) -> set[str]:
     return {
         dict(labels)["check"]
-        for (name, labels) in samples(daemon)
+        for name, labels, _ in samples(daemon)
         if name == "probe_success" and "check" in dict(labels)
     }
 
@@ -280,11 +278,7 @@ async def hanging() -> AsyncIterator[HangingTarget]:
     state = HangingTarget()
     app = web.Application()
     app.router.add_get("/hang", state.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, state.url = await serve_app(app)
     yield state
     state.release.set()
     await runner.cleanup()
@@ -292,24 +286,10 @@ async def hanging() -> AsyncIterator[HangingTarget]:
 
 async def _start_prober(config: Path, *extra: str) -> tuple[asyncio.subprocess.Process, str]:
     """`prober run` on a free port; returns the process and its base URL once it serves."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "prober",
-        "run",
-        "--config.file",
-        str(config),
-        "--web.listen-address",
-        "127.0.0.1:0",
-        *extra,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await spawn_prober(
+        "run", "--config.file", str(config), "--web.listen-address", "127.0.0.1:0", *extra
     )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-    assert "metrics http://" in line, line
-    return process, line.split("metrics ", 1)[1].split("/metrics", 1)[0]
+    return process, await read_base_url(process)
 
 
 async def _scrape(base: str) -> str:
@@ -367,13 +347,7 @@ async def _has_check(base: str, check: str) -> bool:
 
 
 def test_bad_auto_reload_interval_is_a_usage_error() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "prober", "run", "--config.auto-reload-interval", "soon"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = run_prober("run", "--config.auto-reload-interval", "soon")
     assert run.returncode == 2
     assert "--config.auto-reload-interval: 'soon' is not a duration" in run.stderr
     assert "Traceback" not in run.stderr

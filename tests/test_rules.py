@@ -176,7 +176,9 @@ def all_queries() -> list[tuple[str, str]]:
 
 
 def contract_metrics() -> set[str]:
-    names = re.findall(r"^- (\w+)", METRICS_DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    """Series named in the first column of docs/METRICS.md's tables."""
+    names = re.findall(r"^\| `(\w+)", METRICS_DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(names) > 20, "docs/METRICS.md lists its series in tables"
     return set(names)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +13,7 @@ from prober.config import ConfigError, load_config
 from prober.daemon import Daemon
 from prober.logs import JsonFormatter, LogfmtFormatter
 from prober.web import bound_port, build_app, start_web
-from tests.conftest import REPO, Target, WriteConfig, wait_for
+from tests.conftest import Target, WriteConfig, spawn_prober, wait_for
 
 ENV_SECRET = "env-canary-0b7e2c41"
 FILE_SECRET = "file-canary-5d93aa17"
@@ -62,16 +61,7 @@ checks:
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "prober",
-        *args,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await spawn_prober(*args, env=env, merge_stderr=True)
     out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     return out.decode()
 

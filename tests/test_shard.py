@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import pytest
 
 from prober.cli import _parse_shard
 from prober.daemon import Daemon, Shard
-from tests.conftest import WriteConfig
+from tests.conftest import WriteConfig, run_prober
 
 
 def config_with(names: list[str]) -> str:
@@ -95,13 +93,11 @@ def test_bad_shard_flag_is_a_clear_error(text: str, env: Mapping[str, str], mess
 
 
 def test_shard_auto_from_the_environment_in_the_cli(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "prober", "run", "--config.file", str(tmp_path / "none.yml")],
+    run = run_prober(
+        "run",
+        "--config.file",
+        str(tmp_path / "none.yml"),
         env={"PATH": "/usr/bin:/bin", "PROBER_SHARD": "auto", "HOSTNAME": "prober-x"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert run.returncode == 2
     assert "does not end in -N" in run.stderr and "Traceback" not in run.stderr

@@ -22,8 +22,8 @@ from prober.sim import DEMO_PASSWORD, DEMO_USER, RunningSim, SimOptions, start_s
 from prober.sim.faults import FaultError, FaultSpec, parse_fault_args, plan_request
 from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
 from prober.sim.server import add_sim_arguments, run_sim
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FAST: dict[str, Any] = {"latency_ms": 0.0, "latency_jitter_ms": 0.0, "seed": 7}
 TIMELINE = "/api/v1/timeline/home"
 NOTIFICATIONS = "/api/v1/notifications"

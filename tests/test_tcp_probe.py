@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config_model import TcpCheck
-from prober.metrics import MetricsSink
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
 from tests.certs import CertFactory
+from tests.conftest import exported_samples, free_port, run_environment
 
 StartServer = Callable[..., Awaitable[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _line_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -88,18 +78,6 @@ async def tcp_server() -> AsyncIterator[StartServer]:
         await server.wait_closed()
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFactory:
-    return CertFactory(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[RunEnvironment]:
-    clients = HttpClients("prober-test")
-    yield RunEnvironment(clients, {}, frozenset(), SessionStore())
-    await clients.close()
-
-
 def tcp_check(target: str, **settings: Any) -> TcpCheck:
     fields: dict[str, Any] = {
         "name": "smtp-like",
@@ -153,6 +131,19 @@ async def test_failed_expectation_gives_reason(
     result = await run_check(tcp_check(await tcp_server(), timeout=0.5, **settings), env)
     assert result.reason == reason, result.message
     assert result.failed_step == "connect"
+
+
+async def test_secret_values_are_redacted_from_message_and_outcomes(
+    tcp_server: StartServer,
+) -> None:
+    target = await tcp_server()
+    check = tcp_check(target, send=["", "QUIT"], expect=["^220 ", "Q-secret"])
+    async with run_environment(sensitive=frozenset({"bye", "Q-secret"})) as env:
+        result = await run_check(check, env)
+    assert result.reason == Reason.ASSERTION, result.message
+    assert result.message == "connection closed before a line matched '***'"
+    assert result.steps[0].message == result.message
+    assert result.steps[0].assertions[-1].actual == "221 ***"
 
 
 async def test_connection_refused(env: RunEnvironment) -> None:
@@ -213,13 +204,9 @@ async def test_ipv6_loopback(tcp_server: StartServer, env: RunEnvironment) -> No
 
 async def test_tcp_series_are_exported(tcp_server: StartServer, env: RunEnvironment) -> None:
     result = await run_check(tcp_check(await tcp_server(), **DIALOGUE), env)
-    sink = MetricsSink()
-    sink.apply({"smtp-like": (("component", "mail"),)}, {})
-    sink.record(result)
     names = {
-        (s.name, s.labels.get("phase", ""))
-        for family in text_string_to_metric_families(sink.render().decode())
-        for s in family.samples
+        (name, dict(labels).get("phase", ""))
+        for name, labels, _ in exported_samples(result, "mail")
     }
     assert {("probe_tcp_duration_seconds", p) for p in ("resolve", "connect", "tls")} <= names
     assert ("probe_tcp_duration_seconds", "processing") in names

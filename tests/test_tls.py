@@ -10,17 +10,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from prober.assertions import AssertionSyntaxError, parse_assertion
 from prober.config_model import HttpCheck, TlsOptions
-from prober.metrics import MetricsSink
-from prober.probes.context import HttpClients
-from prober.probes.sessions import SessionStore
 from prober.result import Reason, Result
 from prober.runner import RunEnvironment, run_check
 from tests.certs import CertFactory, Leaf
-from tests.conftest import Target
+from tests.conftest import Target, exported_samples, http_check, serve_app
 
 
 @dataclass
@@ -33,11 +29,6 @@ class HttpsServer:
 
 
 StartServer = Callable[..., Awaitable[HttpsServer]]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFactory:
-    return CertFactory(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture
@@ -59,12 +50,8 @@ async def https() -> AsyncIterator[StartServer]:
         app.router.add_get("/redirect", redirect)
         context = leaf.server_context(client_ca)
         context.sni_callback = lambda _obj, name, _ctx: server.sni.append(name)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
+        runner, server.url = await serve_app(app, host, context)
         runners.append(runner)
-        await web.TCPSite(runner, host, 0, ssl_context=context).start()
-        port = runner.addresses[0][1]
-        server.url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         return server
 
     yield start
@@ -72,24 +59,8 @@ async def https() -> AsyncIterator[StartServer]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def env() -> AsyncIterator[RunEnvironment]:
-    clients = HttpClients("prober-test")
-    yield RunEnvironment(clients, {}, frozenset(), SessionStore())
-    await clients.close()
-
-
 def https_check(url: str, **settings: Any) -> HttpCheck:
-    fields: dict[str, Any] = {
-        "name": "tls",
-        "kind": "http",
-        "component": "api",
-        "url": url,
-        "interval": 10.0,
-        "timeout": 3.0,
-    }
-    fields.update(settings)
-    return HttpCheck.model_validate(fields)
+    return http_check(url, **{"name": "tls", "timeout": 3.0, **settings})
 
 
 async def test_valid_certificate_reports_version_expiry_and_split_phases(
@@ -272,13 +243,9 @@ async def test_tls_series_are_exported(
     result: Result = await run_check(
         https_check(server.url + "/ok", tls={"ca_file": str(certs.ca_file)}), env
     )
-    sink = MetricsSink()
-    sink.apply({"tls": (("component", "api"),)}, {})
-    sink.record(result)
     samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(sink.render().decode())
-        for s in family.samples
+        (name, tuple(sorted(labels))): value
+        for name, labels, value in exported_samples(result, "api")
     }
     base = (("check", "tls"), ("component", "api"))
     step = (*base, ("step", "request"))

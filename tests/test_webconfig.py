@@ -6,7 +6,6 @@ import asyncio
 import base64
 import signal
 import ssl
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from prober.daemon import Daemon
 from prober.web import bound_port, build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
 from tests.certs import CertFactory
-from tests.conftest import REPO, Target, WriteConfig, wait_for
+from tests.conftest import Target, WriteConfig, read_base_url, spawn_prober, wait_for
 
 PASSWORD = "s3cret-Scrape-pa55"
 CONFIG = """
@@ -361,28 +360,20 @@ def test_bad_web_config_is_a_located_error(
     assert "plain-text-password" not in str(caught.value)
 
 
-async def _run_prober(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "prober",
-        "run",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
 async def test_cli_bad_web_config_exits_1_with_located_error(
     write_config: WriteConfig, write_web_config: WriteWebConfig, tmp_path: Path
 ) -> None:
     config = write_config(CONFIG.replace("${URL}", "http://127.0.0.1:9"))
     web = write_web_config("basic_auth_users:\n  prometheus: hunter2-plain\n")
-    process = await _run_prober(
-        "--config.file", str(config), "--web.config.file", str(web), cwd=tmp_path
+    process = await spawn_prober(
+        "run",
+        "--config.file",
+        str(config),
+        "--web.config.file",
+        str(web),
+        "--web.listen-address",
+        "127.0.0.1:0",
+        cwd=tmp_path,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     stderr = err.decode()
@@ -403,14 +394,18 @@ async def test_cli_serves_tls_and_basic_auth_and_sighup_rotates_the_password(
         tls_server_config: {{cert_file: {pki.cert}, key_file: {pki.key}}}
         basic_auth_users: {{prometheus: "{bcrypt_hash(PASSWORD)}"}}
     """)
-    process = await _run_prober(
-        "--config.file", str(config), "--web.config.file", str(web), cwd=REPO
+    process = await spawn_prober(
+        "run",
+        "--config.file",
+        str(config),
+        "--web.config.file",
+        str(web),
+        "--web.listen-address",
+        "127.0.0.1:0",
     )
     try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-        assert "metrics https://127.0.0.1:" in line, line
-        base = line.split("metrics ", 1)[1].split("/metrics", 1)[0]
+        base = await read_base_url(process, "https")
+        assert base.startswith("https://127.0.0.1:"), base
         served = Served(base)
         trusted = pki.client_context()
         auth = basic_auth("prometheus", PASSWORD)

@@ -19,19 +19,19 @@ import dns.rcode
 import dns.resolver
 
 from prober.config_model import DnsCheck
-from prober.probes.context import FAMILIES, ProbeContext, family_mismatch
-from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult
+from prober.probes.context import ProbeContext
+from prober.probes.single_step import (
+    Judgement,
+    ProbeFailure,
+    finish_run,
+    resolve,
+    within_deadline,
+)
+from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult, shown
 
 STEP_NAME = "query"
 DNS_PORT = 53
-_SHOWN_CHARS = 64
 _system_servers: tuple[str, ...] | None = None
-
-
-class _Failed(Exception):
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
@@ -70,16 +70,9 @@ async def run(check: DnsCheck, ctx: ProbeContext) -> Result:
     started_at = time.time()
     state = _Query(time.perf_counter())
     ctx.current_step = STEP_NAME
-    reason: Reason | None = None
-    message = ""
-    try:
-        async with asyncio.timeout_at(ctx.deadline):
-            response = await _ask(check, ctx, state)
-        reason, message = _judge(check, response, state)
-    except TimeoutError:
-        reason, message = Reason.TIMEOUT, f"deadline reached while {state.stage}"
-    except _Failed as exc:
-        reason, message = exc.reason, str(exc)
+    reason, message = await within_deadline(
+        ctx, _ask_and_judge(check, ctx, state), lambda: state.stage
+    )
     end = time.perf_counter()
     lookup = (state.answered or end) - state.asked if state.asked else None
     step = StepResult(
@@ -95,27 +88,20 @@ async def run(check: DnsCheck, ctx: ProbeContext) -> Result:
         answer_count=state.answer_count,
         dns_lookup_time=lookup,
     )
-    ctx.progress.append(step)
-    ctx.current_step = ""
-    return Result(
-        check=check.name,
-        success=step.success,
-        duration=step.duration,
-        started_at=started_at,
-        reason=reason,
-        message=message,
-        failed_step="" if step.success else STEP_NAME,
-        steps=tuple(ctx.progress),
-    )
+    return finish_run(check.name, started_at, step, ctx)
+
+
+async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> Judgement:
+    return _judge(check, await _ask(check, ctx, state), state)
 
 
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
-    address, port = await _server_address(check, state)
+    address, port = await _server_address(check)
     state.server = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     try:
         query = dns.message.make_query(check.query_name, check.query_type)
     except dns.exception.DNSException as exc:
-        raise _Failed(Reason.ERROR, f"cannot build the query: {exc}") from None
+        raise ProbeFailure(Reason.ERROR, f"cannot build the query: {exc}") from None
     state.stage = f"waiting for {state.server}"
     state.asked = time.perf_counter()
     try:
@@ -125,35 +111,26 @@ async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message
     except dns.exception.Timeout:
         raise TimeoutError from None
     except ConnectionRefusedError as exc:
-        raise _Failed(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
+        raise ProbeFailure(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
     except OSError as exc:
-        raise _Failed(Reason.CONNECT_ERROR, f"cannot reach {state.server}: {exc}") from None
+        raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot reach {state.server}: {exc}") from None
     except dns.exception.DNSException as exc:
-        raise _Failed(Reason.PROTOCOL, f"bad answer from {state.server}: {exc}") from None
+        raise ProbeFailure(Reason.PROTOCOL, f"bad answer from {state.server}: {exc}") from None
     state.answered = time.perf_counter()
     return response
 
 
-async def _server_address(check: DnsCheck, state: _Query) -> tuple[str, int]:
+async def _server_address(check: DnsCheck) -> tuple[str, int]:
     """The server's IP address and port, resolving its name with the check's ip_protocol."""
     if check.server is None:
         servers = await _system_nameservers()
         if not servers:
-            raise _Failed(Reason.DNS, "no server given and the host has no nameserver")
+            raise ProbeFailure(Reason.DNS, "no server given and the host has no nameserver")
         host, port = servers[0], DNS_PORT
     else:
         host, port = split_server(check.server)
-    mismatch = family_mismatch(host, check.ip_protocol)
-    if mismatch:
-        raise _Failed(Reason.DNS, mismatch)
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(
-            host, port, family=FAMILIES[check.ip_protocol], type=socket.SOCK_DGRAM
-        )
-    except socket.gaierror as exc:
-        raise _Failed(Reason.DNS, f"cannot resolve server {host}: {exc.strerror}") from None
-    return str(infos[0][4][0]), port
+    addresses = await resolve(host, port, check.ip_protocol, socket.SOCK_DGRAM, f"server {host}")
+    return str(addresses[0][1][0]), port
 
 
 async def _system_nameservers() -> tuple[str, ...]:
@@ -171,14 +148,12 @@ def _read_system_nameservers() -> tuple[str, ...]:
         return ()
 
 
-def _judge(
-    check: DnsCheck, response: dns.message.Message, state: _Query
-) -> tuple[Reason | None, str]:
+def _judge(check: DnsCheck, response: dns.message.Message, state: _Query) -> Judgement:
     """rcode first (a DNS failure), then the answer count and regexes (assertions)."""
     rcode = dns.rcode.to_text(response.rcode())
     answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
     state.answer_count = len(answers)
-    valid = [code.upper() for code in check.valid_rcodes]
+    valid = check.valid_rcodes  # upper-cased when the config loads
     outcomes = [AssertionOutcome(f"rcode in {', '.join(valid)}", rcode in valid, rcode)]
     if check.min_answers:
         outcomes.append(
@@ -190,9 +165,9 @@ def _judge(
         )
     for pattern in check.answer_regex:
         matched = next((a for a in answers if pattern.search(a)), None)
-        shown = matched if matched is not None else (answers[0] if answers else "<no answer>")
+        seen = matched if matched is not None else (answers[0] if answers else "<no answer>")
         outcomes.append(
-            AssertionOutcome(f"answer ~= {pattern.pattern!r}", matched is not None, _shown(shown))
+            AssertionOutcome(f"answer ~= {pattern.pattern!r}", matched is not None, shown(seen))
         )
     state.outcomes = outcomes
     if rcode not in valid:
@@ -201,7 +176,3 @@ def _judge(
     if failed:
         return Reason.ASSERTION, f"{failed[0].text} failed (actual {failed[0].actual})"
     return None, ""
-
-
-def _shown(text: str) -> str:
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."

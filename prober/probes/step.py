@@ -134,8 +134,6 @@ def _classify(exc: BaseException) -> Reason:
         exc, aiohttp.TooManyRedirects | aiohttp.ClientResponseError | aiohttp.ClientPayloadError
     ):
         return Reason.PROTOCOL
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.InvalidUrlClientError):
-        return Reason.ERROR
     return Reason.ERROR
 
 
@@ -224,6 +222,10 @@ class _Step:
             body_length=self.body_length,
         )
 
+    def failed(self, reason: Reason, message: str) -> StepOutcome:
+        """The step's outcome when it fails before extracting anything."""
+        return StepOutcome(self.finish(reason, message), {}, frozenset())
+
 
 async def run_step(
     name: str,
@@ -240,24 +242,23 @@ async def run_step(
     try:
         request = _build_request(spec, values)
     except TemplateError as exc:
-        return StepOutcome(step.finish(Reason.TEMPLATE, str(exc)), {}, frozenset())
+        return step.failed(Reason.TEMPLATE, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
     if mismatch:
-        return StepOutcome(step.finish(Reason.DNS, mismatch), {}, frozenset())
+        return step.failed(Reason.DNS, mismatch)
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
     except TimeoutError:
-        return StepOutcome(step.finish(Reason.TIMEOUT, _timeout_message(step)), {}, frozenset())
+        return step.failed(Reason.TIMEOUT, _timeout_message(step))
     except _BodyTooLarge:
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
-        return StepOutcome(step.finish(Reason.BODY_TOO_LARGE, message), {}, frozenset())
+        return step.failed(Reason.BODY_TOO_LARGE, message)
     except TlsSetupError as exc:
-        return StepOutcome(step.finish(Reason.TLS, str(exc)), {}, frozenset())
+        return step.failed(Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        reason = _classify(exc)
-        return StepOutcome(step.finish(reason, f"{type(exc).__name__}: {exc}"), {}, frozenset())
+        return step.failed(_classify(exc), f"{type(exc).__name__}: {exc}")
     return _judge(step, raw)
 
 
@@ -356,50 +357,35 @@ def _timeout_message(step: _Step) -> str:
 
 
 def _judge(step: _Step, raw: _Raw) -> StepOutcome:
+    """Status first, then the JSON document, the extractions and the assertions."""
     spec = step.spec
     response = raw.response
-    body = response.body
     if not _status_expected(response.status, spec.expected_status):
         expected = ", ".join(str(s) for s in spec.expected_status)
-        message = f"status {response.status}, expected {expected}"
-        return StepOutcome(step.finish(Reason.STATUS, message), {}, frozenset())
+        return step.failed(Reason.STATUS, f"status {response.status}, expected {expected}")
     needs_json = any(a.needs_json for a in spec.assertions) or any(
         r.json_path is not None for r in spec.extract.values()
     )
     if needs_json:
         try:
-            document = json.loads(body)
+            response = replace(response, document=json.loads(response.body))
         except (ValueError, UnicodeDecodeError) as exc:
-            return StepOutcome(
-                step.finish(Reason.INVALID_JSON, f"response is not JSON: {exc}"), {}, frozenset()
-            )
-        response = replace(response, document=document)
+            return step.failed(Reason.INVALID_JSON, f"response is not JSON: {exc}")
     variables: dict[str, str] = {}
     secret_values: set[str] = set()
     shown: list[tuple[str, str]] = []
     for var, rule in spec.extract.items():
         value = _extract(rule, response, raw.cookies)
         if value is None:
-            return StepOutcome(
-                step.finish(Reason.ASSERTION, f"could not extract {var!r}"), {}, frozenset()
-            )
+            return step.failed(Reason.ASSERTION, f"could not extract {var!r}")
         variables[var] = value
         if rule.secret:
             secret_values.add(value)
         shown.append((var, _shown(value, rule.secret)))
     step.secrets |= secret_values
-    outcomes = tuple(_redacted(a.evaluate(response), step.secrets) for a in spec.assertions)
+    outcomes = tuple(a.evaluate(response).redacted(step.secrets) for a in spec.assertions)
     failed = [o for o in outcomes if not o.passed]
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
     result = step.finish(reason, message, outcomes, tuple(shown))
     return StepOutcome(result, variables if not failed else {}, frozenset(secret_values))
-
-
-def _redacted(outcome: AssertionOutcome, secrets: set[str]) -> AssertionOutcome:
-    actual = redact(outcome.actual, secrets)
-    return (
-        outcome
-        if actual == outcome.actual
-        else AssertionOutcome(outcome.text, outcome.passed, actual)
-    )

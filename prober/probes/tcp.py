@@ -17,27 +17,22 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prober.config_model import TcpCheck
-from prober.probes.context import FAMILIES, ProbeContext, family_mismatch
+from prober.probes.context import ProbeContext
+from prober.probes.single_step import (
+    Address,
+    Judgement,
+    ProbeFailure,
+    finish_run,
+    resolve,
+    within_deadline,
+)
 from prober.probes.tls_client import TlsSetupError, peer_facts, tls_reason
-from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult
+from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult, shown
 
 STEP_NAME = "connect"
 _LINE_LIMIT = 64 * 1024
 _MAX_READ_BYTES = 1 << 20
-_SHOWN_CHARS = 64
 _T = TypeVar("_T")
-# (family, sockaddr) as getaddrinfo gives them.
-_Address = tuple[
-    socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
-]
-
-
-class _Failed(Exception):
-    """Ends the run with a reason; raised where the failure is understood."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
@@ -82,15 +77,7 @@ async def run(check: TcpCheck, ctx: ProbeContext) -> Result:
     started_at = time.time()
     state = _Run(time.perf_counter())
     ctx.current_step = STEP_NAME
-    reason: Reason | None = None
-    message = ""
-    try:
-        async with asyncio.timeout_at(ctx.deadline):
-            await _converse(check, ctx, state)
-    except TimeoutError:
-        reason, message = Reason.TIMEOUT, f"deadline reached while {state.stage}"
-    except _Failed as exc:
-        reason, message = exc.reason, str(exc)
+    reason, message = await within_deadline(ctx, _converse(check, ctx, state), lambda: state.stage)
     end = time.perf_counter()
     tls = " over TLS" if check.use_tls else ""
     step = StepResult(
@@ -107,41 +94,17 @@ async def run(check: TcpCheck, ctx: ProbeContext) -> Result:
         protocol="tcp",
         dns_lookup_time=(state.resolved - state.start) if state.resolved else None,
     )
-    ctx.progress.append(step)
-    ctx.current_step = ""
-    return Result(
-        check=check.name,
-        success=step.success,
-        duration=step.duration,
-        started_at=started_at,
-        reason=reason,
-        message=message,
-        failed_step="" if step.success else STEP_NAME,
-        steps=tuple(ctx.progress),
-    )
+    return finish_run(check.name, started_at, step, ctx)
 
 
-async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> None:
+async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> Judgement:
     host, port = split_target(check.target)
-    addresses = await _resolve(host, port, check, state)
+    addresses = await resolve(host, port, check.ip_protocol, socket.SOCK_STREAM, host)
+    state.resolved = time.perf_counter()
     reader, writer = await _connect(addresses, state)
     try:
         if check.use_tls:
-            state.stage = "in the TLS handshake"
-            try:
-                context = await ctx.clients.ssl_for(check.tls)
-            except TlsSetupError as exc:
-                raise _Failed(Reason.TLS, str(exc)) from None
-            state.tls_started = True
-            try:
-                await writer.start_tls(context, server_hostname=check.tls.server_name or host)
-            except (ssl.SSLError, OSError) as exc:
-                raise _Failed(tls_reason(exc), f"TLS handshake: {exc}") from None
-            state.secured = time.perf_counter()
-            ssl_object = writer.get_extra_info("ssl_object")
-            if isinstance(ssl_object, ssl.SSLObject):
-                facts = peer_facts(ssl_object)
-                state.tls_version, state.tls_expiry = facts.version, facts.expiry
+            await _secure(writer, check, ctx, state, host)
         for index in range(max(len(check.send), len(check.expect))):
             if index < len(check.send) and check.send[index]:
                 state.stage = f"sending line {index + 1}"
@@ -152,25 +115,32 @@ async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> None:
     finally:
         # Abort, not close: a TLS close would wait in the background for the peer's reply.
         writer.transport.abort()
+    return None, ""
 
 
-async def _resolve(host: str, port: int, check: TcpCheck, state: _Run) -> list[_Address]:
-    mismatch = family_mismatch(host, check.ip_protocol)
-    if mismatch:
-        raise _Failed(Reason.DNS, mismatch)
-    loop = asyncio.get_running_loop()
+async def _secure(
+    writer: asyncio.StreamWriter, check: TcpCheck, ctx: ProbeContext, state: _Run, host: str
+) -> None:
+    """Upgrade the connection to TLS and note what the peer's certificate says."""
+    state.stage = "in the TLS handshake"
     try:
-        infos = await loop.getaddrinfo(
-            host, port, family=FAMILIES[check.ip_protocol], type=socket.SOCK_STREAM
-        )
-    except socket.gaierror as exc:
-        raise _Failed(Reason.DNS, f"cannot resolve {host}: {exc.strerror}") from None
-    state.resolved = time.perf_counter()
-    return [(info[0], info[4]) for info in infos]
+        context = await ctx.clients.ssl_for(check.tls)
+    except TlsSetupError as exc:
+        raise ProbeFailure(Reason.TLS, str(exc)) from None
+    state.tls_started = True
+    try:
+        await writer.start_tls(context, server_hostname=check.tls.server_name or host)
+    except (ssl.SSLError, OSError) as exc:
+        raise ProbeFailure(tls_reason(exc), f"TLS handshake: {exc}") from None
+    state.secured = time.perf_counter()
+    ssl_object = writer.get_extra_info("ssl_object")
+    if isinstance(ssl_object, ssl.SSLObject):
+        facts = peer_facts(ssl_object)
+        state.tls_version, state.tls_expiry = facts.version, facts.expiry
 
 
 async def _connect(
-    addresses: list[_Address],
+    addresses: list[Address],
     state: _Run,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Try each resolved address in order; the first that accepts wins."""
@@ -192,8 +162,8 @@ async def _connect(
         state.connected = time.perf_counter()
         return await asyncio.open_connection(sock=sock, limit=_LINE_LIMIT)
     if isinstance(last, ConnectionRefusedError):
-        raise _Failed(Reason.CONNECT_REFUSED, f"connection refused: {last}")
-    raise _Failed(Reason.CONNECT_ERROR, f"cannot connect: {last}")
+        raise ProbeFailure(Reason.CONNECT_REFUSED, f"connection refused: {last}")
+    raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot connect: {last}")
 
 
 async def _expect(reader: asyncio.StreamReader, pattern: re.Pattern[str], state: _Run) -> None:
@@ -205,18 +175,18 @@ async def _expect(reader: asyncio.StreamReader, pattern: re.Pattern[str], state:
         try:
             raw = await _io(reader.readline())
         except ValueError:  # a line longer than the stream's limit
-            raise _Failed(Reason.PROTOCOL, f"a line longer than {_LINE_LIMIT} bytes") from None
+            raise ProbeFailure(Reason.PROTOCOL, f"a line longer than {_LINE_LIMIT} bytes") from None
         if not raw:
-            state.outcomes.append(AssertionOutcome(text, False, _shown(last) or "<closed>"))
-            raise _Failed(
+            state.outcomes.append(AssertionOutcome(text, False, shown(last) or "<closed>"))
+            raise ProbeFailure(
                 Reason.ASSERTION, f"connection closed before a line matched {pattern.pattern!r}"
             )
         state.read_bytes += len(raw)
         if state.read_bytes > _MAX_READ_BYTES:
-            raise _Failed(Reason.BODY_TOO_LARGE, f"more than {_MAX_READ_BYTES} bytes read")
+            raise ProbeFailure(Reason.BODY_TOO_LARGE, f"more than {_MAX_READ_BYTES} bytes read")
         last = raw.decode("utf-8", "replace").rstrip("\r\n")
         if pattern.search(last):
-            state.outcomes.append(AssertionOutcome(text, True, _shown(last)))
+            state.outcomes.append(AssertionOutcome(text, True, shown(last)))
             return
 
 
@@ -225,10 +195,6 @@ async def _io(awaitable: Awaitable[_T]) -> _T:
     try:
         return await awaitable
     except (ConnectionResetError, BrokenPipeError) as exc:
-        raise _Failed(Reason.RESET, f"connection reset: {exc}") from None
+        raise ProbeFailure(Reason.RESET, f"connection reset: {exc}") from None
     except ssl.SSLError as exc:
-        raise _Failed(Reason.TLS, f"TLS error: {exc}") from None
-
-
-def _shown(line: str) -> str:
-    return line if len(line) <= _SHOWN_CHARS else line[:_SHOWN_CHARS] + "..."
+        raise ProbeFailure(Reason.TLS, f"TLS error: {exc}") from None
