@@ -18,7 +18,7 @@ from prober.config import ConfigError, load_config
 from prober.config_model import parse_duration
 from prober.daemon import Shard
 from prober.logs import setup_logging
-from prober.serve import serve
+from prober.serve import parse_listen_address, serve
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
@@ -151,14 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.server import run_sim
 
             return run_sim(args)
+        try:
+            # Bad flags are usage errors; a ValueError from the running daemon is a bug and
+            # keeps its traceback.
+            shard = _parse_shard(args.shard)
+            parse_listen_address(args.listen)
+        except ValueError as exc:
+            print(f"prober: {exc}", file=sys.stderr)
+            return 2
         setup_logging(args.log_level, args.log_format)
-        shard = _parse_shard(args.shard)
         if args.command == "demo":
             return _demo(args, shard)
         return _run(args, shard)
-    except ValueError as exc:
-        print(f"prober: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
 

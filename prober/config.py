@@ -84,6 +84,7 @@ class ConfigDocument:
     data: Any
     lines: dict[Path_, int]
     substituted: set[str] = field(default_factory=set)
+    sent: set[str] = field(default_factory=set)
 
     def line_of(self, path: Path_) -> int | None:
         for end in range(len(path), -1, -1):
@@ -150,7 +151,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         checks=tuple(checks),
         secrets=secrets,
         env=env,
-        sensitive_values=_sensitive_values(checks, secrets, env),
+        sensitive_values=_sensitive_values(checks, secrets, env)
+        | {value for doc, _ in documents for value in doc.sent if value},
         files=tuple(doc.file for doc, _ in documents),
     )
 
@@ -217,6 +219,11 @@ def _is_request_template(path: Path_) -> bool:
     )
 
 
+def _is_sent_data(path: Path_) -> bool:
+    """Strings a tcp check sends: environment values in them are treated as secrets."""
+    return len(path) >= 4 and path[0] == "checks" and path[2] == "send"
+
+
 def _substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
     def walk(value: Any, path: Path_) -> Any:
         if isinstance(value, dict):
@@ -226,7 +233,10 @@ def _substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[Config
         if isinstance(value, str) and "${" in value and not _is_request_template(path):
             try:
                 template = compile_template(value)
-                doc.substituted.update(env[n] for n in template.names if n in env)
+                used = {env[n] for n in template.names if n in env}
+                doc.substituted.update(used)
+                if _is_sent_data(path):
+                    doc.sent.update(used)
                 return template.render(env)
             except TemplateError as exc:
                 issues.append(doc.issue(path, f"environment {exc}"))
@@ -438,7 +448,10 @@ def _json_templates(value: Any, path: Path_) -> Iterator[tuple[Path_, Template]]
 def _sensitive_values(
     checks: list[Check], secrets: Mapping[str, Secret], env: Mapping[str, str]
 ) -> frozenset[str]:
-    """Secret values, plus env values that headers and bodies use (tokens, passwords)."""
+    """Secret values, plus env values that headers and bodies use (tokens, passwords).
+
+    Environment values in a tcp check's `send` lines are added by the loader (`sent`).
+    """
     values = {s.reveal() for s in secrets.values()}
     for check in checks:
         requests = (

@@ -251,3 +251,13 @@ def test_error_on_a_block_mapping_points_at_its_key(write_config: WriteConfig) -
         load_config(path, env={})
     assert caught.value.issues[0].line == 2
     assert caught.value.issues[0].key == "labels"
+
+
+def test_env_values_sent_by_tcp_checks_are_sensitive(write_config: WriteConfig) -> None:
+    path = write_config("""
+        checks:
+          - {name: t, kind: tcp, component: api, target: "127.0.0.1:1",
+             send: ["AUTH ${TCP_TOKEN}"], expect: ["^OK"]}
+    """)
+    config = load_config(path, env={"TCP_TOKEN": "tcp-secret-99"})
+    assert "tcp-secret-99" in config.sensitive_values

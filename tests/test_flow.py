@@ -233,3 +233,15 @@ async def test_secret_never_appears_in_any_output(
     assert CANARY not in everything
     for token in tokens:
         assert token not in everything
+
+
+def test_reload_forgets_sessions_no_check_names() -> None:
+    store = SessionStore()
+    store.put("old", {"token": "t"}, 60)
+    store.record("old", "success")
+    store.lock("old")
+    store.put("kept", {"token": "u"}, 60)
+    store.record("kept", "reused")
+    store.forget_unused({"kept"})
+    assert store.get("old") is None
+    assert set(store.events) == {("kept", "reused")}

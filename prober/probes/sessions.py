@@ -49,7 +49,13 @@ class SessionStore:
         self.events[(session, result)] += 1
 
     def forget_unused(self, sessions: set[str]) -> None:
-        """Drop sessions no check names any more (after a reload)."""
+        """Drop sessions no check names any more (after a reload): logins, locks, counts."""
         for name in list(self._logins):
             if name not in sessions:
                 del self._logins[name]
+        for name in list(self._locks):
+            if name not in sessions:
+                del self._locks[name]
+        for key in list(self.events):
+            if key[0] not in sessions:
+                del self.events[key]
