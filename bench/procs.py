@@ -71,8 +71,8 @@ class Child:
         self.name = name
         self.log_path = log
         prefix = ["taskset", "-c", str(core)]
-        if os.geteuid() == 0:
-            prefix += ["nice", "-n", str(nice)]
+        if os.geteuid() == 0:  # nice -n adds to our own niceness: ask for the difference
+            prefix += ["nice", "-n", str(nice - os.nice(0))]
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [*prefix, *argv],

@@ -50,6 +50,7 @@ class ScaleFigures:
     scrape_p50: float
     scrape_max: float
     scrape_bytes: int
+    scrape_lines: int
     lag_p99_bound: float
     lag_over_5ms: float
     lag_samples: int
@@ -145,12 +146,12 @@ async def measure_scale(
             text, _ = await _scrape_text(session, daemon.base)
             lag_before = _buckets(text, _LAG)
             times: list[float] = []
-            size = 0
+            size = lines = 0
             for _ in range(scrapes):
                 await asyncio.sleep(scrape_every)
                 text, took = await _scrape_text(session, daemon.base)
                 times.append(took)
-                size = len(text)
+                size, lines = len(text), text.count("\n")
             lag_after = _buckets(text, _LAG)
             lag_p99, over_5ms, lag_count = quantile_bound(lag_before, lag_after, 0.99)
             rss = daemon.child.rss()
@@ -168,6 +169,7 @@ async def measure_scale(
         scrape_p50=times[len(times) // 2],
         scrape_max=times[-1],
         scrape_bytes=size,
+        scrape_lines=lines,
         lag_p99_bound=lag_p99,
         lag_over_5ms=over_5ms,
         lag_samples=lag_count,

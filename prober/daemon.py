@@ -204,11 +204,10 @@ class Daemon:
         daemon.reload_time.set(time.time())
 
     async def _run_job(self, name: str) -> None:
-        """The scheduler's job: run and record the check in the scheduler's own task.
+        """Run and record the check, in the task the scheduler made for this run.
 
         A reload or shutdown cancels that task (it is the one in `_inflight`); the scheduler
-        treats a cancelled run as over, not as an error. One task per run, not two: at a
-        thousand runs a second the second task cost about 3% of the CPU.
+        treats a cancelled run as over, not as an error.
         """
         check = self._checks.get(name)
         env = self._env

@@ -1,33 +1,32 @@
-"""One timer per check on the event loop: when each check runs, and never twice at once.
+"""One APScheduler job per check; the only module that imports apscheduler.
 
-A small scheduler of our own rather than APScheduler: measured on the target machine class,
-APScheduler 3 costs about 0.07 ms of CPU per run and 0.5 s to add 10,000 jobs, both a large
-share of the budget at a thousand probes a second (see docs/PERFORMANCE.md). What it gave
-us is kept: a random first offset per check, no overlapping runs, coalesced catch-up.
+APScheduler's AsyncIOScheduler runs each check's job at a fixed rate, never overlapping
+itself (max_instances=1) and coalescing runs missed while the loop was stalled. This module
+adds what a prober needs on top: first runs spread evenly over the interval, scheduler lag,
+and a count of runs skipped or coalesced. It costs about 0.07 ms of CPU per run
+(docs/PERFORMANCE.md), which the daemon can afford.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("prober.scheduler")
 
-RunCheck = Callable[[str], Awaitable[None]]
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    name: str
-    interval: float
-    offset: float
-    due: float = 0.0
-    timer: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
+RunCheck = Callable[[str], Coroutine[Any, Any, None]]
 
 
 def _spread(interval: float, count: int) -> list[float]:
@@ -45,9 +44,8 @@ class Scheduler:
     """Runs `run_check(name)` every interval for each check.
 
     Each check starts at a random offset within its interval (checks that start together
-    are spread evenly over it) so that thousands of checks do not fire together, then runs
-    at a fixed rate (no drift). A run that would start while the previous one still runs is
-    skipped, and runs missed while the loop was stalled for longer than an interval are
+    are spread evenly over it), then runs at a fixed rate. A run that comes due while the
+    previous one still runs is skipped, and runs missed while the loop was stalled are
     coalesced into one; both are counted in `runs_skipped`.
     """
 
@@ -57,43 +55,45 @@ class Scheduler:
         on_lag: Callable[[float], None],
         on_skipped: Callable[[int], None] | None = None,
     ) -> None:
+        self._scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+        self._scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
         self._run_check = run_check
         self._on_lag = on_lag
         self._on_skipped = on_skipped
-        self._jobs: dict[str, _Job] = {}
+        self._intervals: dict[str, float] = {}
+        self._last_due: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._whole_ms = False
         self.runs_skipped = 0
 
     @property
     def running(self) -> bool:
-        return self._loop is not None
+        return bool(self._scheduler.running)
 
     def next_runs(self) -> dict[str, float]:
-        """When each scheduled check runs next (loop time), for checks with an armed timer."""
-        return {name: job.due for name, job in self._jobs.items() if job.timer is not None}
+        """When each scheduled check runs next, as unix time (nothing once shut down)."""
+        return {
+            job.id: job.next_run_time.timestamp()
+            for job in self._scheduler.get_jobs()
+            if job.next_run_time is not None
+        }
 
     def start(self) -> None:
-        """Arm every job's timer; call from the running event loop."""
-        if self._loop is not None:
-            return
-        self._loop = asyncio.get_running_loop()
-        # uvloop keeps time in whole milliseconds and rounds timers to the nearest one, so
-        # a sub-millisecond timer can fire before its time; rounding up avoids early wake-ups.
-        self._whole_ms = not isinstance(self._loop, asyncio.BaseEventLoop)
-        now = self._loop.time()
-        for job in self._jobs.values():
-            job.due = now + job.offset
-            self._arm(job)
+        """Start running jobs; call from the running event loop."""
+        if not self._scheduler.running:
+            self._scheduler.start()
 
     def shutdown(self) -> None:
         """Start no more runs and cancel runs still going (the caller drains them first)."""
-        for job in self._jobs.values():
-            if job.timer is not None:
-                job.timer.cancel()
-                job.timer = None
-        self._loop = None
+        if self._scheduler.running:
+            # APScheduler's asyncio shutdown happens on the loop's next turn; removing the
+            # jobs now makes "no more runs" true at once.
+            self._scheduler.remove_all_jobs()
+            self._scheduler.shutdown(wait=False)
+        self._intervals.clear()
+        self._last_due.clear()
         for task in list(self._tasks):
             task.cancel()
 
@@ -103,76 +103,67 @@ class Scheduler:
         `changed` names checks whose settings differ from the running ones: they restart at
         a new random offset. Runs already going are left to finish (or to the caller).
         """
-        for name in [n for n in self._jobs if n not in intervals]:
+        for name in [n for n in self._intervals if n not in intervals]:
             self._drop(name)
         starting: dict[float, list[str]] = {}
         for name, interval in intervals.items():
-            job = self._jobs.get(name)
-            if job is not None and name not in changed and job.interval == interval:
+            known = self._intervals.get(name)
+            if known is not None and name not in changed and known == interval:
                 continue
-            if job is not None:
+            if known is not None:
                 self._drop(name)
             starting.setdefault(interval, []).append(name)
-        now = self._loop.time() if self._loop is not None else 0.0
+        now = datetime.now(UTC)
         for interval, names in starting.items():
             for name, offset in zip(names, _spread(interval, len(names)), strict=True):
-                job = _Job(name, interval, offset)
-                self._jobs[name] = job
-                if self._loop is not None:
-                    job.due = now + offset
-                    self._arm(job)
+                self._scheduler.add_job(
+                    self._run,
+                    IntervalTrigger(seconds=interval, start_date=now + timedelta(seconds=offset)),
+                    args=[name],
+                    id=name,
+                    name=name,
+                )
+                self._intervals[name] = interval
 
     def _drop(self, name: str) -> None:
-        job = self._jobs.pop(name)
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        self._scheduler.remove_job(name)
+        del self._intervals[name]
+        self._last_due.pop(name, None)
 
-    def _arm(self, job: _Job) -> None:
-        loop = self._loop
-        assert loop is not None
-        if self._whole_ms:
-            delay = math.ceil((job.due - loop.time()) * 1000) / 1000
-            job.timer = loop.call_later(max(delay, 0.0), self._fire, job)
-        else:
-            job.timer = loop.call_at(job.due, self._fire, job)
-
-    def _fire(self, job: _Job) -> None:
-        loop = self._loop
-        if loop is None or self._jobs.get(job.name) is not job:
+    def _on_event(self, event: JobSubmissionEvent) -> None:
+        """Scheduler lag for each run started; skipped and coalesced runs counted."""
+        times = event.scheduled_run_times
+        interval = self._intervals.get(event.job_id)
+        if not times or interval is None:
             return
-        now = loop.time()
-        if now < job.due:  # woke early: wait again for the rest
-            self._arm(job)
-            return
-        skipped = 0
-        if job.task is None:
-            self._on_lag(now - job.due)
-            job.task = loop.create_task(self._run(job), name=f"job:{job.name}")
-            self._tasks.add(job.task)
-        else:
-            skipped = 1  # the previous run is still going
-        job.due += job.interval
-        if job.due <= now:  # stalled for more than an interval: coalesce the missed runs
-            missed = math.floor((now - job.due) / job.interval) + 1
-            job.due += missed * job.interval
-            skipped += missed
+        due = times[-1]
+        skipped = 1 if event.code == EVENT_JOB_MAX_INSTANCES else 0
+        previous = self._last_due.get(event.job_id)
+        if previous is not None:
+            # Coalesced runs leave a gap of several intervals between consecutive runs.
+            skipped += max(round((due - previous).total_seconds() / interval) - 1, 0)
+        self._last_due[event.job_id] = due
+        if event.code == EVENT_JOB_SUBMITTED:
+            self._on_lag(max((datetime.now(UTC) - due).total_seconds(), 0.0))
         if skipped:
             self.runs_skipped += skipped
             if self._on_skipped is not None:
                 self._on_skipped(skipped)
-        self._arm(job)
 
-    async def _run(self, job: _Job) -> None:
-        task = asyncio.current_task()
+    async def _run(self, name: str) -> None:
+        """APScheduler's job: run the check in a task of its own, named `check:NAME`.
+
+        The daemon cancels that task when a reload removes or changes the check, or at
+        shutdown; a cancelled run is over, not an error for APScheduler to log.
+        """
+        run = asyncio.create_task(self._run_check(name), name=f"check:{name}")
+        self._tasks.add(run)
+        run.add_done_callback(self._tasks.discard)
         try:
-            await self._run_check(job.name)
+            await run
+        except asyncio.CancelledError:
+            run.cancel()  # if it was this job that was cancelled, end the run too
         except Exception:
             # A bug in the daemon, not a target failure (probes map those to a Reason):
             # report it with its traceback and keep scheduling the other runs.
-            log.exception("run of check %r raised", job.name)
-        finally:
-            if job.task is task:
-                job.task = None
-            if task is not None:
-                self._tasks.discard(task)
+            log.exception("run of check %r raised", name)

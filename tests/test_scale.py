@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,10 +40,9 @@ async def test_ten_thousand_checks_load_and_all_get_scheduled(tmp_path: Path) ->
     daemon = Daemon(many_checks(tmp_path / "prober.yml", MANY, url))
     await daemon.start()
     try:
-        loop = asyncio.get_running_loop()
         next_runs = daemon._scheduler.next_runs()
         assert len(next_runs) == MANY
-        assert all(due <= loop.time() + 3600 for due in next_runs.values())
+        assert all(due <= time.time() + 3600 for due in next_runs.values())
         text = daemon.metrics.render().decode()
         assert 'prober_checks_configured{scope="owned"} 10000.0' in text
         assert daemon.ready
@@ -59,7 +59,11 @@ async def test_reload_of_the_same_checks_keeps_every_timer(tmp_path: Path) -> No
         before = daemon._scheduler.next_runs()
         config.touch()
         await daemon.reload()
-        assert daemon._scheduler.next_runs() == before
+        after = daemon._scheduler.next_runs()
+        assert after.keys() == before.keys()
+        # Same timer for every check: due where it was, or one interval on if it ran meanwhile.
+        moved = [after[name] - before[name] for name in before]
+        assert all(abs(d) < 1e-6 or abs(d - 3600.0) < 1e-6 for d in moved)
     finally:
         await daemon.stop()
 
@@ -144,7 +148,7 @@ async def test_scheduler_spreads_checks_that_start_together_over_the_interval() 
     scheduler.apply({f"c{i}": 10.0 for i in range(100)}, set())
     scheduler.start()
     try:
-        now = asyncio.get_running_loop().time()
+        now = time.time()
         slices = {int(max(due - now, 0.0)) for due in scheduler.next_runs().values()}
     finally:
         scheduler.shutdown()
