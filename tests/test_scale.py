@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import importlib.util
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
