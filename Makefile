@@ -31,7 +31,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## bench: prober against blackbox_exporter (uvloop from the fast extra); writes docs/PERFORMANCE.md
 bench: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,fast]'
 	$(BIN)/python -m bench.run $(ARGS)
 
 soak: $(STAMP)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from prober import __version__
 from prober.config import ConfigError, load_config
 from prober.config_model import parse_duration
-from prober.daemon import Shard
+from prober.daemon import UVLOOP_MODES, Shard, use_event_loop
 from prober.logs import setup_logging
 from prober.serve import parse_listen_address, serve
 
@@ -58,6 +58,13 @@ def _parse_interval(text: str) -> float:
 def _add_daemon(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     _add_logging(parser)
+    parser.add_argument(
+        "--uvloop",
+        choices=UVLOOP_MODES,
+        default=None,
+        help="event loop: auto uses uvloop when installed (the fast extra); "
+        "default from PROBER_UVLOOP, else auto",
+    )
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
@@ -168,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, shard: Shard | None) -> int:
+    use_event_loop(args.uvloop)
     return asyncio.run(
         serve(
             args.config_file,

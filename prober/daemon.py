@@ -47,7 +47,8 @@ def use_event_loop(mode: str | None = None) -> str:
     `auto` uses uvloop when installed (the `fast` extra), `on` requires it, `off` keeps
     asyncio's. Without a mode, PROBER_UVLOOP decides (1/on, 0/off, else auto). Call it
     before `asyncio.run`. uvloop cuts probe CPU; its clock and timers work in whole
-    milliseconds, so the scheduler rounds its waits up and lag is timed with perf_counter.
+    milliseconds, so the scheduler rounds its timer up to whole milliseconds and loop lag
+    is timed with perf_counter.
     """
     if mode is None:
         raw = os.environ.get("PROBER_UVLOOP", "auto").strip().lower()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,21 @@ def _spread(interval: float, count: int) -> list[float]:
     return offsets
 
 
+class _AsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """AsyncIOScheduler whose timer waits whole milliseconds when the loop counts in them.
+
+    uvloop rounds timers to the nearest millisecond, so a sub-millisecond wait can wake
+    early and spin until the job is due; rounding the wait up avoids that.
+    """
+
+    whole_ms = False
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        if wait_seconds is not None and self.whole_ms:
+            wait_seconds = math.ceil(wait_seconds * 1000) / 1000
+        super()._start_timer(wait_seconds)
+
+
 class Scheduler:
     """Runs `run_check(name)` every interval for each check.
 
@@ -55,7 +71,7 @@ class Scheduler:
         on_lag: Callable[[float], None],
         on_skipped: Callable[[int], None] | None = None,
     ) -> None:
-        self._scheduler = AsyncIOScheduler(
+        self._scheduler = _AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
@@ -83,6 +99,8 @@ class Scheduler:
     def start(self) -> None:
         """Start running jobs; call from the running event loop."""
         if not self._scheduler.running:
+            loop = asyncio.get_running_loop()
+            self._scheduler.whole_ms = not isinstance(loop, asyncio.BaseEventLoop)
             self._scheduler.start()
 
     def shutdown(self) -> None:

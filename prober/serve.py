@@ -93,7 +93,13 @@ async def serve(
         return 1
     reloader = _Reloader(daemon, security)
     middlewares = [security_middleware(security)] if security else []
-    app = build_app(daemon, enable_lifecycle, middlewares, reloader.reload)
+    app = build_app(
+        daemon,
+        enable_lifecycle,
+        middlewares,
+        reloader.reload,
+        response_headers=(lambda: security.config.headers) if security else None,
+    )
     try:
         runner = await start_web(app, host, port, security.ssl_context if security else None)
     except OSError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -27,9 +27,19 @@ class _Handlers:
         self.enable_lifecycle = enable_lifecycle
         self.reload_config = reload
 
-    async def metrics(self, _: web.Request) -> web.Response:
-        body = self.daemon.metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        """Stream the exposition in pieces, yielding to the loop between them.
+
+        At 10,000 checks the text is tens of megabytes; sending it in one go would stall
+        every probe in flight for the whole join and write.
+        """
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        await response.prepare(request)
+        for chunk in self.daemon.metrics.render_chunks():
+            await response.write(chunk)
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
 
     async def healthy(self, _: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -76,15 +86,24 @@ def build_app(
     enable_lifecycle: bool = False,
     middlewares: Iterable[Middleware] = (),
     reload: Callable[[], Awaitable[Config]] | None = None,
+    response_headers: Callable[[], Mapping[str, str]] | None = None,
 ) -> web.Application:
     """Routes: /metrics, /status, /api/status, /-/healthy, /-/ready and /-/reload (if enabled).
 
     `reload` is what /-/reload calls (default: the daemon's reload); `middlewares` wrap every
-    route (basic auth and response headers from the web config).
+    route (basic auth from the web config); `response_headers` gives the headers to add to
+    every response, streamed ones included (read per response, so a reload takes effect).
     """
     app = web.Application(
         client_max_size=_MAX_REQUEST_BYTES, middlewares=[_bounded_body, *middlewares]
     )
+    if response_headers is not None:
+        headers_now = response_headers
+
+        async def add_headers(_: web.Request, response: web.StreamResponse) -> None:
+            response.headers.update(headers_now())
+
+        app.on_response_prepare.append(add_headers)
     handlers = _Handlers(daemon, enable_lifecycle, reload or daemon.reload)
     app.router.add_get("/", handlers.index)
     app.router.add_get("/metrics", handlers.metrics)

@@ -309,28 +309,20 @@ def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
 
 
 def security_middleware(security: WebSecurity) -> Middleware:
-    """Basic auth on every path but the liveness ones, and the configured response headers."""
+    """Basic auth on every path but the liveness ones (headers: `build_app(response_headers)`)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers = security.config.headers
         if (
             security.config.users
             and request.path not in OPEN_PATHS
             and not await security.authorized(request.headers.get(aiohttp.hdrs.AUTHORIZATION))
         ):
-            response: web.StreamResponse = web.Response(
+            return web.Response(
                 status=401,
                 text="Unauthorized\n",
                 headers={aiohttp.hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}", charset="UTF-8"'},
             )
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                exc.headers.update(headers)
-                raise
-        response.headers.update(headers)
-        return response
+        return await handler(request)
 
     return middleware

@@ -122,7 +122,11 @@ async def serve_with(
 
     async def start(web_config: Path) -> Served:
         security = WebSecurity(load_web_config(web_config))
-        app = build_app(daemon, middlewares=[security_middleware(security)])
+        app = build_app(
+            daemon,
+            middlewares=[security_middleware(security)],
+            response_headers=lambda: security.config.headers,
+        )
         runner = await start_web(app, "127.0.0.1", 0, security.ssl_context)
         runners.append(runner)
         scheme = "https" if security.ssl_context else "http"
