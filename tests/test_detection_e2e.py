@@ -24,6 +24,7 @@ from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
 from prober.web import bound_port, build_app, start_web
 from tests.conftest import REPO, fast_shipped_config, free_port, require_tool
+from tests.test_rules import GRAFANA_SAMPLES, all_queries
 
 WARM_UP = 20.0  # rate windows need some samples before the fault
 DETECTION_LIMIT = 240.0
@@ -36,6 +37,7 @@ class Stack:
     daemon: Daemon
     prometheus: asyncio.subprocess.Process
     prometheus_url: str
+    daemon_port: int
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def alerts(self) -> dict[str, set[str]]:
@@ -80,7 +82,7 @@ scrape_configs:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    stack = Stack(sim, daemon, process, f"http://127.0.0.1:{prom_port}")
+    stack = Stack(sim, daemon, process, f"http://127.0.0.1:{prom_port}", bound_port(runner))
 
     async def stop_prometheus() -> None:
         process.terminate()
@@ -153,6 +155,41 @@ SCENARIOS: dict[str, tuple[str, set[str]]] = {
 }
 
 
+# Queries that must return data once the daemon has been scraped for a while.
+KEY_QUERIES = (
+    "probe_success",
+    "prober_verdict",
+    "check:probe_success:avg_over_time1m",
+    "component:probe_success:ratio_avg",
+    "component:probe_success:failing_ratio",
+    "instance:components_down:count",
+    "job:vantages_reporting:count",
+    "component:prober_check_duration_seconds:p95_rate5m",
+    "instance:prober_impaired:bool",
+)
+
+
+async def query(stack: Stack, expr: str) -> dict[str, Any]:
+    url = f"{stack.prometheus_url}/api/v1/query"
+    params = {"query": expr}
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
+        data: dict[str, Any] = await resp.json()
+    return data
+
+
+async def check_every_query(stack: Stack) -> None:
+    """Every expression of the rules and the dashboard runs on the real Prometheus."""
+    instance = f"127.0.0.1:{stack.daemon_port}"
+    failed = []
+    for where, expr in all_queries():
+        answer = await query(stack, expr.replace(GRAFANA_SAMPLES["instance"], instance))
+        if answer["status"] != "success":
+            failed.append(f"{where}: {answer.get('error')}")
+    assert not failed, failed
+    empty = [expr for expr in KEY_QUERIES if not (await query(stack, expr))["data"]["result"]]
+    assert not empty, f"no data for {empty}"
+
+
 @pytest.mark.integration
 async def test_detection_tells_outage_kinds_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -177,6 +214,8 @@ async def test_detection_tells_outage_kinds_apart(
                 for name, (expected, _) in SCENARIOS.items()
             )
         )
+        # With minutes of real data in it, every rule and dashboard query must run.
+        await check_every_query(stacks["single-component"])
     finally:
         for stack in stacks.values():
             await stack.close()
