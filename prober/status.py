@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prober.result import Result
-from prober.verdict import CheckState, Verdict, compute_verdict
+from prober.verdict import CheckState, Tally, Verdict, judge
 
 HISTORY = 30
 # The verdict judges each check by its last few runs, so one lost request (or one lucky one
@@ -34,11 +34,19 @@ def _recent_success(status: _CheckStatus) -> bool | None:
     return failures * 2 <= len(recent)
 
 
+def _verdict_view(name: str, status: _CheckStatus) -> CheckState:
+    return CheckState(
+        name, status.component, _recent_success(status), bool(status.last and status.last.degraded)
+    )
+
+
 class StatusSink:
     """Keeps a bounded history per check and the latest verdict."""
 
     def __init__(self) -> None:
         self._checks: dict[str, _CheckStatus] = {}
+        self._states: dict[str, CheckState] = {}
+        self._tallies: dict[str, Tally] = {}
         self.verdict = Verdict("ok", "no results yet")
         self.verdict_at = 0.0
 
@@ -53,6 +61,10 @@ class StatusSink:
             else:
                 kept[name] = _CheckStatus(component, kind)
         self._checks = kept
+        self._states = {name: _verdict_view(name, s) for name, s in kept.items()}
+        self._tallies = {}
+        for state in self._states.values():
+            self._tallies.setdefault(state.component, Tally()).add(state)
 
     def record(self, result: Result) -> None:
         status = self._checks.get(result.check)
@@ -62,16 +74,21 @@ class StatusSink:
         if result.success:
             status.last_success_at = result.started_at + result.duration
         status.history.append((result.started_at, result.success, str(result.reason or "")))
+        new = _verdict_view(result.check, status)
+        old = self._states[result.check]
+        if new != old:
+            tally = self._tallies[status.component]
+            tally.add(old, -1)
+            tally.add(new)
+            self._states[result.check] = new
 
     def states(self) -> list[CheckState]:
         """Each check as the verdict sees it: failing when most of its last runs failed."""
-        return [
-            CheckState(name, s.component, _recent_success(s), bool(s.last and s.last.degraded))
-            for name, s in self._checks.items()
-        ]
+        return list(self._states.values())
 
     def evaluate(self, loop_lag_p99: float, lag_budget: float) -> Verdict:
-        self.verdict = compute_verdict(self.states(), loop_lag_p99, lag_budget)
+        """The verdict from per-component counts kept up to date by `record`."""
+        self.verdict = judge(self._tallies, loop_lag_p99, lag_budget)
         self.verdict_at = time.time()
         return self.verdict
 

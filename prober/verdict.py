@@ -3,7 +3,7 @@ platform-wide, or the prober itself impaired."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 CANARY = "canary"
@@ -34,24 +34,57 @@ class Verdict:
     components: tuple[ComponentState, ...] = field(default_factory=tuple)
 
 
+@dataclass(slots=True)
+class Tally:
+    """Counts over one component's checks that have run: kept up to date as results arrive,
+    so judging the platform costs one step per component, not one per check."""
+
+    known: int = 0
+    failing: int = 0
+    degraded: int = 0
+
+    def add(self, check: CheckState, sign: int = 1) -> None:
+        """Count the check in (sign 1) or out (sign -1)."""
+        if check.success is None:
+            return
+        self.known += sign
+        self.failing += sign if not check.success else 0
+        self.degraded += sign if check.degraded else 0
+
+    def state(self) -> str:
+        if self.known and self.failing * 2 > self.known:
+            return "down"
+        return "degraded" if self.failing or self.degraded else "ok"
+
+
+def tally(checks: Iterable[CheckState]) -> dict[str, Tally]:
+    """Per-component counts of these checks (the canary under its own component)."""
+    tallies: dict[str, Tally] = {}
+    for check in checks:
+        tallies.setdefault(check.component, Tally()).add(check)
+    return tallies
+
+
 def compute_verdict(
     checks: Iterable[CheckState], loop_lag_p99: float, lag_budget: float
 ) -> Verdict:
-    """Judge the platform from the latest results.
+    """Judge the platform from the latest state of every check (see `judge`)."""
+    return judge(tally(checks), loop_lag_p99, lag_budget)
+
+
+def judge(tallies: Mapping[str, Tally], loop_lag_p99: float, lag_budget: float) -> Verdict:
+    """Judge the platform from per-component counts.
 
     A component is down when more than half of its checks that have run are failing; the
     platform is down across the board when two or more components are. A failing canary or
     a lagging event loop means the prober's own view cannot be trusted, and wins.
     """
-    by_component: dict[str, list[CheckState]] = {}
-    canary_failing = False
-    for check in checks:
-        if check.component == CANARY:
-            canary_failing |= check.success is False
-        else:
-            by_component.setdefault(check.component, []).append(check)
+    canary = tallies.get(CANARY)
+    canary_failing = canary is not None and canary.failing > 0
     components = tuple(
-        _component_state(name, states) for name, states in sorted(by_component.items())
+        ComponentState(name, t.state(), t.failing, t.known)
+        for name, t in sorted(tallies.items())
+        if name != CANARY
     )
     down = [c.name for c in components if c.state == "down"]
     if canary_failing or loop_lag_p99 > lag_budget:
@@ -69,15 +102,3 @@ def compute_verdict(
         slow = [c.name for c in components if c.state != "ok"]
         return Verdict("degraded", f"degraded: {', '.join(slow)}", components)
     return Verdict("ok", "all components ok", components)
-
-
-def _component_state(name: str, states: list[CheckState]) -> ComponentState:
-    known = [s for s in states if s.success is not None]
-    failing = sum(1 for s in known if not s.success)
-    if known and failing * 2 > len(known):
-        state = "down"
-    elif failing or any(s.degraded for s in known):
-        state = "degraded"
-    else:
-        state = "ok"
-    return ComponentState(name, state, failing, len(known))

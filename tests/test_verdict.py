@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from prober.result import Reason, Result
@@ -61,3 +63,29 @@ def test_one_failed_run_of_three_does_not_mark_a_check_failing() -> None:
     assert sink.states()[0].success is True
     sink.record(_result("a", FAIL))
     assert sink.states()[0].success is False
+
+
+def test_incremental_counts_agree_with_judging_from_scratch() -> None:
+    """StatusSink keeps per-component counts as results arrive; they must never drift."""
+    rng = random.Random(7)
+    sink = StatusSink()
+    components = ["api", "login", "timeline", "notifications", "canary"]
+    checks = {f"c{i}": (components[i % 5], "http") for i in range(20)}
+    sink.apply(checks)
+    for step in range(600):
+        name = rng.choice(list(checks))
+        success = rng.random() < (0.3 if step % 200 > 100 else 0.9)
+        result = Result(
+            name,
+            success,
+            0.01,
+            1.0,
+            reason=None if success else Reason.STATUS,
+            degraded=success and rng.random() < 0.1,
+        )
+        sink.record(result)
+        if step == 300:  # a reload that drops some checks and adds others
+            checks = {n: c for n, c in checks.items() if n != "c3"} | {"new": ("api", "http")}
+            sink.apply(checks)
+        assert sink.evaluate(0.0, 0.1) == compute_verdict(sink.states(), 0.0, 0.1)
+    assert {s.name for s in sink.states()} == set(checks)
