@@ -12,7 +12,7 @@ from pathlib import Path
 from prober.config import Config, ConfigError, ConfigIssue
 from prober.daemon import Daemon, Shard
 from prober.watch import watch, watched_files
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
 
 log = logging.getLogger("prober")
@@ -107,7 +107,7 @@ async def serve(
         await daemon.stop()
         return 1
     scheme = "https" if security and security.ssl_context else "http"
-    base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{bound_port(runner)}"
+    base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{runner.port}"
     print(
         f"prober: {len(daemon.status.states())} checks; metrics {base}/metrics, "
         f"status {base}/status, JSON {base}/api/status",

@@ -212,8 +212,3 @@ async def start_web(
         await runner.cleanup()
         raise
     return WebServer(runner, server)
-
-
-def bound_port(server: WebServer) -> int:
-    """The port the web server actually listens on."""
-    return server.port

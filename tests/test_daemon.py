@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from prober.daemon import Daemon
-from prober.web import WebServer, bound_port, build_app, start_web
+from prober.web import WebServer, build_app, start_web
 from tests.conftest import (
     Sample,
     Target,
@@ -39,7 +39,7 @@ class Running:
     def __init__(self, daemon: Daemon, runner: WebServer) -> None:
         self.daemon = daemon
         self.runner = runner
-        self.base = f"http://127.0.0.1:{bound_port(runner)}"
+        self.base = f"http://127.0.0.1:{runner.port}"
 
     async def get(self, path: str) -> tuple[int, str]:
         async with aiohttp.ClientSession() as session, session.get(self.base + path) as resp:
@@ -176,14 +176,14 @@ async def test_slow_client_is_cut_off_and_normal_clients_served(
 ) -> None:
     server = await start_web(build_app(running.daemon), "127.0.0.1", 0, head_seconds=0.5)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", bound_port(server))
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
         await writer.drain()
         # The server closes the connection at its deadline: EOF well before our own bound.
         assert await asyncio.wait_for(reader.read(), timeout=5) == b""
         writer.close()
         async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{bound_port(server)}/-/healthy"
+            url = f"http://127.0.0.1:{server.port}/-/healthy"
             async with session.get(url) as resp:
                 assert resp.status == 200
     finally:

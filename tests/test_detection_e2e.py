@@ -22,7 +22,7 @@ import pytest
 from prober.daemon import Daemon
 from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from tests.conftest import REPO, fast_shipped_config, free_port, require_tool
 from tests.test_rules import GRAFANA_SAMPLES, all_queries
 
@@ -72,7 +72,7 @@ global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: ["{REPO}/deploy/prometheus/rules/*.yml"]
 scrape_configs:
   - job_name: prober
-    static_configs: [{{targets: ["127.0.0.1:{bound_port(runner)}"]}}]
+    static_configs: [{{targets: ["127.0.0.1:{runner.port}"]}}]
 """)
     process = await asyncio.create_subprocess_exec(
         require_tool("prometheus"),
@@ -82,7 +82,7 @@ scrape_configs:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    stack = Stack(sim, daemon, process, f"http://127.0.0.1:{prom_port}", bound_port(runner))
+    stack = Stack(sim, daemon, process, f"http://127.0.0.1:{prom_port}", runner.port)
 
     async def stop_prometheus() -> None:
         process.terminate()

@@ -21,7 +21,7 @@ from prober.runner import RunEnvironment, run_check
 from prober.sim import SimOptions, start_sim
 from prober.sim.server import RunningSim
 from prober.trace import format_result, metric_lines
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from tests.conftest import REPO, WriteConfig, fast_shipped_config, run_environment, wait_for
 
 CANARY = "Canary-Pa55word-9d1e"
@@ -207,7 +207,7 @@ async def test_secret_never_appears_in_any_output(
     daemon = Daemon(config_path)
     await daemon.start()
     runner = await start_web(build_app(daemon), "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
+    base = f"http://127.0.0.1:{runner.port}"
     try:
         await wait_for(lambda: all(s.success is not None for s in daemon.status.states()), limit=10)
         await set_fault(sim, "notifications", status=401)

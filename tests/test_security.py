@@ -12,7 +12,7 @@ import pytest
 from prober.config import ConfigError, load_config
 from prober.daemon import Daemon
 from prober.logs import JsonFormatter, LogfmtFormatter
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from tests.conftest import Target, WriteConfig, spawn_prober, wait_for
 
 ENV_SECRET = "env-canary-0b7e2c41"
@@ -89,7 +89,7 @@ async def test_canary_secrets_appear_in_no_output(
     daemon = Daemon(path)
     await daemon.start()
     runner = await start_web(build_app(daemon, enable_lifecycle=True), "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
+    base = f"http://127.0.0.1:{runner.port}"
     try:
         await wait_for(lambda: all(s.success is False for s in daemon.status.states()))
         async with aiohttp.ClientSession() as session:

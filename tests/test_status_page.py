@@ -12,7 +12,7 @@ import pytest
 
 from prober.daemon import Daemon
 from prober.sim import FaultSpec, SimOptions, start_sim
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from tests.conftest import IN_CI, fast_shipped_config, wait_for
 
 CHROMIUM_FLAGS = [
@@ -50,7 +50,7 @@ async def status_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     runner = await start_web(build_app(daemon), "127.0.0.1", 0)
     try:
         await wait_for(lambda: daemon.status.verdict.state == "component_down", limit=15)
-        yield f"http://127.0.0.1:{bound_port(runner)}/status"
+        yield f"http://127.0.0.1:{runner.port}/status"
     finally:
         await runner.cleanup()
         await daemon.stop()

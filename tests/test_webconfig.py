@@ -18,7 +18,7 @@ import pytest
 from prober import webconfig
 from prober.config import ConfigError
 from prober.daemon import Daemon
-from prober.web import bound_port, build_app, start_web
+from prober.web import build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
 from tests.certs import CertFactory
 from tests.conftest import Target, WriteConfig, read_base_url, spawn_prober, wait_for
@@ -130,7 +130,7 @@ async def serve_with(
         runner = await start_web(app, "127.0.0.1", 0, security.ssl_context)
         runners.append(runner)
         scheme = "https" if security.ssl_context else "http"
-        return Served(f"{scheme}://127.0.0.1:{bound_port(runner)}", security)
+        return Served(f"{scheme}://127.0.0.1:{runner.port}", security)
 
     yield start
     for runner in runners:
