@@ -7,7 +7,7 @@ SCENARIO ?=
 SPEED ?= 1
 ARGS ?=
 
-.PHONY: run test lint format bench soak clean
+.PHONY: run test test-load lint format bench soak detect clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ run: $(STAMP)
 ## test: lint, type-check and the whole test suite (integration tests need promtool/prometheus)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
+
+## test-load: the whole suite while one core is kept busy, RUNS times in a row (default 3);
+## CI shares its machine, so the suite must pass on a loaded one. The busy loop ends with it.
+RUNS ?= 3
+test-load: $(STAMP)
+	@timeout 7200 sh -c 'while :; do :; done' & busy=$$!; \
+	trap 'kill $$busy 2>/dev/null' EXIT INT TERM; \
+	for run in $$(seq $(RUNS)); do \
+	  echo "== test-load: run $$run of $(RUNS), one core busy"; \
+	  $(MAKE) --no-print-directory test || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

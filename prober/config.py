@@ -6,6 +6,7 @@ may have come from the environment and be a secret.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Iterator, Mapping
@@ -16,13 +17,23 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from prober.config_model import Check, CheckFile, FlowCheck, GlobalConfig, HttpCheck, RequestSpec
+from prober.config_model import (
+    CHECK_KINDS,
+    Check,
+    CheckFile,
+    FlowCheck,
+    GlobalConfig,
+    HttpCheck,
+    RequestSpec,
+    check_kind,
+    parse_duration,
+)
 from prober.extract import Template, TemplateError, compile_template
 from prober.secrets import Secret, redact
 
 Path_ = tuple[str | int, ...]
 _ModelT = TypeVar("_ModelT", GlobalConfig, CheckFile)
-_UNION_TAGS = frozenset({"http", "flow", "tcp", "dns"})
+_UNION_TAGS = frozenset(CHECK_KINDS)
 _REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url"})
 
 
@@ -128,10 +139,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     main = read_document(Path(path))
     issues: list[ConfigIssue] = []
     _substitute(main, env, issues)
-    settings = _validate(main, GlobalConfig, issues)
-    if settings is None:
-        raise ConfigError(issues)
-    documents: list[tuple[ConfigDocument, list[Check]]] = [(main, list(settings.checks))]
+    parsed, entries = _validate(main, GlobalConfig, issues)
+    settings = parsed if parsed is not None else _lenient_settings(main.data)
+    documents = [main]
     for file in _expand_check_files(main, settings.check_files, issues):
         try:
             doc = read_document(file)
@@ -139,22 +149,27 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             issues.extend(exc.issues)
             continue
         _substitute(doc, env, issues)
-        parsed = _validate(doc, CheckFile, issues)
-        if parsed is not None:
-            documents.append((doc, list(parsed.checks)))
+        documents.append(doc)
+        entries.extend(_validate(doc, CheckFile, issues)[1])
     secrets = _load_secrets(main, settings, env, issues)
-    checks = _resolve_checks(documents, settings, set(env) | set(secrets), issues)
+    checks = _resolve_checks(entries, settings, set(env) | set(secrets), issues)
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(_in_file_order(issues, [d.file for d in documents]))
     return Config(
         settings=settings.model_copy(update={"checks": []}),
         checks=tuple(checks),
         secrets=secrets,
         env=env,
         sensitive_values=_sensitive_values(checks, secrets, env)
-        | {value for doc, _ in documents for value in doc.sent if value},
-        files=tuple(doc.file for doc, _ in documents),
+        | {value for doc in documents for value in doc.sent if value},
+        files=tuple(doc.file for doc in documents),
     )
+
+
+def _in_file_order(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIssue]:
+    """Issues by file (main file first, then check files as loaded), then by line."""
+    rank = {file: i for i, file in enumerate(files)}
+    return sorted(issues, key=lambda i: (rank.get(i.file, -1), i.line or 0))
 
 
 def read_document(path: Path) -> ConfigDocument:
@@ -253,27 +268,57 @@ def _substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[Config
 _CHECK_ADAPTER: TypeAdapter[Check] = TypeAdapter(Check)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckEntry:
+    """One check as written (`raw`, for the rules across fields) and as validated (or None)."""
+
+    doc: ConfigDocument
+    index: int
+    raw: Any
+    check: Check | None
+
+
 def _validate(
     doc: ConfigDocument, model: type[_ModelT], issues: list[ConfigIssue]
-) -> _ModelT | None:
-    """Validate the file, each check on its own so one bad check hides no other's errors."""
+) -> tuple[_ModelT | None, list[CheckEntry]]:
+    """Validate the file, each check on its own so one bad check hides no other's errors.
+
+    When the file's own keys are invalid, the checks are still validated and returned, so
+    one run of `prober validate` reports everything.
+    """
     data = dict(doc.data)
     raw_checks = data.pop("checks", None) or []
     if not isinstance(raw_checks, list):
         issues.append(doc.issue(("checks",), "must be a list of checks"))
         raw_checks = []
-    checks: list[Check] = []
+    entries: list[CheckEntry] = []
     for index, raw in enumerate(raw_checks):
+        check: Check | None = None
         try:
-            checks.append(_CHECK_ADAPTER.validate_python(raw))
+            check = _CHECK_ADAPTER.validate_python(raw)
         except ValidationError as exc:
             report_errors(doc, exc, ("checks", index), issues)
+        entries.append(CheckEntry(doc, index, raw, check))
+    valid = [e.check for e in entries if e.check is not None]
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         report_errors(doc, exc, (), issues)
-        return None
-    return parsed.model_copy(update={"checks": checks})
+        return None, entries
+    return parsed.model_copy(update={"checks": valid}), entries
+
+
+def _lenient_settings(data: Any) -> GlobalConfig:
+    """The main file's settings without its invalid keys: enough to go on finding errors."""
+    kept = {k: v for k, v in dict(data).items() if k != "checks"}
+    while True:
+        try:
+            return GlobalConfig.model_validate(kept)
+        except ValidationError as exc:
+            bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+            if not bad & set(kept):
+                return GlobalConfig()
+            kept = {k: v for k, v in kept.items() if k not in bad}
 
 
 def report_errors(
@@ -348,79 +393,136 @@ def _load_secrets(
 
 
 def _resolve_checks(
-    documents: list[tuple[ConfigDocument, list[Check]]],
+    entries: list[CheckEntry],
     settings: GlobalConfig,
     known_names: set[str],
     issues: list[ConfigIssue],
 ) -> list[Check]:
+    """Apply the rules across fields and files to every check, valid or not, and fill in
+    the defaults of the valid ones."""
     resolved: list[Check] = []
     seen: dict[str, str] = {}
-    for doc, checks in documents:
-        for index, check in enumerate(checks):
-            path: Path_ = ("checks", index)
-            if check.name in seen:
-                issues.append(
-                    doc.issue(
-                        (*path, "name"),
-                        f"check name {check.name!r} is also used in {seen[check.name]}",
-                    )
-                )
-                continue
-            seen[check.name] = doc.file
-            check = check.model_copy(
-                update={
-                    "interval": check.interval or settings.interval,
-                    "timeout": check.timeout or min(settings.timeout, check.interval or 1e9),
-                }
-            )
-            _check_timing(doc, path, check, issues)
-            _check_templates(doc, path, check, known_names, issues)
-            resolved.append(check)
+    for entry in entries:
+        doc, path, raw = entry.doc, ("checks", entry.index), entry.raw
+        if not isinstance(raw, dict):
+            continue
+        name = raw.get("name")
+        if isinstance(name, str) and name in seen:
+            message = f"check name {name!r} is also used in {seen[name]}"
+            issues.append(doc.issue((*path, "name"), message))
+            continue
+        if isinstance(name, str):
+            seen[name] = doc.file
+        _check_timing(doc, path, raw, settings, issues)
+        _check_templates(doc, path, raw, known_names, issues)
+        if entry.check is not None:
+            check = entry.check
+            interval = check.interval or settings.interval
+            timeout = check.timeout or _default_timeout(settings, interval)
+            resolved.append(check.model_copy(update={"interval": interval, "timeout": timeout}))
     return resolved
 
 
+# A check that sets no timeout gets the global one, capped to leave room before its next run.
+_DEFAULT_TIMEOUT_SHARE = 0.8
+
+
+def _default_timeout(settings: GlobalConfig, interval: float) -> float:
+    """The global timeout, or 80% of the interval where that is shorter."""
+    return min(settings.timeout, interval * _DEFAULT_TIMEOUT_SHARE)
+
+
+def _raw_duration(raw: dict[str, Any], key: str) -> float | None:
+    """A duration key as written, or None when it is absent or invalid (reported elsewhere)."""
+    try:
+        value = parse_duration(raw[key])
+    except (KeyError, ValueError):
+        return None
+    return float(value) if isinstance(value, float) and value >= 0 else None
+
+
 def _check_timing(
-    doc: ConfigDocument, path: Path_, check: Check, issues: list[ConfigIssue]
+    doc: ConfigDocument,
+    path: Path_,
+    raw: dict[str, Any],
+    settings: GlobalConfig,
+    issues: list[ConfigIssue],
 ) -> None:
-    assert check.interval is not None and check.timeout is not None
-    budget = check.timeout * (check.retries + 1) + check.retry_backoff * check.retries
-    if budget >= check.interval:
-        what = "timeout" if not check.retries else "timeout x (retries + 1) plus backoff"
+    """Every attempt, with retries and backoff, must end before the next run is due."""
+    retries = raw.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+        return
+    interval = _raw_duration(raw, "interval") or settings.interval
+    timeout = _raw_duration(raw, "timeout") or _default_timeout(settings, interval)
+    backoff = _raw_duration(raw, "retry_backoff")
+    budget = timeout * (retries + 1) + (0.2 if backoff is None else backoff) * retries
+    if budget >= interval:
+        what = "timeout" if not retries else "timeout x (retries + 1) plus backoff"
         issues.append(
             doc.issue(
                 (*path, "timeout"),
-                f"{what} ({budget:g}s) must be below interval ({check.interval:g}s)",
+                f"{what} ({budget:g}s) must be below interval ({interval:g}s)",
             )
         )
 
 
 def _check_templates(
-    doc: ConfigDocument, path: Path_, check: Check, known: set[str], issues: list[ConfigIssue]
+    doc: ConfigDocument,
+    path: Path_,
+    raw: dict[str, Any],
+    known: set[str],
+    issues: list[ConfigIssue],
 ) -> None:
     """Every `${name}` must be an env var, a secret, or extracted by an earlier step."""
-    if isinstance(check, HttpCheck):
-        requests: list[tuple[Path_, RequestSpec]] = [(path, check)]
-    elif isinstance(check, FlowCheck):
-        requests = [((*path, "steps", i), step) for i, step in enumerate(check.steps)]
-    else:
-        return
+    requests = _raw_requests(raw)
     available = set(known)
-    if isinstance(check, FlowCheck):
-        # A session's variables may come from a cached login of the same session.
-        available |= {n for s in check.steps if s.session for n in s.extract}
+    # A session's variables may come from a cached login of the same session.
+    available |= {n for _, r in requests if r.get("session") for n in _extract_names(r)}
     for where, request in requests:
-        for key, template in request_templates(request):
+        for key, template in _raw_templates(request):
             missing = [p for p in _unresolved(template) if p not in available]
             if missing:
                 issues.append(
                     doc.issue(
-                        (*where, *key),
+                        (*path, *where, *key),
                         f"unknown variable {missing[0]!r}: not set in the "
                         "environment, not a secret, not extracted by an "
                         "earlier step",
                     )
                 )
-        available |= set(request.extract)
+        available |= _extract_names(request)
+
+
+def _raw_requests(raw: dict[str, Any]) -> list[tuple[Path_, dict[str, Any]]]:
+    """The requests of an http check (itself) or a flow (its steps), as written."""
+    kind = check_kind(raw)
+    if kind == "http":
+        return [((), raw)]
+    steps = raw.get("steps")
+    if kind != "flow" or not isinstance(steps, list):
+        return []
+    return [(("steps", i), step) for i, step in enumerate(steps) if isinstance(step, dict)]
+
+
+def _extract_names(request: dict[str, Any]) -> set[str]:
+    extract = request.get("extract")
+    return {str(n) for n in extract} if isinstance(extract, dict) else set()
+
+
+def _raw_templates(request: dict[str, Any]) -> Iterator[tuple[Path_, Template]]:
+    """The templates of a request as written; malformed ones have field errors already."""
+    candidates: list[tuple[Path_, Any]] = [
+        ((key,), request.get(key)) for key in ("url", "proxy_url", "body")
+    ]
+    headers = request.get("headers")
+    if isinstance(headers, dict):
+        candidates += [(("headers", name), value) for name, value in headers.items()]
+    for key, value in candidates:
+        if isinstance(value, str):
+            with contextlib.suppress(TemplateError):
+                yield key, compile_template(value)
+    with contextlib.suppress(TemplateError):
+        yield from list(_json_templates(request.get("json"), ("json",)))
 
 
 def _unresolved(template: Template) -> list[str]:

@@ -10,7 +10,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -89,8 +91,13 @@ def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
     for name in labels:
         if not _LABEL.match(name) or name.startswith("__"):
             raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
+        if name == "component":
+            raise ValueError(
+                "label name 'component' is reserved by prober: "
+                "set it with the check's `component:` key instead"
+            )
         if name in RESERVED_LABELS:
-            raise ValueError(f"label name {name!r} is reserved by prober")
+            raise ValueError(f"label name {name!r} is reserved by prober (it sets it itself)")
     return labels
 
 
@@ -249,6 +256,7 @@ class CheckBase(Model):
     """Settings every kind of check has."""
 
     name: Name
+    # Optional in the file: a check without one is a component of its own, named after it.
     component: Name
     interval: PositiveDuration | None = None
     timeout: PositiveDuration | None = None
@@ -260,25 +268,30 @@ class CheckBase(Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _canary_component(cls, value: Any) -> Any:
-        if isinstance(value, dict) and value.get("canary") is True:
+    def _default_component(cls, value: Any) -> Any:
+        """A canary's component is `canary`; any other check defaults to its own name."""
+        if not isinstance(value, dict):
+            return value
+        if value.get("canary") is True:
             component = value.get("component", "canary")
             if component != "canary":
                 raise ValueError("a canary check has component 'canary' (leave component out)")
             return {**value, "component": "canary"}
+        if "component" not in value and isinstance(value.get("name"), str):
+            return {**value, "component": value["name"]}
         return value
 
 
 class HttpCheck(CheckBase, RequestSpec):
     """One HTTP request: a one-step flow."""
 
-    kind: Literal["http"]
+    kind: Literal["http"] = "http"
 
 
 class FlowCheck(CheckBase):
     """Ordered steps; variables extracted by one step feed the templates of later ones."""
 
-    kind: Literal["flow"]
+    kind: Literal["flow"] = "flow"
     steps: list[Step] = Field(min_length=1)
 
     @field_validator("steps")
@@ -340,7 +353,36 @@ class DnsCheck(CheckBase):
         return upper
 
 
-Check = Annotated[HttpCheck | FlowCheck | TcpCheck | DnsCheck, Field(discriminator="kind")]
+CHECK_KINDS = ("http", "flow", "tcp", "dns")
+
+
+def check_kind(value: Any) -> str | None:
+    """The kind of a check: its `kind` key, else `http` for a `url` and `flow` for `steps`."""
+    if not isinstance(value, dict):
+        return getattr(value, "kind", None)
+    kind = value.get("kind")
+    if kind is None:
+        if "url" in value:
+            return "http"
+        if "steps" in value:
+            return "flow"
+    return kind if isinstance(kind, str) else None
+
+
+Check = Annotated[
+    Annotated[HttpCheck, Tag("http")]
+    | Annotated[FlowCheck, Tag("flow")]
+    | Annotated[TcpCheck, Tag("tcp")]
+    | Annotated[DnsCheck, Tag("dns")],
+    Discriminator(
+        check_kind,
+        custom_error_type="check_kind",
+        custom_error_message=(
+            "unknown or missing kind: give kind (http, flow, tcp or dns), "
+            "or a url for an http check"
+        ),
+    ),
+]
 
 
 class SecretSource(Model):

@@ -27,6 +27,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("prober.scheduler")
 
+
+class _CountedSkipFilter(logging.Filter):
+    """Drops APScheduler's warning for a run skipped because the previous one still runs.
+
+    Every such skip is counted in `prober_scheduler_runs_skipped_total`; a warning per skip
+    would flood the log of a loaded prober with what the metric already says.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_CountedSkipFilter())
+
 RunCheck = Callable[[str], Coroutine[Any, Any, None]]
 
 

@@ -27,15 +27,18 @@ def test_validate_broken_file_prints_every_located_error(write_config: WriteConf
             timeout: 20s
           - name: b
             kind: http
-            url: http://127.0.0.1:1/
             retires: 3
+          - name: c
+            url: http://127.0.0.1:1/${nope}
     """)
     run = run_prober("validate", "--config.file", str(path))
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "prober.yml:8: check 'a': checks[0].timeout" in run.stderr
-    assert "check 'b': checks[1].component: Field required" in run.stderr
-    assert "prober.yml:12: check 'b': checks[1].retires: unknown key" in run.stderr
+    assert "prober.yml:9: check 'b': checks[1].url: Field required" in run.stderr
+    assert "prober.yml:11: check 'b': checks[1].retires: unknown key" in run.stderr
+    assert "prober.yml:13: check 'c': checks[2].url: unknown variable 'nope'" in run.stderr
+    assert "4 error(s)" in run.stderr
 
 
 def test_validate_missing_file() -> None:

@@ -92,8 +92,7 @@ async def test_metrics_show_both_checks_then_failure(running: Running, target: T
         samples = await running.samples()
         return sample_value(samples, "probe_success", check="good") == 0.0
 
-    # Two intervals, plus slack for the scrape itself.
-    await wait_for(good_failed, limit=2 * 0.5 + 0.5)
+    await wait_for(good_failed)
     samples = await running.samples()
     assert (
         sample_value(

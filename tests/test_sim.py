@@ -299,7 +299,8 @@ async def test_hung_request_does_not_delay_shutdown(
     await wait_for(lambda: _outcome_is(client, sim, "api", "hang"))
     started = time.perf_counter()
     await sim.stop()
-    assert time.perf_counter() - started < 1.5  # generous: hung handlers are released at once
+    # Hung handlers are released at once, not after aiohttp's 60 s shutdown timeout.
+    assert time.perf_counter() - started < 10.0
     with pytest.raises(aiohttp.ClientError):
         await request
 
