@@ -47,6 +47,11 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,fast]'
 	$(BIN)/python -m bench.run $(ARGS)
 
+## detect: replay outages against the shipped checks, intervals and rules with a real
+## Prometheus; writes docs/DETECTION.md (about 20 minutes; needs Debian's prometheus)
+detect: $(STAMP)
+	$(BIN)/python -m bench.detect $(ARGS)
+
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
 

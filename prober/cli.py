@@ -1,4 +1,4 @@
-"""The `prober` command: run, validate, probe, sim, demo."""
+"""The `prober` command: run, validate, probe, sim, reference, demo."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from prober import __version__
-from prober.config import ConfigError, load_config
+from prober.config import ConfigError, load_config, shared_fate_warnings
 from prober.config_model import parse_duration
 from prober.daemon import UVLOOP_MODES, Shard, use_event_loop
 from prober.logs import setup_logging
@@ -22,6 +22,7 @@ from prober.serve import parse_listen_address, serve
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
+DEFAULT_REFERENCE_LISTEN = "127.0.0.1:8181"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -137,9 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     from prober.sim.server import add_sim_arguments
 
     add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
-    demo = commands.add_parser("demo", help="the simulated platform plus the daemon")
+    from prober.sim.reference import add_reference_arguments
+
+    add_reference_arguments(
+        commands.add_parser("reference", help="run the canary's reference endpoint")
+    )
+    demo = commands.add_parser(
+        "demo", help="the simulated platform, the canary's reference endpoint and the daemon"
+    )
     _add_daemon(demo)
     demo.add_argument("--sim.listen-address", dest="sim_listen", default=DEFAULT_SIM_LISTEN)
+    demo.add_argument(
+        "--reference.listen-address", dest="reference_listen", default=DEFAULT_REFERENCE_LISTEN
+    )
     demo.add_argument("--scenario", default=None, help="outage replay to start in the sim")
     demo.add_argument("--speed", default="1", help="replay speed factor")
     return parser
@@ -158,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.server import run_sim
 
             return run_sim(args)
+        if args.command == "reference":
+            from prober.sim.reference import run_reference
+
+            return run_reference(args)
         try:
             # Bad flags are usage errors; a ValueError from the running daemon is a bug and
             # keeps its traceback.
@@ -194,30 +209,48 @@ def _validate(path: str) -> int:
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} error(s):\n{exc}", file=sys.stderr)
         return 1
+    for warning in shared_fate_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{path}: OK, {len(config.checks)} checks from {len(config.files)} files")
     return 0
 
 
 def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
-    """Start the simulated platform in a child process, point the checks at it, run."""
+    """Start the simulated platform and the canary's reference endpoint, each in a child
+    process of its own (stopping one leaves the other up), point the checks at them, run."""
     command = [sys.executable, "-m", "prober", "sim", "--listen", args.sim_listen]
     if args.scenario:
         command += ["--scenario", args.scenario, "--speed", args.speed]
-    sim = subprocess.Popen(command)
+    children: list[subprocess.Popen[bytes]] = []
     try:
-        host, _, port = args.sim_listen.rpartition(":")
-        url = f"http://{host}:{port}"
-        if not _wait_healthy(f"{url}/-/healthy", sim):
-            print("prober: the simulated platform did not start", file=sys.stderr)
-            return 1
-        os.environ.setdefault("PLATFORM_URL", url)
+        for what, argv, listen, env_name in (
+            ("the simulated platform", command, args.sim_listen, "PLATFORM_URL"),
+            (
+                "the reference endpoint",
+                [sys.executable, "-m", "prober", "reference", "--listen", args.reference_listen],
+                args.reference_listen,
+                "CANARY_URL",
+            ),
+        ):
+            children.append(subprocess.Popen(argv))
+            host, _, port = listen.rpartition(":")
+            url = f"http://{host}:{port}"
+            if not _wait_healthy(f"{url}/-/healthy", children[-1]):
+                print(f"prober: {what} did not start on {listen}", file=sys.stderr)
+                return 1
+            os.environ.setdefault(env_name, url)
         return _run(args, shard)
     finally:
-        sim.terminate()
-        try:
-            sim.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+        for child in children:
+            _stop_child(child)
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float = 15.0) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -170,6 +171,54 @@ def _in_file_order(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIs
     """Issues by file (main file first, then check files as loaded), then by line."""
     rank = {file: i for i, file in enumerate(files)}
     return sorted(issues, key=lambda i: (rank.get(i.file, -1), i.line or 0))
+
+
+def shared_fate_warnings(config: Config) -> list[str]:
+    """A warning for each canary that probes the same host and port as a platform check.
+
+    Such a canary fails together with the platform's host, and the prober then blames itself
+    for the outage it exists to report (its alerts are held back while it is impaired).
+    """
+    values = config.template_values()
+    platform: dict[tuple[str, int], str] = {}
+    for check in config.checks:
+        if not check.canary:
+            for endpoint in _endpoints(check, values):
+                platform.setdefault(endpoint, check.name)
+    warnings = []
+    for check in config.checks:
+        if check.canary:
+            for host, port in _endpoints(check, values):
+                other = platform.get((host, port))
+                if other is not None:
+                    warnings.append(
+                        f"check {check.name!r}: this canary probes {host}:{port}, like "
+                        f"platform check {other!r}; when that host stops the prober would "
+                        "blame itself. Point it at an endpoint apart from the platform "
+                        "(CANARY_URL, `prober reference`)."
+                    )
+    return warnings
+
+
+def _endpoints(check: Check, values: Mapping[str, str]) -> set[tuple[str, int]]:
+    """The (host, port) pairs a check connects to, as far as its config tells."""
+    if isinstance(check, HttpCheck | FlowCheck):
+        requests = check.steps if isinstance(check, FlowCheck) else [check]
+        found = set()
+        for request in requests:
+            try:
+                parts = urlsplit(request.url.render(values))
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except (TemplateError, ValueError):
+                continue
+            if parts.hostname:
+                found.add((parts.hostname, port))
+        return found
+    target = getattr(check, "target", None)
+    if isinstance(target, str):
+        host, _, port_text = target.rpartition(":")
+        return {(host.strip("[]"), int(port_text))}
+    return set()
 
 
 def read_document(path: Path) -> ConfigDocument:

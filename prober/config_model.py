@@ -246,6 +246,8 @@ class Step(RequestSpec):
     """One request of a flow."""
 
     name: Name
+    # The component this step exercises, when not its check's (a flow's login step: login).
+    component: Name | None = None
     allow_failure: bool = False
     always_run: bool = False
     session: Name | None = None

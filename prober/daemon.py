@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from prober.config import Config, ConfigError, load_config
+from prober.config import Config, ConfigError, load_config, shared_fate_warnings
 from prober.config_model import Check, FlowCheck
 from prober.logs import log_failure
 from prober.metrics import MetricsSink
@@ -22,7 +22,7 @@ from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
-from prober.status import StatusSink
+from prober.status import StatusSink, Watched
 
 log = logging.getLogger("prober.daemon")
 
@@ -36,6 +36,10 @@ _GC_FULL_EVERY = 100
 _GC_FULL_EVERY_STDLIB = 10
 _LAG_WINDOW = 100
 _MAX_DRAIN = 30.0
+# A check that disagrees with its confirmed state runs again this soon (at most a quarter
+# of its interval): long enough for a lost packet to pass, short enough to confirm an
+# outage within seconds of the first failing run.
+CONFIRM_DELAY = 1.0
 
 
 UVLOOP_MODES = ("auto", "on", "off")
@@ -98,6 +102,17 @@ class Shard:
         return zlib.crc32(check_name.encode()) % self.count == self.index
 
 
+def _watched(check: Check) -> Watched:
+    """What the status sink needs of a check: its component(s), kind and interval."""
+    steps = check.steps if isinstance(check, FlowCheck) else []
+    return Watched(
+        check.component,
+        check.kind,
+        float(check.interval or 0),
+        {s.name: s.component for s in steps if s.component and s.component != check.component},
+    )
+
+
 class LoopLagMonitor:
     """Measures how late the event loop wakes from a short sleep: the prober's own health."""
 
@@ -122,6 +137,9 @@ class Daemon:
         self.status = StatusSink()
         self.sessions = SessionStore()
         self.metrics.watch_sessions(self.sessions.events)
+        self.metrics.watch_verdict(
+            self.status.component_conditions, lambda: self.status.verdict.scope
+        )
         self.config: Config | None = None
         self.ready = False
         self._checks: dict[str, Check] = {}
@@ -133,6 +151,7 @@ class Daemon:
             self.metrics.daemon.runs_skipped.inc,
         )
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._extra: dict[str, asyncio.Task[None]] = {}  # confirmation and sweep runs due
         self._semaphore = asyncio.Semaphore(1)
         self._reload_lock = asyncio.Lock()
         self._lag = LoopLagMonitor()
@@ -151,6 +170,8 @@ class Daemon:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.ready = True
+        for warning in shared_fate_warnings(config):
+            log.warning(warning)
         log.info(
             "prober started", extra={"checks": len(self._checks), "config": str(self.config_path)}
         )
@@ -187,7 +208,7 @@ class Daemon:
             {n: (("component", c.component), *sorted(c.labels.items())) for n, c in owned.items()},
             config.settings.labels,
         )
-        self.status.apply({n: (c.component, c.kind) for n, c in owned.items()})
+        self.status.apply({n: _watched(c) for n, c in owned.items()})
         self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
         self.sessions.forget_unused(
             {
@@ -215,6 +236,10 @@ class Daemon:
         run = asyncio.current_task()
         if check is None or env is None or run is None:
             return
+        if name in self._inflight:
+            # A confirmation run of this check is still going: this run would overlap it.
+            self.metrics.daemon.runs_skipped.inc()
+            return
         self._inflight[name] = run
         try:
             await self._run_and_record(name, check, env)
@@ -234,9 +259,32 @@ class Daemon:
         if self._checks.get(name) is not check:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
-        self.status.record(result)
+        followup = self.status.record(result)
         if not result.success:
             log_failure(result, check.component)
+        if followup.confirm:
+            self.run_soon(name, "confirm", min(CONFIRM_DELAY, float(check.interval or 0) / 4))
+        for other in followup.sweep:
+            self.run_soon(other, "sweep", 0.0)
+
+    def run_soon(self, name: str, trigger: str, delay: float) -> None:
+        """Run a check once more, besides its schedule, unless a run is already due."""
+        if name in self._extra or not self.ready:
+            return
+
+        async def run() -> None:
+            try:
+                await asyncio.sleep(delay)
+                if name in self._checks and name not in self._inflight:
+                    self.metrics.daemon.extra_runs.labels(trigger=trigger).inc()
+                    del self._extra[name]  # a run that disagrees again may ask for another
+                    await self._run_job(name)
+            finally:
+                if self._extra.get(name) is task:
+                    del self._extra[name]
+
+        task = asyncio.create_task(run(), name=f"{trigger}:{name}")
+        self._extra[name] = task
 
     async def _watch_loop_lag(self) -> None:
         # perf_counter, not loop.time(): uvloop's loop clock moves in whole milliseconds.
@@ -255,6 +303,7 @@ class Daemon:
         while True:
             budget = self.config.settings.loop_lag_budget if self.config else 0.1
             started = time.perf_counter()
+            self.status.forget_stale()
             verdict = self.status.evaluate(self._lag.p99(), budget)
             self.metrics.daemon.set_verdict(verdict.state)
             took = time.perf_counter() - started
@@ -264,6 +313,8 @@ class Daemon:
         """Stop scheduling, let in-flight runs finish within their timeouts, then close."""
         self.ready = False
         self._scheduler.apply({}, set())  # no new runs; the running ones finish below
+        for extra in list(self._extra.values()):
+            extra.cancel()
         pending = [t for t in self._inflight.values() if not t.done()]
         if pending:
             bound = min(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -32,12 +32,13 @@ from prometheus_client.core import (
 
 from prober import __version__
 from prober.result import PHASE_NAMES, Result, StepResult
+from prober.verdict import Condition, Scope, VerdictState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RENDER_CHUNK = 1 << 20
-VERDICT_STATES = ("ok", "degraded", "component_down", "platform_wide", "prober_impaired")
+VERDICT_STATES = tuple(state.value for state in reversed(VerdictState))
 TCP_PHASE_NAMES = PHASE_NAMES[:4]  # resolve, connect, tls, processing: no transfer for tcp
 
 
@@ -299,6 +300,15 @@ class DaemonMetrics:
         self.verdict = Gauge(
             "prober_verdict", "1 for the current verdict state", ["state"], registry=registry
         )
+        self.extra_runs = Counter(
+            "prober_confirmation_runs",
+            "Runs made at once, besides the schedule: to confirm a check's change of state "
+            "(trigger=confirm) or to re-check a component that changed (trigger=sweep)",
+            ["trigger"],
+            registry=registry,
+        )
+        for trigger in ("confirm", "sweep"):
+            self.extra_runs.labels(trigger=trigger)
         build = Gauge("prober_build_info", "Build information", ["version"], registry=registry)
         build.labels(version=__version__).set(1)
         tasks = Gauge(
@@ -310,11 +320,51 @@ class DaemonMetrics:
         # process_resident_memory_bytes, process_open_fds, ...: the daemon's own footprint.
         ProcessCollector(registry=registry)
         for state in VERDICT_STATES:
-            self.verdict.labels(state=state).set(1 if state == "ok" else 0)
+            self.verdict.labels(state=state).set(1 if state == VerdictState.PENDING else 0)
 
     def set_verdict(self, state: str) -> None:
         for name in VERDICT_STATES:
             self.verdict.labels(state=name).set(1 if name == state else 0)
+
+
+class _VerdictCollector:
+    """prober_component_state and prober_verdict_scope, built fresh on each scrape."""
+
+    def __init__(
+        self,
+        conditions: Callable[[], Mapping[str, Condition]],
+        scope: Callable[[], Scope],
+        global_labels: Callable[[], tuple[tuple[str, str], ...]],
+    ) -> None:
+        self._conditions = conditions
+        self._scope = scope
+        self._global_labels = global_labels
+
+    def collect(self) -> Iterator[Metric]:
+        pairs = self._global_labels()
+        names = [k for k, _ in pairs]
+        values = [v for _, v in pairs]
+        components = GaugeMetricFamily(
+            "prober_component_state",
+            "1 for each component's confirmed state (ok, degraded, down, pending), else 0",
+            labels=["component", "state", *names],
+        )
+        for component, condition in sorted(self._conditions().items()):
+            for state in Condition:
+                value = 1.0 if state is condition else 0.0
+                components.add_metric([component, state.value, *values], value)
+        yield components
+        scope = GaugeMetricFamily(
+            "prober_verdict_scope",
+            "1 for how far the trouble this prober sees reaches (none, prober, component, "
+            "platform); vantage is derived by the rules",
+            labels=["scope", *names],
+        )
+        current = self._scope()
+        for each in Scope:
+            if each is not Scope.VANTAGE:
+                scope.add_metric([each.value, *values], 1.0 if each is current else 0.0)
+        yield scope
 
 
 class _SessionCollector:
@@ -346,6 +396,13 @@ class MetricsSink:
     def watch_sessions(self, events: Mapping[tuple[str, str], int]) -> None:
         """Export the session store's event counts."""
         self.registry.register(_SessionCollector(events))
+
+    def watch_verdict(
+        self, conditions: Callable[[], Mapping[str, Condition]], scope: Callable[[], Scope]
+    ) -> None:
+        """Export each component's confirmed state and the verdict's scope, read at scrape
+        time, with the global labels (`vantage`) that the rules' vantage vote needs."""
+        self.registry.register(_VerdictCollector(conditions, scope, lambda: self._global_labels))
 
     def apply(
         self, checks: Mapping[str, tuple[tuple[str, str], ...]], global_labels: Mapping[str, str]

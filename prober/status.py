@@ -1,119 +1,338 @@
-"""Recent results per check, for the verdict, /api/status and the status page."""
+"""Recent results per check, confirmed before they count, for the verdict, /api/status and
+the status page."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prober.result import Result
-from prober.verdict import CheckState, Tally, Verdict, judge
+from prober.result import Result, StepResult
+from prober.verdict import CANARY, CheckState, Condition, Tally, Verdict, VerdictState, judge
 
 HISTORY = 30
-# The verdict judges each check by its last few runs, so one lost request (or one lucky one
-# during an outage with a 60% error rate) does not flip the platform's state.
-VERDICT_RUNS = 3
+# Runs in a row that must agree before a confirmed state turns failing, or back to ok. The
+# daemon re-runs a check at once when a run disagrees with its confirmed state, so one lost
+# request never flips a component and a real outage is confirmed within seconds.
+CONFIRM_RUNS = 2
+# A vote older than this many intervals is unknown: a check that stopped running is not ok.
+STALE_INTERVALS = 3
+# At most this many other checks are re-run at once when a component changes state.
+SWEEP_MAX = 50
+# A canary that ran less than this long ago is not re-run when a platform check fails.
+CANARY_RERUN_GAP = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """What the status sink needs to know of one configured check."""
+
+    component: str
+    kind: str
+    interval: float
+    # Flow steps that belong to another component than the check's (a login step).
+    step_components: Mapping[str, str] = field(default_factory=dict)
+
+    def component_of(self, step: str) -> str:
+        return self.step_components.get(step, self.component)
+
+
+@dataclass(slots=True)
+class _Vote:
+    """What the runs of one check say about one component, once confirmed."""
+
+    check: str
+    component: str
+    confirmed: bool | None = None
+    streak: int = 0  # runs in a row that disagreed with `confirmed`
+    seen_at: float = 0.0  # monotonic time of the last run that exercised the component
+    disagreeing_since: float = 0.0  # start of the first run of the current streak
+    failing_since: float = 0.0  # start of the first failing run, once confirmed failing
+    degraded: bool = False
+    counted: CheckState | None = None  # what the component's tally holds for it now
+
+    def add(self, ok: bool, started: float, now: float) -> bool:
+        """Count the word of one run that started at `started`; True when the confirmed
+        state flips."""
+        self.seen_at = now
+        if ok == self.confirmed:
+            self.streak = 0
+            return False
+        if not self.streak:
+            self.disagreeing_since = started
+        self.streak += 1
+        # An unknown check turns ok on its first success, but failing only when confirmed.
+        if self.streak >= (1 if self.confirmed is None and ok else CONFIRM_RUNS):
+            self.confirmed, self.streak = ok, 0
+            self.failing_since = self.disagreeing_since
+            return True
+        return False
+
+    def view(self, stale: bool) -> CheckState:
+        success = None if stale else self.confirmed
+        return CheckState(self.check, self.component, success, self.degraded and not stale)
 
 
 @dataclass
 class _CheckStatus:
-    component: str
-    kind: str
+    watched: Watched
     last: Result | None = None
+    last_run_at: float = 0.0  # monotonic
     last_success_at: float | None = None
+    failing_since: float | None = None
+    votes: dict[str, _Vote] = field(default_factory=dict)
     history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
-
-def _recent_success(status: _CheckStatus) -> bool | None:
-    if not status.history:
-        return None
-    recent = list(status.history)[-VERDICT_RUNS:]
-    failures = sum(1 for _, ok, _ in recent if not ok)
-    return failures * 2 <= len(recent)
+    @property
+    def suspect(self) -> bool:
+        """A run disagreed with the confirmed state: the daemon should run it again now."""
+        return any(v.streak for v in self.votes.values())
 
 
-def _verdict_view(name: str, status: _CheckStatus) -> CheckState:
-    return CheckState(
-        name, status.component, _recent_success(status), bool(status.last and status.last.degraded)
-    )
+@dataclass(frozen=True, slots=True)
+class Followup:
+    """What the daemon should run now after recording a result."""
+
+    confirm: bool = False  # re-run this check to confirm or refute its change
+    sweep: frozenset[str] = frozenset()  # other checks of a component that changed state
+
+
+def component_votes(result: Result, watched: Watched) -> dict[str, bool]:
+    """component -> ok, for each component a run exercised.
+
+    Steps that passed vouch for their component; the first critical step that failed counts
+    against its own component (a flow that fails at its login step blames `login`, not the
+    flow's component); steps after it and reused logins say nothing. A component is ok for
+    the run only when every one of its steps that ran passed.
+    """
+    votes: dict[str, bool] = {}
+    final: dict[str, StepResult] = {}
+    for step in result.steps:
+        final[step.name] = step  # a step retried after a fresh login: its last attempt counts
+    for step in final.values():
+        if step.cached:
+            continue
+        component = watched.component_of(step.name)
+        if not step.success and step.critical:
+            votes[component] = False
+            return votes
+        if step.success:
+            votes[component] = votes.get(component, True)
+    if not result.success:
+        votes[watched.component_of(result.failed_step)] = False
+    elif not votes:
+        votes[watched.component] = True  # every step reused a login: the check still passed
+    return votes
 
 
 class StatusSink:
-    """Keeps a bounded history per check and the latest verdict."""
+    """Keeps a bounded history per check, confirmed votes per component, and the verdict."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
         self._checks: dict[str, _CheckStatus] = {}
-        self._states: dict[str, CheckState] = {}
         self._tallies: dict[str, Tally] = {}
-        self.verdict = Verdict("ok", "no results yet")
+        self._voters: dict[str, list[_Vote]] = {}
+        # Start of the last canary run that passed: the prober could still reach a healthy
+        # endpoint then. A component is reported down only if that came after it began to
+        # fail; until then a prober that was cut off could be blaming the platform.
+        self._vouched_at = -math.inf
+        self.verdict = Verdict(VerdictState.PENDING, "no results yet")
         self.verdict_at = 0.0
 
-    def apply(self, checks: Mapping[str, tuple[str, str]]) -> None:
-        """Track exactly these checks (name -> (component, kind)), keeping known history."""
+    def apply(self, checks: Mapping[str, Watched]) -> None:
+        """Track exactly these checks, keeping the history of those that did not change."""
         kept: dict[str, _CheckStatus] = {}
-        for name, (component, kind) in checks.items():
+        for name, watched in checks.items():
             existing = self._checks.get(name)
-            if existing is not None and existing.component == component:
-                existing.kind = kind
+            if existing is not None and existing.watched == watched:
                 kept[name] = existing
             else:
-                kept[name] = _CheckStatus(component, kind)
+                kept[name] = _CheckStatus(watched)
         self._checks = kept
-        self._states = {name: _verdict_view(name, s) for name, s in kept.items()}
         self._tallies = {}
-        for state in self._states.values():
-            self._tallies.setdefault(state.component, Tally()).add(state)
+        self._voters = {}
+        for status in kept.values():
+            for component in {status.watched.component, *status.watched.step_components.values()}:
+                self._tallies.setdefault(component, Tally())
+            for vote in status.votes.values():
+                self._voters.setdefault(vote.component, []).append(vote)
+                vote.counted = None
+                self._recount(vote, stale=False)
 
-    def record(self, result: Result) -> None:
+    def _recount(self, vote: _Vote, stale: bool) -> bool:
+        """Bring the component's tally in line with the vote; True when it changed."""
+        new = vote.view(stale)
+        if new == vote.counted:
+            return False
+        tally = self._tallies.setdefault(vote.component, Tally())
+        if vote.counted is not None:
+            tally.add(vote.counted, -1)
+        tally.add(new)
+        vote.counted = new
+        return True
+
+    def record(self, result: Result) -> Followup:
+        """Take one run's result; say whether to confirm it and which checks to re-run."""
         status = self._checks.get(result.check)
         if status is None:
-            return
-        status.last = result
+            return Followup()
+        now = self._clock()
+        started = now - result.duration
+        status.last, status.last_run_at = result, now
+        status.history.append((result.started_at, result.success, str(result.reason or "")))
         if result.success:
             status.last_success_at = result.started_at + result.duration
-        status.history.append((result.started_at, result.success, str(result.reason or "")))
-        new = _verdict_view(result.check, status)
-        old = self._states[result.check]
-        if new != old:
-            tally = self._tallies[status.component]
-            tally.add(old, -1)
-            tally.add(new)
-            self._states[result.check] = new
+        if status.watched.component == CANARY and result.success:
+            self._vouched_at = max(self._vouched_at, started)
+        flipped: set[str] = set()
+        newly_suspect = False
+        for component, ok in component_votes(result, status.watched).items():
+            vote = self._vote(status, result.check, component)
+            if component == status.watched.component:
+                vote.degraded = result.degraded
+            before = self._tallies[component].state()
+            was_known, was_suspect = vote.confirmed is not None, vote.streak > 0
+            changed = vote.add(ok, started, now)
+            self._recount(vote, stale=False)
+            if changed and was_known and self._tallies[component].state() != before:
+                flipped.add(component)
+            newly_suspect |= vote.streak > 0 and not was_suspect and not ok
+        self._note_failing_since(status, result)
+        sweep = self._sweep(result.check, flipped)
+        if newly_suspect and status.watched.component != CANARY:
+            sweep |= self._canaries_to_rerun(now)
+        return Followup(status.suspect, sweep)
+
+    def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
+        vote = status.votes.get(component)
+        if vote is None:
+            vote = status.votes[component] = _Vote(check, component)
+            self._voters.setdefault(component, []).append(vote)
+            self._tallies.setdefault(component, Tally())
+        return vote
+
+    @staticmethod
+    def _note_failing_since(status: _CheckStatus, result: Result) -> None:
+        if not any(v.confirmed is False for v in status.votes.values()):
+            status.failing_since = None
+        elif status.failing_since is None:
+            status.failing_since = result.started_at
+
+    def _sweep(self, origin: str, components: set[str]) -> frozenset[str]:
+        """Other checks voting on components that just changed state, least recent first."""
+        if not components or components == {CANARY}:
+            return frozenset()
+        others = [
+            (s.last_run_at, name)
+            for name, s in self._checks.items()
+            if name != origin and any(c in s.votes for c in components)
+        ]
+        return frozenset(name for _, name in sorted(others)[:SWEEP_MAX])
+
+    def _canaries_to_rerun(self, now: float) -> frozenset[str]:
+        """The canaries, when a platform check starts failing: a canary that passes after
+        that moment vouches that the prober itself can still reach a healthy endpoint."""
+        return frozenset(
+            name
+            for name, s in self._checks.items()
+            if s.watched.component == CANARY and now - s.last_run_at > CANARY_RERUN_GAP
+        )
+
+    def held_components(self) -> frozenset[str]:
+        """Components down that no canary has vouched for since they began to fail.
+
+        With no canary configured there is nothing to wait for, and nothing is held.
+        """
+        if CANARY not in self._tallies:
+            return frozenset()
+        held = set()
+        for name, tally in self._tallies.items():
+            if name == CANARY or tally.state() is not Condition.DOWN:
+                continue
+            failing = [
+                v.failing_since
+                for v in self._voters.get(name, [])
+                if v.counted is not None and v.counted.success is False
+            ]
+            if failing and max(failing) >= self._vouched_at:
+                held.add(name)
+        return frozenset(held)
+
+    def forget_stale(self) -> None:
+        """Turn votes unknown whose check has not run for STALE_INTERVALS intervals."""
+        now = self._clock()
+        for status in self._checks.values():
+            limit = STALE_INTERVALS * status.watched.interval
+            for vote in status.votes.values():
+                self._recount(vote, stale=now - vote.seen_at > limit)
 
     def states(self) -> list[CheckState]:
-        """Each check as the verdict sees it: failing when most of its last runs failed."""
-        return list(self._states.values())
+        """Each check as confirmed: failing when any component it exercises is confirmed
+        failing, ok when the others are ok, None while nothing is known."""
+        return [self._check_state(name, s) for name, s in self._checks.items()]
+
+    def votes(self) -> list[CheckState]:
+        """Each (check, component) pair as the component tallies count it."""
+        return [
+            v.counted
+            for s in self._checks.values()
+            for v in s.votes.values()
+            if v.counted is not None
+        ]
+
+    @staticmethod
+    def _check_state(name: str, status: _CheckStatus) -> CheckState:
+        known = [v.counted.success for v in status.votes.values() if v.counted is not None]
+        known_ok = [k for k in known if k is not None]
+        success = None if not known_ok else all(known_ok)
+        degraded = bool(status.last and status.last.degraded)
+        return CheckState(name, status.watched.component, success, degraded)
 
     def evaluate(self, loop_lag_p99: float, lag_budget: float) -> Verdict:
         """The verdict from per-component counts kept up to date by `record`."""
-        self.verdict = judge(self._tallies, loop_lag_p99, lag_budget)
+        self.verdict = judge(self._tallies, loop_lag_p99, lag_budget, self.held_components())
         self.verdict_at = time.time()
         return self.verdict
+
+    def component_conditions(self) -> dict[str, Condition]:
+        """Every component's state now, the canary's included; a component held until a
+        canary vouches for the prober is pending."""
+        held = self.held_components()
+        return {
+            name: Condition.PENDING if name in held else tally.state()
+            for name, tally in self._tallies.items()
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free."""
         verdict = self.verdict
         return {
-            "verdict": verdict.state,
+            "verdict": verdict.state.value,
+            "scope": verdict.scope.value,
             "summary": verdict.summary,
             "evaluated_at": self.verdict_at,
             "components": [
-                {"name": c.name, "state": c.state, "failing": c.failing, "checks": c.total}
+                {"name": c.name, "state": c.state.value, "failing": c.failing, "checks": c.total}
                 for c in verdict.components
             ],
             "checks": [self._check_json(name, s) for name, s in sorted(self._checks.items())],
         }
 
-    @staticmethod
-    def _check_json(name: str, status: _CheckStatus) -> dict[str, Any]:
+    def _check_json(self, name: str, status: _CheckStatus) -> dict[str, Any]:
         last = status.last
+        confirmed = self._check_state(name, status).success
+        state = "pending" if confirmed is None else ("ok" if confirmed else "failing")
         return {
             "name": name,
-            "component": status.component,
-            "kind": status.kind,
-            "state": "pending" if last is None else ("ok" if last.success else "failing"),
+            "component": status.watched.component,
+            "kind": status.watched.kind,
+            "state": state,
+            "confirming": status.suspect,
+            "last_run_ok": None if last is None else last.success,
             "degraded": bool(last and last.degraded),
             "reason": str(last.reason) if last and last.reason else None,
             "failed_step": last.failed_step if last and last.failed_step else None,
@@ -121,5 +340,6 @@ class StatusSink:
             "duration_seconds": last.duration if last else None,
             "last_run": last.started_at if last else None,
             "last_success": status.last_success_at,
+            "failing_since": status.failing_since,
             "history": [ok for _, ok, _ in status.history],
         }

@@ -28,6 +28,7 @@ from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Result
 from prober.runner import RunEnvironment
+from prober.sim.reference import create_reference_app
 from tests.certs import CertFactory
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -221,6 +222,21 @@ def fast_shipped_config(
     path = directory / "prober.yml"
     path.write_text(text + extra)
     return path
+
+
+@pytest.fixture
+async def reference(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """The canary's reference endpoint on a free port, apart from any sim; CANARY_URL set."""
+    runner = web.AppRunner(create_reference_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    monkeypatch.setenv("CANARY_URL", url)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
 
 
 # (name, labels, value) of one sample of a text exposition.

@@ -75,3 +75,18 @@ def test_bad_flags_give_one_line_error(args: list[str]) -> None:
     run = run_prober(*args)
     assert run.returncode in (1, 2)
     assert "Traceback" not in run.stderr
+
+
+def test_validate_warns_when_a_canary_shares_fate_with_the_platform(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config("""
+        checks:
+          - {name: api, url: "http://127.0.0.1:8180/api/v1/health"}
+          - {name: canary, canary: true, url: "http://127.0.0.1:8180/-/healthy"}
+          - {name: elsewhere, canary: true, url: "http://127.0.0.1:8181/-/healthy"}
+    """)
+    run = run_prober("validate", "--config.file", str(path))
+    assert run.returncode == 0, run.stderr
+    assert "warning: check 'canary': this canary probes 127.0.0.1:8180" in run.stderr
+    assert "'elsewhere'" not in run.stderr

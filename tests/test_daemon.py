@@ -193,3 +193,55 @@ async def test_oversized_request_is_refused(running: Running) -> None:
     url = running.base + "/-/reload"
     async with aiohttp.ClientSession() as session, session.post(url, data=b"x" * 100_000) as resp:
         assert resp.status == 413
+
+
+async def test_a_change_of_state_is_confirmed_by_a_run_at_once(
+    target: Target, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a 30 s interval a failure is still confirmed within seconds: the daemon re-runs
+    the check at once, counts that run, and only then calls the component down."""
+    monkeypatch.setenv("URL", target.url)
+    path = write_config("""
+interval: 30s
+timeout: 2s
+checks:
+  - {name: only, component: api, url: "${URL}/ok"}
+""")
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.states()[0].success is True, limit=60)
+        target.status = 503
+        # Run it now, as a component sweep would; the confirmation must follow by itself.
+        daemon.run_soon("only", "sweep", 0.0)
+        await wait_for(lambda: daemon.status.states()[0].success is False, limit=20)
+        confirm = daemon.metrics.daemon.extra_runs.labels(trigger="confirm")._value.get()
+        assert confirm >= 1
+        assert daemon.status.component_conditions()["api"].value == "down"
+    finally:
+        await daemon.stop()
+
+
+async def test_a_flaky_run_is_refuted_not_reported(
+    target: Target, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("URL", target.url)
+    path = write_config("""
+interval: 30s
+timeout: 2s
+checks:
+  - {name: only, component: api, url: "${URL}/ok"}
+""")
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.states()[0].success is True, limit=60)
+        target.status = 503
+        daemon.run_soon("only", "sweep", 0.0)
+        await wait_for(lambda: daemon.status.snapshot()["checks"][0]["last_run_ok"] is False)
+        target.status = 200  # the blip is over before the confirmation run
+        await wait_for(lambda: daemon.status.snapshot()["checks"][0]["last_run_ok"] is True)
+        assert daemon.status.states()[0].success is True
+        assert daemon.status.evaluate(0.0, 0.1).state == "ok"
+    finally:
+        await daemon.stop()

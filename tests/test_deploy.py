@@ -302,7 +302,7 @@ def _compose() -> dict[str, Any]:
 
 def test_compose_runs_the_whole_stack_from_files_that_exist() -> None:
     services = _compose()["services"]
-    assert set(services) == {"sim", "prober", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"sim", "reference", "prober", "prometheus", "alertmanager", "grafana"}
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]

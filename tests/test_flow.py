@@ -195,6 +195,7 @@ async def test_allow_failure_always_run_and_runtime_template_error(
 
 async def test_secret_never_appears_in_any_output(
     sim: RunningSim,
+    reference: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,

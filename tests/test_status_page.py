@@ -37,7 +37,9 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def status_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+async def status_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> AsyncIterator[str]:
     sim = await start_sim(
         options=SimOptions(
             latency_ms=0, latency_jitter_ms=0, faults={"notifications": FaultSpec(status=503)}
