@@ -34,6 +34,7 @@ FIRE_LIMIT = 180.0
 RESOLVE_LIMIT = 180.0
 QUIET_WATCH = 150.0  # how long a scenario with no expected alert is watched
 POLL = 1.0
+RECOVERY_GOAL = 60.0
 
 Action = Callable[[Stack], Awaitable[None]]
 
@@ -261,12 +262,14 @@ def _verdict(report: Report) -> str:
     fired = [r.fired for r in report.runs]
     if any(f is None for f in fired):
         return "missed: did not fire"
-    worst = max(f for f in fired if f is not None)
+    known = [f for f in fired if f is not None]
     resolved = [r.resolved for r in report.runs]
-    if any(r is None or r > 60 for r in resolved):
-        return "missed: recovery over 60 s"
-    if scenario.goal is not None and worst > scenario.goal:
-        return f"missed by {worst - scenario.goal:.0f} s (worst)"
+    if any(r is None or r > RECOVERY_GOAL for r in resolved):
+        return f"missed: recovery over {RECOVERY_GOAL:g} s"
+    if scenario.goal is not None and statistics.median(known) > scenario.goal:
+        return f"missed by {statistics.median(known) - scenario.goal:.0f} s (median)"
+    if scenario.goal is not None and max(known) > scenario.goal:
+        return f"met (median); worst {max(known) - scenario.goal:.0f} s over"
     return "met"
 
 
@@ -329,7 +332,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(text)
     if args.write:
         (REPO / "docs" / "DETECTION.md").write_text(text)
-    return 0 if all(_verdict(r) == "met" for r in reports) else 1
+    return 0 if all(_verdict(r).startswith("met") for r in reports) else 1
 
 
 def main() -> int:
