@@ -146,6 +146,9 @@ def _to_template(value: Any) -> Any:
     return compile_template(value)
 
 
+_BAD_PORT = "the URL's port is not a number from 1 to 65535"
+
+
 def _to_url_template(value: Any) -> Any:
     """A URL template whose literal port, if any, is a port number."""
     if isinstance(value, Template):
@@ -159,10 +162,11 @@ def _to_url_template(value: Any) -> Any:
         parts = urlsplit(sample)
         port = parts.port
     except ValueError as exc:
-        what = "port" if "port" in str(exc).lower() else "host"
-        raise ValueError(f"the URL's {what} is not valid (a port is 1-65535)") from None
+        if "port" in str(exc).lower():
+            raise ValueError(_BAD_PORT) from None
+        raise ValueError("the URL's host is not valid") from None
     if port == 0:
-        raise ValueError("the URL's port is not valid (a port is 1-65535)")
+        raise ValueError(_BAD_PORT)
     return template
 
 

@@ -89,8 +89,21 @@ def secret_forms(value: str) -> set[str]:
     data = value.encode("utf-8", "surrogateescape")
     replaced = data.decode("utf-8", "replace")
     forms = {value, replaced} | _percent_forms(value) | _json_forms(replaced)
-    forms |= {f for f in _base64_forms(data) if len(f) >= _MIN_FORM_LEN}
+    encoded = _base64_forms(data)
+    latin1 = _latin1(value)
+    if latin1 is not None and latin1 != data:
+        # aiohttp's BasicAuth (also made from a URL's userinfo) encodes as Latin-1.
+        encoded |= _base64_forms(latin1)
+    forms |= {f for f in encoded if len(f) >= _MIN_FORM_LEN}
     return forms
+
+
+def _latin1(value: str) -> bytes | None:
+    """The value's Latin-1 bytes, or None when it has characters beyond Latin-1."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,12 +119,16 @@ def _check_url(url: str, what: str) -> None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        part = "port" if "port" in str(exc).lower() else "host"
-        raise _InvalidUrl(f"{what}: the {part} is not valid (a port is 1-65535)") from None
+        part = (
+            "port is not a number from 1 to 65535"
+            if "port" in str(exc).lower()
+            else "host is not valid"
+        )
+        raise _InvalidUrl(f"invalid {what}: the {part}") from None
     if port == 0:
-        raise _InvalidUrl(f"{what}: the port is not valid (a port is 1-65535)")
+        raise _InvalidUrl(f"invalid {what}: the port is not a number from 1 to 65535")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _InvalidUrl(f"{what}: needs http:// or https:// and a host")
+        raise _InvalidUrl(f"invalid {what}: it needs http:// or https:// and a host")
 
 
 def _error_message(exc: BaseException) -> str:
@@ -293,7 +297,7 @@ async def run_step(
     except TemplateError as exc:
         return step.failed(Reason.TEMPLATE, str(exc))
     except _InvalidUrl as exc:
-        return step.failed(Reason.INVALID_URL, f"invalid URL: {exc}")
+        return step.failed(Reason.INVALID_URL, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
     if mismatch:
