@@ -346,7 +346,7 @@ async def _exchange(
         server_hostname=spec.tls.server_name or spec.hostname,
         proxy=request.proxy,
         trace_request_ctx=step.timer,
-        middlewares=(_RedirectGuard(spec),) if spec.follow_redirects else (),
+        middlewares=_redirect_guard(spec),
     ) as resp:
         step.headers_at = time.perf_counter()
         step.status = resp.status
@@ -370,6 +370,16 @@ async def _exchange(
             tls_version=step.tls_version,
         )
         return _Raw(response, cookies)
+
+
+def _redirect_guard(spec: RequestSpec) -> tuple[_RedirectGuard, ...]:
+    """The middleware that guards this request's redirects, when it has headers to guard."""
+    if not spec.follow_redirects:
+        return ()
+    guarded = {name.lower() for name in spec.headers} - _FOLLOW_ANYWHERE - NEVER_REDIRECTED
+    if spec.hostname is None and not guarded - set(spec.redirect_headers):
+        return ()  # aiohttp itself drops Authorization, Cookie and Proxy-Authorization
+    return (_RedirectGuard(spec),)
 
 
 class _RedirectGuard:
