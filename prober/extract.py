@@ -235,8 +235,8 @@ class Regex:
     """
 
     pattern: str
-    groups: int = 0
-    compiled: Any = field(default=None, compare=False, repr=False)
+    groups: int
+    compiled: Any = field(compare=False, repr=False)
 
     def found_in(self, text: str) -> bool:
         """Whether the regex matches anywhere in `text`."""

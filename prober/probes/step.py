@@ -35,7 +35,14 @@ _SHOWN_VALUE_CHARS = 48
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 # Standard headers that carry no credential and follow a redirect to any origin.
 _FOLLOW_ANYWHERE = frozenset(
-    {"accept", "accept-encoding", "accept-language", "content-type", "content-language"}
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "user-agent",
+    }
 )
 
 
