@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +19,16 @@ from pydantic import (
 )
 
 from prober.assertions import Assertion, parse_assertion
-from prober.extract import JsonPath, Template, compile_template, parse_json_path
+from prober.extract import (
+    JsonPath,
+    Regex,
+    RegexError,
+    Template,
+    compile_regex,
+    compile_template,
+    compile_url_template,
+    parse_json_path,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -43,6 +53,8 @@ RESERVED_LABELS = frozenset(
     }
 )
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Headers that are never sent on to another origin, whatever `redirect_headers` says.
+NEVER_REDIRECTED = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
 DNS_RCODES = (
     "NOERROR",
     "FORMERR",
@@ -87,8 +99,12 @@ def _valid_name(value: str) -> str:
 
 
 def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Label names must be Prometheus-valid and must not shadow prober's own labels."""
-    for name in labels:
+    """Label names must be Prometheus-valid and must not shadow prober's own labels.
+
+    Values must be text a scrape can encode: an environment value that is not UTF-8 (read
+    with surrogateescape) would otherwise abort every scrape halfway through.
+    """
+    for name, value in labels.items():
         if not _LABEL.match(name) or name.startswith("__"):
             raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
         if name == "component":
@@ -98,14 +114,24 @@ def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
             )
         if name in RESERVED_LABELS:
             raise ValueError(f"label name {name!r} is reserved by prober (it sets it itself)")
+        if not _is_utf8(value):
+            raise ValueError(f"label {name!r}: the value is not valid UTF-8 text")
     return labels
 
 
-def _compile_regex(value: str) -> re.Pattern[str]:
+def _is_utf8(text: str) -> bool:
     try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression: {exc}") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _compile_regex(value: str) -> Regex:
+    try:
+        return compile_regex(value)
+    except RegexError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _compile_regexes(values: Any) -> Any:
@@ -116,7 +142,7 @@ def _compile_regexes(values: Any) -> Any:
 
 Name = Annotated[str, AfterValidator(_valid_name)]
 Labels = Annotated[dict[str, str], AfterValidator(_valid_labels)]
-Regexes = Annotated[list[re.Pattern[str]], BeforeValidator(_compile_regexes)]
+Regexes = Annotated[list[Regex], BeforeValidator(_compile_regexes)]
 
 
 def _to_template(value: Any) -> Any:
@@ -125,6 +151,30 @@ def _to_template(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("expected a string")
     return compile_template(value)
+
+
+_BAD_PORT = "the URL's port is not a number from 1 to 65535"
+
+
+def _to_url_template(value: Any) -> Any:
+    """A URL template whose literal port, if any, is a port number."""
+    if isinstance(value, Template):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    template = compile_url_template(value)
+    # Each placeholder as a harmless "1": only what the file itself says is checked here.
+    sample = template.render(dict.fromkeys(template.names, "1"))
+    try:
+        parts = urlsplit(sample)
+        port = parts.port
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            raise ValueError(_BAD_PORT) from None
+        raise ValueError("the URL's host is not valid") from None
+    if port == 0:
+        raise ValueError(_BAD_PORT)
+    return template
 
 
 def _to_assertion(value: Any) -> Any:
@@ -136,6 +186,7 @@ def _to_assertion(value: Any) -> Any:
 
 
 TemplateStr = Annotated[Template, BeforeValidator(_to_template)]
+UrlTemplateStr = Annotated[Template, BeforeValidator(_to_url_template)]
 AssertionStr = Annotated[Assertion, BeforeValidator(_to_assertion)]
 
 
@@ -149,7 +200,7 @@ class Extraction(Model):
     """Where to take one variable from: exactly one of json, regex, header, cookie."""
 
     json_path: JsonPath | None = Field(default=None, alias="json")
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     header: str | None = None
     cookie: str | None = None
     secret: bool = True
@@ -201,7 +252,7 @@ class RequestSpec(Model):
     """One HTTP request and how to judge its response; shared by http checks and flow steps."""
 
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    url: TemplateStr
+    url: UrlTemplateStr
     headers: dict[str, TemplateStr] = Field(default_factory=dict)
     body: TemplateStr | None = None
     json_body: Any = Field(default=None, alias="json")
@@ -214,7 +265,8 @@ class RequestSpec(Model):
     tls: TlsOptions = Field(default_factory=TlsOptions)
     hostname: str | None = None
     ip_protocol: IpProtocol = "either"
-    proxy_url: TemplateStr | None = None
+    proxy_url: UrlTemplateStr | None = None
+    redirect_headers: list[str] = Field(default_factory=list)
 
     @field_validator("expected_status")
     @classmethod
@@ -226,6 +278,17 @@ class RequestSpec(Model):
             if not ok:
                 raise ValueError(f"{value!r} is not a status code (100-599) or class like 2xx")
         return values
+
+    @field_validator("redirect_headers")
+    @classmethod
+    def _check_redirect_headers(cls, names: list[str]) -> list[str]:
+        """Names of headers that may follow a redirect to another origin; never credentials."""
+        for name in names:
+            if name.lower() in NEVER_REDIRECTED:
+                raise ValueError(f"{name} never follows a redirect to another origin")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a header name")
+        return [name.lower() for name in names]
 
     @field_validator("extract")
     @classmethod

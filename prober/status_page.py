@@ -55,7 +55,16 @@ def _check_row(check: dict[str, Any]) -> str:
 
 
 def render_status_page(snapshot: dict[str, Any], refresh_seconds: int = 5) -> str:
-    """The verdict first, then each component, then every check with its recent history."""
+    """The verdict first, then each component, then every check with its recent history.
+
+    Always encodable as UTF-8: a lone surrogate (bytes that were not UTF-8, decoded with
+    surrogateescape somewhere upstream) becomes `?` instead of failing the page.
+    """
+    page = _render(snapshot, refresh_seconds)
+    return page.encode("utf-8", "replace").decode("utf-8")
+
+
+def _render(snapshot: dict[str, Any], refresh_seconds: int) -> str:
     verdict = snapshot["verdict"]
     components = "".join(
         f'<div class="comp" style="border-color:{_colour(c["state"])}" '

@@ -18,6 +18,7 @@ from prober.config_model import IpProtocol, TlsOptions
 from prober.probes.sessions import SessionStore
 from prober.probes.tls_client import PeerFacts, TimedSSLObject, build_context
 from prober.result import StepResult
+from prober.secrets import Redactor
 
 FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
 
@@ -200,12 +201,16 @@ def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
 
 @dataclass
 class ProbeContext:
-    """One run's context; `progress` keeps finished steps so a caller's timeout can report them."""
+    """One run's context; `progress` keeps finished steps so a caller's timeout can report them.
+
+    `redactor` hides the environment's secrets plus those the run learns (extracted values):
+    a flow widens it as it goes, so whatever ends the run can still hide them all.
+    """
 
     clients: HttpClients
     deadline: float
     values: Mapping[str, str]
-    sensitive: frozenset[str]
+    redactor: Redactor
     sessions: SessionStore
     progress: list[StepResult] = field(default_factory=list)
     current_step: str = ""

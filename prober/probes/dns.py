@@ -92,7 +92,7 @@ async def run(check: DnsCheck, ctx: ProbeContext) -> Result:
 
 
 async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> Judgement:
-    return _judge(check, await _ask(check, ctx, state), state)
+    return _judge(check, await _ask(check, ctx, state), state, ctx)
 
 
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
@@ -148,7 +148,9 @@ def _read_system_nameservers() -> tuple[str, ...]:
         return ()
 
 
-def _judge(check: DnsCheck, response: dns.message.Message, state: _Query) -> Judgement:
+def _judge(
+    check: DnsCheck, response: dns.message.Message, state: _Query, ctx: ProbeContext
+) -> Judgement:
     """rcode first (a DNS failure), then the answer count and regexes (assertions)."""
     rcode = dns.rcode.to_text(response.rcode())
     answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
@@ -164,11 +166,10 @@ def _judge(check: DnsCheck, response: dns.message.Message, state: _Query) -> Jud
             )
         )
     for pattern in check.answer_regex:
-        matched = next((a for a in answers if pattern.search(a)), None)
+        matched = next((a for a in answers if pattern.found_in(a)), None)
         seen = matched if matched is not None else (answers[0] if answers else "<no answer>")
-        outcomes.append(
-            AssertionOutcome(f"answer ~= {pattern.pattern!r}", matched is not None, shown(seen))
-        )
+        text = f"answer ~= {pattern.pattern!r}"
+        outcomes.append(AssertionOutcome(text, matched is not None, shown(seen, ctx.redactor)))
     state.outcomes = outcomes
     if rcode not in valid:
         return Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}"

@@ -34,8 +34,9 @@ class FlowStep:
 
 @dataclass
 class _FlowState:
+    """What a run carries from step to step; the secrets it learns go to `ctx.redactor`."""
+
     variables: dict[str, str] = field(default_factory=dict)
-    secrets: set[str] = field(default_factory=set)
     cached_logins: dict[str, FlowStep] = field(default_factory=dict)
     relogged: bool = False
 
@@ -91,11 +92,8 @@ async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> Step
 
 
 async def _request(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepOutcome:
-    outcome = await run_step(
-        step.name, step.spec, state.variables, ctx, step.critical, frozenset(state.secrets)
-    )
-    state.variables.update(outcome.variables)
-    state.secrets |= outcome.secret_values
+    outcome = await run_step(step.name, step.spec, state.variables, ctx, step.critical)
+    state.variables.update(outcome.variables)  # its secret values widened ctx.redactor
     return outcome
 
 
@@ -107,7 +105,7 @@ async def _login(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepRe
         cached = ctx.sessions.get(session)
         if cached is not None:
             state.variables.update(cached.variables)
-            state.secrets |= set(cached.variables.values())
+            ctx.redactor = ctx.redactor.with_secrets(cached.variables.values())
             state.cached_logins[session] = step
             ctx.sessions.record(session, "reused")
             return StepResult(

@@ -2,7 +2,7 @@
 
 A failure is raised as `ProbeFailure` where it is understood, the work runs within the run's
 deadline, the target's name is resolved with the check's ip_protocol, and the finished step
-becomes the run's Result with its message and assertion values redacted.
+becomes the run's Result with its message redacted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import replace
 from prober.config_model import IpProtocol
 from prober.probes.context import FAMILIES, ProbeContext, family_mismatch
 from prober.result import Reason, Result, StepResult
-from prober.secrets import redact
 
 # (family, sockaddr) as getaddrinfo gives them.
 Address = tuple[
@@ -68,12 +67,11 @@ async def resolve(
 
 
 def finish_run(check_name: str, started_at: float, step: StepResult, ctx: ProbeContext) -> Result:
-    """The run's Result from its one step, secrets redacted; the step joins `ctx.progress`."""
-    step = replace(
-        step,
-        message=redact(step.message, ctx.sensitive),
-        assertions=tuple(o.redacted(ctx.sensitive) for o in step.assertions),
-    )
+    """The run's Result from its one step, secrets redacted; the step joins `ctx.progress`.
+
+    Assertion values are redacted where they are made (`shown(text, ctx.redactor)`).
+    """
+    step = replace(step, message=ctx.redactor(step.message))
     ctx.progress.append(step)
     ctx.current_step = ""
     return Result(
