@@ -225,7 +225,7 @@ class Daemon:
         daemon.reload_ok.set(1)
         daemon.reload_time.set(time.time())
 
-    async def _run_job(self, name: str) -> None:
+    async def _run_job(self, name: str, extra: bool = False) -> None:
         """Run and record the check, in the task the scheduler made for this run.
 
         A reload or shutdown cancels that task (it is the one in `_inflight`); the scheduler
@@ -242,17 +242,20 @@ class Daemon:
             return
         self._inflight[name] = run
         try:
-            await self._run_and_record(name, check, env)
+            await self._run_and_record(name, check, env, extra)
         finally:
             if self._inflight.get(name) is run:
                 del self._inflight[name]
 
-    async def _run_and_record(self, name: str, check: Check, env: RunEnvironment) -> None:
+    async def _run_and_record(
+        self, name: str, check: Check, env: RunEnvironment, extra: bool
+    ) -> None:
+        """Run the check and record it; an extra run (confirm, sweep) logs in afresh."""
         if self._semaphore.locked():
             self.metrics.daemon.probes_delayed.inc()
         async with self._semaphore:
             started = time.perf_counter()
-            result = await run_check(check, env)
+            result = await run_check(check, env, fresh_login=extra)
         if self._lag.over_budget_at >= started:
             result = replace(result, loop_lag_exceeded=True)
             self.metrics.daemon.lag_exceeded.inc()
@@ -278,7 +281,7 @@ class Daemon:
                 if name in self._checks and name not in self._inflight:
                     self.metrics.daemon.extra_runs.labels(trigger=trigger).inc()
                     del self._extra[name]  # a run that disagrees again may ask for another
-                    await self._run_job(name)
+                    await self._run_job(name, extra=True)
             finally:
                 if self._extra.get(name) is task:
                     del self._extra[name]

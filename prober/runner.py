@@ -46,14 +46,17 @@ class RunEnvironment:
         self.redactor = Redactor.of(self.sensitive)
 
 
-async def run_check(check: Check, env: RunEnvironment) -> Result:
-    """Run the check with its timeout per attempt and its retries; count every failed attempt."""
+async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False) -> Result:
+    """Run the check with its timeout per attempt and its retries; count every failed attempt.
+
+    `fresh_login` makes session steps log in again instead of reusing a cached login.
+    """
     assert check.timeout is not None
     failures: list[AttemptFailure] = []
     attempts = 0
     while True:
         attempts += 1
-        result = await _attempt(check, env, budget=check.timeout)
+        result = await _attempt(check, env, check.timeout, fresh_login)
         if result.success or attempts > check.retries:
             break
         failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
@@ -67,11 +70,12 @@ async def run_check(check: Check, env: RunEnvironment) -> Result:
     return replace(result, attempts=attempts, failures=tuple(failures), degraded=degraded)
 
 
-async def _attempt(check: Check, env: RunEnvironment, budget: float) -> Result:
+async def _attempt(check: Check, env: RunEnvironment, budget: float, fresh_login: bool) -> Result:
     """One attempt within `budget` seconds; a Result whatever happens but cancellation."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     ctx = ProbeContext(env.clients, deadline, env.values, env.redactor, env.sessions)
+    ctx.fresh_login = fresh_login
     started_at = time.time()
     start = time.perf_counter()
     try:

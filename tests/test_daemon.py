@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from prober.daemon import Daemon
+from prober.sim import SimOptions, start_sim
 from prober.web import WebServer, build_app, start_web
 from tests.conftest import (
     Sample,
     Target,
     WriteConfig,
+    fast_shipped_config,
     parse_samples,
     require_tool,
     sample_value,
@@ -245,3 +248,29 @@ checks:
         assert daemon.status.evaluate(0.0, 0.1).state == "ok"
     finally:
         await daemon.stop()
+
+
+async def test_login_outage_is_confirmed_by_fresh_logins_not_by_cached_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> None:
+    """The flows reuse a cached login, so their last word on `login` is an old success. When
+    login breaks, the confirmation and sweep runs log in afresh, so login is seen down at once,
+    not after those old words go stale (three 30 s intervals here)."""
+    sim = await start_sim(options=SimOptions(latency_ms=0, latency_jitter_ms=0))
+    monkeypatch.setenv("PLATFORM_URL", sim.url)
+    daemon = Daemon(fast_shipped_config(tmp_path, interval="30s", timeout="5s"))
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.evaluate(0.0, 1.0).state == "ok", limit=60)
+        async with aiohttp.ClientSession() as session:
+            url = f"{sim.url}/-/faults/login"
+            async with session.put(url, json={"status": 503}) as resp:
+                assert resp.status == 200
+        daemon.run_soon("login", "sweep", 0.0)  # as if its schedule came round now
+        await wait_for(lambda: daemon.status.component_conditions()["login"].value == "down")
+        conditions = daemon.status.component_conditions()
+        assert conditions["timeline"].value == "ok"  # cached tokens still read the timeline
+        assert conditions["notifications"].value == "ok"
+    finally:
+        await daemon.stop()
+        await sim.stop()

@@ -214,6 +214,9 @@ class ProbeContext:
     sessions: SessionStore
     progress: list[StepResult] = field(default_factory=list)
     current_step: str = ""
+    # Log in afresh even where a session is cached: a run made to re-check a component
+    # (a confirmation or a sweep) must exercise the login path, not reuse a token.
+    fresh_login: bool = False
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()

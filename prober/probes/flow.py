@@ -102,7 +102,7 @@ async def _login(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepRe
     session = step.session
     assert session is not None
     async with ctx.sessions.lock(session):
-        cached = ctx.sessions.get(session)
+        cached = None if ctx.fresh_login else ctx.sessions.get(session)
         if cached is not None:
             state.variables.update(cached.variables)
             ctx.redactor = ctx.redactor.with_secrets(cached.variables.values())
