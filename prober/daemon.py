@@ -16,10 +16,11 @@ from pathlib import Path
 
 from prober.config import Config, ConfigError, load_config
 from prober.config_model import Check, FlowCheck
-from prober.logs import log_failure
+from prober.logs import Throttled, log_failure
 from prober.metrics import MetricsSink
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
+from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
 from prober.status import StatusSink
@@ -137,6 +138,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._lag = LoopLagMonitor()
         self._background: set[asyncio.Task[None]] = set()
+        self._fd_shortage = Throttled(
+            log, "out of file descriptors: runs fail with reason resource (see RUNBOOK.md)"
+        )
 
     async def start(self) -> None:
         """Load the config (raising ConfigError) and start probing."""
@@ -235,7 +239,9 @@ class Daemon:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
         self.status.record(result)
-        if not result.success:
+        if result.reason is Reason.RESOURCE:
+            self._fd_shortage.note(check=name)  # one line a minute, not one per run
+        elif not result.success:
             log_failure(result, check.component)
 
     async def _watch_loop_lag(self) -> None:

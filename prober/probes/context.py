@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 import ssl
@@ -16,10 +17,29 @@ import aiohttp
 
 from prober.config_model import IpProtocol, TlsOptions
 from prober.probes.sessions import SessionStore
-from prober.probes.tls_client import PeerFacts, TimedSSLObject, build_context
+from prober.probes.tls_client import PeerFacts, TimedSSLObject, TlsSetupError, build_context
 from prober.result import StepResult
 
 FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+# How many wrapped errors `out_of_descriptors` follows (aiohttp wraps once or twice).
+_WRAP_DEPTH = 4
+
+
+def out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it wraps, says no file descriptor is left (EMFILE, ENFILE).
+
+    Such a run says nothing about the target: it is reported as Reason.RESOURCE. aiohttp keeps
+    the OSError of a failed connect in `os_error`; other code raises it `from` or inside an
+    `except` (even `from None` keeps it as the context), so all three links are followed.
+    """
+    for _ in range(_WRAP_DEPTH):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS:
+            return True
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
@@ -157,15 +177,20 @@ class HttpClients:
 
         CA and key files are read there, never on the loop nor per probe. A load error is
         kept and raised again until `forget_tls` (a reload): a broken file is not re-read
-        on every run.
+        on every run. A shortage of file descriptors is not kept: it says nothing of the files.
         """
         task = self._ssl.get(options)
         if task is None:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
             task.add_done_callback(_retrieve)
             self._ssl[options] = task
-        # Shielded: one probe's deadline must not cancel a build that others wait on.
-        return await asyncio.shield(task)
+        try:
+            # Shielded: one probe's deadline must not cancel a build that others wait on.
+            return await asyncio.shield(task)
+        except TlsSetupError as exc:
+            if out_of_descriptors(exc) and self._ssl.get(options) is task:
+                del self._ssl[options]  # a shortage passes: the next run builds it again
+            raise
 
     def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
         """Keep what a handshake with this target showed, for its reused connections."""

@@ -18,7 +18,7 @@ import aiohttp
 from prober.assertions import Response
 from prober.config_model import Extraction, RequestSpec
 from prober.extract import MISSING, TemplateError, compile_template
-from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch
+from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch, out_of_descriptors
 from prober.probes.tls_client import (
     PeerFacts,
     TlsSetupError,
@@ -116,6 +116,8 @@ def _status_expected(status: int, expected: list[int | str]) -> bool:
 
 def _classify(exc: BaseException) -> Reason:
     """Map an aiohttp/OS failure to a bounded reason."""
+    if out_of_descriptors(exc):
+        return Reason.RESOURCE
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return tls_reason(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
@@ -256,7 +258,7 @@ async def run_step(
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
         return step.failed(Reason.BODY_TOO_LARGE, message)
     except TlsSetupError as exc:
-        return step.failed(Reason.TLS, str(exc))
+        return step.failed(Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return step.failed(_classify(exc), f"{type(exc).__name__}: {exc}")
     return _judge(step, raw)
