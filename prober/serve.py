@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from prober.config import Config, ConfigError, ConfigIssue
 from prober.daemon import Daemon, Shard
+from prober.logs import Throttled
+from prober.probes.context import out_of_descriptors
 from prober.watch import watch, watched_files
 from prober.web import build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
@@ -67,6 +71,34 @@ class _Reloader:
         return watched_files(config_path, self.daemon.config, extra)
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every probe and web connection
+    holds a descriptor, and distributions still start most processes with a soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. a seccomp filter (the unit sets LimitNOFILE)
+        log.info("open file limit not raised", extra={"soft": soft, "hard": hard, "error": exc})
+        return
+    log.info("open file limit raised", extra={"from": soft, "to": hard})
+
+
+def _quiet_fd_shortage(loop: asyncio.AbstractEventLoop) -> None:
+    """Out of descriptors, asyncio's accept loop logs a traceback per failed accept (thousands
+    a second): say it in one line a minute instead; any other error keeps the default."""
+    shortage = Throttled(log, "out of file descriptors: web connections wait (see RUNBOOK.md)")
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if out_of_descriptors(context.get("exception")):
+            shortage.note()
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
 async def serve(
     config_path: str,
     listen: str,
@@ -78,6 +110,8 @@ async def serve(
 ) -> int:
     """Start, serve until a stop signal, then shut down in stages. Returns the exit code."""
     host, port = parse_listen_address(listen)
+    raise_open_file_limit()
+    _quiet_fd_shortage(asyncio.get_running_loop())
     security = None
     if web_config_file:
         try:
@@ -127,10 +161,10 @@ async def serve(
         if watcher is not None:
             watcher.cancel()
     log.info("stopping: closing the web server, letting in-flight probes finish")
+    for task in reloader.tasks:
+        task.cancel()  # a reload stuck on a file must not hold the stop, nor apply after it
     await runner.cleanup()
     await daemon.stop()
-    for task in reloader.tasks:
-        task.cancel()
     return 0
 
 
