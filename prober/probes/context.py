@@ -14,6 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.payload
+from aiohttp.abc import AbstractStreamWriter
 
 from prober.config_model import IpProtocol, TlsOptions
 from prober.probes.sessions import SessionStore
@@ -215,6 +217,40 @@ class HttpClients:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+
+class RequestBody(aiohttp.payload.Payload):
+    """A request body whose connection can be cut off when its run gives up.
+
+    aiohttp closes a cancelled request's connection gracefully: the transport first sends
+    what it buffered, so a peer that never reads keeps the socket and the unsent body alive
+    until it lets go, one more per run. `abandon()` aborts the transport, freeing both.
+    """
+
+    _value: bytes
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)  # Content-Type application/octet-stream unless a header says
+        self._size = len(data)
+        self._transport: asyncio.Transport | None = None
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._transport = getattr(writer, "transport", None)
+        data = self._value if content_length is None else self._value[:content_length]
+        await writer.write(data)
+
+    def abandon(self) -> None:
+        """Abort the connection this body went out on, dropping whatever is still unsent."""
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:

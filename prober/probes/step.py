@@ -18,7 +18,13 @@ import aiohttp
 from prober.assertions import Response
 from prober.config_model import Extraction, RequestSpec
 from prober.extract import MISSING, TemplateError, compile_template
-from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch, out_of_descriptors
+from prober.probes.context import (
+    PhaseTimer,
+    ProbeContext,
+    RequestBody,
+    family_mismatch,
+    out_of_descriptors,
+)
 from prober.probes.tls_client import (
     PeerFacts,
     TlsSetupError,
@@ -274,19 +280,29 @@ async def _send(step: _Step, request: _Request) -> _Raw:
     spec = step.spec
     session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
-    with collect_handshakes(step.timer.handshakes):
-        return await _exchange(step, request, session, ssl_context)
+    body = RequestBody(request.data) if request.data is not None else None
+    try:
+        with collect_handshakes(step.timer.handshakes):
+            return await _exchange(step, request, session, ssl_context, body)
+    except asyncio.CancelledError:  # the deadline: a peer that never reads keeps nothing
+        if body is not None:
+            body.abandon()
+        raise
 
 
 async def _exchange(
-    step: _Step, request: _Request, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext
+    step: _Step,
+    request: _Request,
+    session: aiohttp.ClientSession,
+    ssl_context: ssl.SSLContext,
+    payload: RequestBody | None,
 ) -> _Raw:
     spec = step.spec
     async with session.request(
         spec.method,
         request.url,
         headers=request.headers,
-        data=request.data,
+        data=payload,
         allow_redirects=spec.follow_redirects,
         max_redirects=10,
         ssl=ssl_context,
