@@ -12,9 +12,10 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-from prober.config import Config, ConfigError, load_config
+from prober.config import Config, ConfigError, load_config, load_off_loop
 from prober.config_model import Check, FlowCheck
 from prober.logs import Throttled, log_failure
 from prober.metrics import MetricsSink
@@ -142,9 +143,13 @@ class Daemon:
             log, "out of file descriptors: runs fail with reason resource (see RUNBOOK.md)"
         )
 
+    async def _load(self) -> Config:
+        """Load the config off the loop within its time limit (config.load_off_loop)."""
+        return await load_off_loop(partial(load_config, self.config_path), str(self.config_path))
+
     async def start(self) -> None:
         """Load the config (raising ConfigError) and start probing."""
-        config = await asyncio.to_thread(load_config, self.config_path)
+        config = await self._load()
         self._clients = HttpClients(config.settings.user_agent)
         self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
         self._apply(config)
@@ -163,7 +168,7 @@ class Daemon:
         """Load the config again and apply it as a diff; on error keep the running one."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
+                config = await self._load()
             except ConfigError as exc:
                 self.metrics.daemon.reload_ok.set(0)
                 log.error("reload failed, keeping the running config", extra={"errors": str(exc)})

@@ -8,10 +8,11 @@ import logging
 import resource
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from prober.config import Config, ConfigError, ConfigIssue
+from prober.config import Config, ConfigError, ConfigIssue, load_off_loop
 from prober.daemon import Daemon, Shard
 from prober.logs import Throttled
 from prober.probes.context import out_of_descriptors
@@ -115,7 +116,8 @@ async def serve(
     security = None
     if web_config_file:
         try:
-            security = WebSecurity(await asyncio.to_thread(load_web_config, web_config_file))
+            load = partial(load_web_config, web_config_file)
+            security = WebSecurity(await load_off_loop(load, web_config_file))
         except ConfigError as exc:
             print(f"prober: invalid web configuration:\n{exc}", file=sys.stderr)
             return 1
@@ -155,6 +157,7 @@ async def serve(
                     lambda: reloader.watched(Path(config_path)),
                     auto_reload_interval,
                     reloader.reload_quietly,
+                    config_path,
                 )
             )
         await _wait_for_stop(reloader)

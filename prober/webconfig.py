@@ -22,6 +22,7 @@ import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,7 +32,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from prober.config import ConfigError, ConfigIssue, read_document, report_errors
+from prober.config import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    ConfigIssue,
+    load_off_loop,
+    read_bounded,
+    read_document,
+    report_errors,
+)
 from prober.config_model import Model
 
 log = logging.getLogger("prober.web")
@@ -197,7 +206,7 @@ def _ssl_context(
         files["client_ca_file"] = tls.client_ca_file
     for key, file in files.items():
         try:
-            (base / file).read_bytes()
+            read_bounded(base / file, MAX_CONFIG_BYTES)  # a FIFO here would hang the load
         except OSError as exc:
             where = ("tls_server_config", key)
             raise ConfigError([issue(where, f"cannot read file: {exc.strerror}")]) from None
@@ -245,7 +254,9 @@ class WebSecurity:
     async def reload(self) -> None:
         """Load the file again; on error log it, keep the running config and raise."""
         try:
-            config = await asyncio.to_thread(load_web_config, self.config.file)
+            config = await load_off_loop(
+                partial(load_web_config, self.config.file), self.config.file
+            )
         except ConfigError as exc:
             log.error(
                 "web config reload failed, keeping the running one", extra={"errors": str(exc)}
