@@ -234,6 +234,7 @@ async def load_off_loop(load: Callable[[], _T], name: str, limit: float = LOAD_S
 
     def work() -> None:
         _OPENED.set(opened)
+        outcome.set_running_or_notify_cancel()  # running: giving up later cannot cancel it
         try:
             outcome.set_result(load())
         except Exception as exc:  # handed to the awaiting task, which raises it
