@@ -32,6 +32,7 @@ from prober.config_model import Check
 from prober.daemon import Daemon
 from prober.result import Reason
 from prober.runner import run_check
+from prober.serve import _quiet_fd_shortage
 from prober.web import WebLimits, WebServer, build_app, start_web
 from tests.conftest import (
     REPO,
@@ -268,6 +269,31 @@ async def test_daemon_short_of_descriptors_counts_runs_and_logs_one_line(
     lines = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
     assert len(lines) == 1
     assert not [r for r in caplog.records if r.exc_info or "check failed" in r.getMessage()]
+
+
+async def test_accept_short_of_descriptors_logs_one_line_not_a_traceback_each(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.INFO)
+    async with serving(build_app(daemon), WebLimits()) as server:
+        clients = textwrap.dedent(f"""
+            import socket, time
+            time.sleep(1)  # until the server has no descriptor left
+            held = [socket.create_connection(("127.0.0.1", {server.port})) for _ in range(20)]
+            time.sleep(2)
+        """)
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", clients)
+        _quiet_fd_shortage(loop)
+        try:
+            with descriptors_exhausted():
+                await asyncio.wait_for(child.wait(), timeout=30)
+        finally:
+            loop.set_exception_handler(None)
+    assert child.returncode == 0
+    lines = [r for r in caplog.records if "web connections wait" in r.getMessage()]
+    assert len(lines) == 1
+    assert not [r for r in caplog.records if r.name == "asyncio"]
 
 
 # --- 8. a peer that never reads ---------------------------------------------------------
