@@ -228,6 +228,7 @@ class RequestBody(aiohttp.payload.Payload):
     """
 
     _value: bytes
+    _autoclose = True  # bytes in memory: nothing to close, reusable on a redirect
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)  # Content-Type application/octet-stream unless a header says
