@@ -87,7 +87,7 @@ def raise_open_file_limit() -> None:
 
 
 def _quiet_fd_shortage(loop: asyncio.AbstractEventLoop) -> None:
-    """Out of descriptors, asyncio's accept loop logs a traceback per failed accept (thousands
+    """Out of descriptors, asyncio's accept loop logs a traceback per failed accept (hundreds
     a second): say it in one line a minute instead; any other error keeps the default."""
     shortage = Throttled(log, "out of file descriptors: web connections wait (see RUNBOOK.md)")
 
