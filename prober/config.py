@@ -6,10 +6,16 @@ may have come from the environment and be a secret.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import errno
 import glob
 import os
-from collections.abc import Iterator, Mapping
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +42,24 @@ Path_ = tuple[str | int, ...]
 _ModelT = TypeVar("_ModelT", GlobalConfig, CheckFile)
 _UNION_TAGS = frozenset(CHECK_KINDS)
 _REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url"})
+_T = TypeVar("_T")
+
+# What loading may read. A reload comes from outside (SIGHUP, the file watch, /-/reload), so
+# nothing a file is, holds or hangs on may wedge it: only regular files, this big, this long.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_SECRET_BYTES = 1024 * 1024
+LOAD_SECONDS = 30.0
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFDIR: "a directory",
+}
+# Aliases may add at most this many nodes to a document, counted before anything is built:
+# a 342-byte "billion laughs" file would otherwise expand to 387 million.
+MAX_ALIAS_NODES = 500_000
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +245,83 @@ def _endpoints(check: Check, values: Mapping[str, str]) -> set[tuple[str, int]]:
     return set()
 
 
+# The files the current load has opened, last one last: names the one a hung load is stuck on.
+_OPENED: ContextVar[list[str] | None] = ContextVar("_OPENED", default=None)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The content of a regular file of at most `limit` bytes, else an OSError saying why.
+
+    Opened non-blocking, so a FIFO fails at once instead of waiting for a writer, and the
+    type is checked on the open descriptor, so a file swapped for a FIFO cannot slip by.
+    """
+    opened = _OPENED.get()
+    if opened is not None:
+        opened.append(str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "special")
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than the {limit >> 20} MiB limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# Loads that outlived their limit and still block their thread, by what they load: while one
+# hangs (a dead network mount), the next load of the same thing fails at once instead of
+# stranding one more thread.
+_STUCK: dict[str, threading.Thread] = {}
+
+
+async def load_off_loop(load: Callable[[], _T], name: str, limit: float = LOAD_SECONDS) -> _T:
+    """`load()` in a daemon thread of its own; a ConfigError if it is not done in `limit` s.
+
+    Not asyncio.to_thread: asyncio.run waits at exit for the default executor's threads, so
+    one read stuck on a hung file system would keep SIGTERM from ever stopping the daemon.
+    """
+    stuck = _STUCK.get(name)
+    if stuck is not None and stuck.is_alive():
+        issue = ConfigIssue(name, "an earlier load has not returned yet: a hung file system?")
+        raise ConfigError([issue])
+    _STUCK.pop(name, None)
+    outcome: concurrent.futures.Future[_T] = concurrent.futures.Future()
+    opened: list[str] = []
+
+    def work() -> None:
+        _OPENED.set(opened)
+        outcome.set_running_or_notify_cancel()  # running: giving up later cannot cancel it
+        try:
+            outcome.set_result(load())
+        except Exception as exc:  # handed to the awaiting task, which raises it
+            outcome.set_exception(exc)
+
+    thread = threading.Thread(target=work, name=f"prober-load {name}", daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(limit):
+            return await asyncio.wrap_future(outcome)
+    except TimeoutError:
+        _STUCK[name] = thread
+        where = opened[-1] if opened else name
+        message = f"still reading after {limit:g}s: a hung file system? (the running config stays)"
+        raise ConfigError([ConfigIssue(where, message)]) from None
+
+
 def read_document(path: Path) -> ConfigDocument:
     """One YAML file with the line of every key; unreadable or invalid YAML is a ConfigError."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
+        text = raw.replace("\r\n", "\n").replace("\r", "\n")  # as open() in text mode
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError([ConfigIssue(name, f"cannot read file: {reason}")]) from None
@@ -258,9 +354,55 @@ def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     loader = _SAFE_LOADER(text)
     try:
         node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else {})
+        if node is None:
+            return None, {}
+        _check_shape(node)
+        return node, loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_shape(root: yaml.Node) -> None:
+    """Refuse a document nested over MAX_DEPTH, with an alias inside its own anchor, or whose
+    aliases add over MAX_ALIAS_NODES nodes, before anything is built from it.
+
+    An alias is the anchored node itself, again: each node is sized once, so this is one pass
+    over the nodes as written, however often aliases repeat them.
+    """
+    sizes: dict[int, int] = {}  # node id -> its size with aliases expanded
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            entered.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            # Nodes counted beyond the distinct ones seen so far can only come from aliases.
+            if sizes[key] - len(sizes) > MAX_ALIAS_NODES:
+                raise _shape_error(node, f"aliases expand it by over {MAX_ALIAS_NODES} nodes")
+            continue
+        if key in sizes:
+            continue
+        if key in entered:
+            raise _shape_error(node, "an alias refers to a node that contains it")
+        if depth > MAX_DEPTH:
+            raise _shape_error(node, f"nested deeper than {MAX_DEPTH} levels")
+        entered.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in _children(node))
+
+
+def _shape_error(node: yaml.Node, problem: str) -> yaml.MarkedYAMLError:
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=node.start_mark)
 
 
 def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
@@ -432,7 +574,7 @@ def _load_secrets(
             if not file.is_absolute():
                 file = Path(main.file).parent / file
             try:
-                value = file.read_text(encoding="utf-8").rstrip("\r\n")
+                value = read_bounded(file, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 issues.append(main.issue(where, f"cannot read secret file {file}: {reason}"))

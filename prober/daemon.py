@@ -12,14 +12,16 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-from prober.config import Config, ConfigError, load_config, shared_fate_warnings
+from prober.config import Config, ConfigError, load_config, load_off_loop, shared_fate_warnings
 from prober.config_model import Check, FlowCheck
-from prober.logs import log_failure
+from prober.logs import Throttled, log_failure
 from prober.metrics import MetricsSink
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
+from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
 from prober.status import StatusSink, Watched
@@ -156,10 +158,17 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._lag = LoopLagMonitor()
         self._background: set[asyncio.Task[None]] = set()
+        self._fd_shortage = Throttled(
+            log, "out of file descriptors: runs fail with reason resource (see RUNBOOK.md)"
+        )
+
+    async def _load(self) -> Config:
+        """Load the config off the loop within its time limit (config.load_off_loop)."""
+        return await load_off_loop(partial(load_config, self.config_path), str(self.config_path))
 
     async def start(self) -> None:
         """Load the config (raising ConfigError) and start probing."""
-        config = await asyncio.to_thread(load_config, self.config_path)
+        config = await self._load()
         self._clients = HttpClients(config.settings.user_agent)
         self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
         self._apply(config)
@@ -180,7 +189,7 @@ class Daemon:
         """Load the config again and apply it as a diff; on error keep the running one."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
+                config = await self._load()
             except ConfigError as exc:
                 self.metrics.daemon.reload_ok.set(0)
                 log.error("reload failed, keeping the running config", extra={"errors": str(exc)})
@@ -263,7 +272,9 @@ class Daemon:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
         followup = self.status.record(result)
-        if not result.success:
+        if result.reason is Reason.RESOURCE:
+            self._fd_shortage.note(check=name)  # one line a minute, not one per run
+        elif not result.success:
             log_failure(result, check.component)
         if followup.confirm:
             self.run_soon(name, "confirm", min(CONFIRM_DELAY, float(check.interval or 0) / 4))

@@ -71,3 +71,26 @@ def log_failure(result: Result, component: str) -> None:
             "detail": result.message,
         },
     )
+
+
+class Throttled:
+    """One warning for a condition that may repeat thousands of times a second (no file
+    descriptors left, too many web connections): said at once, then at most once per
+    `interval` seconds with how many times it happened since."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._said_at: float | None = None
+        self._unsaid = 0
+
+    def note(self, **fields: Any) -> None:
+        """Count one occurrence; log it (with the count since the last line) if it is time."""
+        self._unsaid += 1
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < self._interval:
+            return
+        self._logger.warning(self._message, extra={**fields, "times": self._unsaid})
+        self._said_at = now
+        self._unsaid = 0

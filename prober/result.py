@@ -30,6 +30,8 @@ class Reason(StrEnum):
     INVALID_URL = "invalid_url"
     PROTOCOL = "protocol"
     RESET = "reset"
+    # The prober itself ran out of file descriptors (EMFILE/ENFILE): not the target's fault.
+    RESOURCE = "resource"
     ERROR = "error"
     INTERNAL = "internal"
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prober.result import Result, StepResult
+from prober.result import Reason, Result, StepResult
 from prober.verdict import CANARY, CheckState, Condition, Tally, Verdict, VerdictState, judge
 
 HISTORY = 30
@@ -100,6 +100,10 @@ class Followup:
     sweep: frozenset[str] = frozenset()  # other checks of a component that changed state
 
 
+# Failures of the prober itself, not of what it probes: they vote on no component.
+PROBER_OWN_FAILURES = frozenset({Reason.RESOURCE, Reason.INTERNAL})
+
+
 def component_votes(result: Result, watched: Watched) -> dict[str, bool]:
     """component -> ok, for each component a run exercised.
 
@@ -109,6 +113,8 @@ def component_votes(result: Result, watched: Watched) -> dict[str, bool]:
     the run only when every one of its steps that ran passed.
     """
     votes: dict[str, bool] = {}
+    if result.reason in PROBER_OWN_FAILURES:
+        return votes  # the prober's own trouble (no descriptor left, a bug) says nothing
     final: dict[str, StepResult] = {}
     for step in result.steps:
         final[step.name] = step  # a step retried after a fresh login: its last attempt counts

@@ -11,7 +11,7 @@ import pytest
 
 from prober.daemon import Daemon
 from prober.sim import SimOptions, start_sim
-from prober.web import WebServer, build_app, start_web
+from prober.web import WebLimits, WebServer, build_app, start_web
 from tests.conftest import (
     Sample,
     Target,
@@ -176,7 +176,9 @@ async def test_promtool_check_metrics_on_live_scrape(running: Running) -> None:
 async def test_slow_client_is_cut_off_and_normal_clients_served(
     running: Running, target: Target, write_config: WriteConfig
 ) -> None:
-    server = await start_web(build_app(running.daemon), "127.0.0.1", 0, head_seconds=0.5)
+    server = await start_web(
+        build_app(running.daemon), "127.0.0.1", 0, limits=WebLimits(head_seconds=0.5)
+    )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends

@@ -422,6 +422,14 @@ def test_systemd_unit_is_hardened_and_reloads_with_sighup() -> None:
     _parses_as_prober_command(args)
 
 
+def test_systemd_unit_starts_after_time_sync_with_a_raised_fd_limit() -> None:
+    settings = _unit_settings()
+    for key in ("After", "Wants"):
+        assert "time-sync.target" in " ".join(settings[key]).split(), key
+    (limit,) = settings["LimitNOFILE"]
+    assert int(limit) >= 65536
+
+
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

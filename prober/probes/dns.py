@@ -19,7 +19,7 @@ import dns.rcode
 import dns.resolver
 
 from prober.config_model import DnsCheck
-from prober.probes.context import ProbeContext
+from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.single_step import (
     Judgement,
     ProbeFailure,
@@ -113,7 +113,8 @@ async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message
     except ConnectionRefusedError as exc:
         raise ProbeFailure(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
     except OSError as exc:
-        raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot reach {state.server}: {exc}") from None
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.CONNECT_ERROR
+        raise ProbeFailure(reason, f"cannot reach {state.server}: {exc}") from None
     except dns.exception.DNSException as exc:
         raise ProbeFailure(Reason.PROTOCOL, f"bad answer from {state.server}: {exc}") from None
     state.answered = time.perf_counter()

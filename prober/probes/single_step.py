@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from prober.config_model import IpProtocol
-from prober.probes.context import FAMILIES, ProbeContext, family_mismatch
+from prober.probes.context import FAMILIES, ProbeContext, family_mismatch, out_of_descriptors
 from prober.result import Reason, Result, StepResult
 
 # (family, sockaddr) as getaddrinfo gives them.
@@ -63,6 +63,9 @@ async def resolve(
         infos = await loop.getaddrinfo(host, port, family=FAMILIES[ip_protocol], type=kind)
     except socket.gaierror as exc:
         raise ProbeFailure(Reason.DNS, f"cannot resolve {what}: {exc.strerror}") from None
+    except OSError as exc:  # EAI_SYSTEM: getaddrinfo's own system call failed
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.DNS
+        raise ProbeFailure(reason, f"cannot resolve {what}: {exc.strerror}") from None
     return [(info[0], info[4]) for info in infos]
 
 

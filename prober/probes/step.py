@@ -19,7 +19,13 @@ import aiohttp
 from prober.assertions import Response
 from prober.config_model import NEVER_REDIRECTED, Extraction, RequestSpec
 from prober.extract import MISSING, TemplateError, compile_template
-from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch
+from prober.probes.context import (
+    PhaseTimer,
+    ProbeContext,
+    RequestBody,
+    family_mismatch,
+    out_of_descriptors,
+)
 from prober.probes.tls_client import (
     PeerFacts,
     TlsSetupError,
@@ -182,6 +188,8 @@ def _status_expected(status: int, expected: list[int | str]) -> bool:
 
 def _classify(exc: BaseException) -> Reason:
     """Map an aiohttp/OS failure to a bounded reason."""
+    if out_of_descriptors(exc):
+        return Reason.RESOURCE
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return tls_reason(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
@@ -318,7 +326,7 @@ async def run_step(
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
         return step.failed(Reason.BODY_TOO_LARGE, message)
     except TlsSetupError as exc:
-        return step.failed(Reason.TLS, str(exc))
+        return step.failed(Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return step.failed(_classify(exc), _error_message(exc))
     return _judge(step, raw)
@@ -334,19 +342,29 @@ async def _send(step: _Step, request: _Request) -> _Raw:
     spec = step.spec
     session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
-    with collect_handshakes(step.timer.handshakes):
-        return await _exchange(step, request, session, ssl_context)
+    body = RequestBody(request.data) if request.data is not None else None
+    try:
+        with collect_handshakes(step.timer.handshakes):
+            return await _exchange(step, request, session, ssl_context, body)
+    except asyncio.CancelledError:  # the deadline: a peer that never reads keeps nothing
+        if body is not None:
+            body.abandon()
+        raise
 
 
 async def _exchange(
-    step: _Step, request: _Request, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext
+    step: _Step,
+    request: _Request,
+    session: aiohttp.ClientSession,
+    ssl_context: ssl.SSLContext,
+    payload: RequestBody | None,
 ) -> _Raw:
     spec = step.spec
     async with session.request(
         spec.method,
         request.url,
         headers=request.headers,
-        data=request.data,
+        data=payload,
         allow_redirects=spec.follow_redirects,
         max_redirects=10,
         ssl=ssl_context,

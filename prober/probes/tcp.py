@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from prober.config_model import TcpCheck
 from prober.extract import Regex
-from prober.probes.context import ProbeContext
+from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.single_step import (
     Address,
     Judgement,
@@ -126,7 +126,8 @@ async def _secure(
     try:
         context = await ctx.clients.ssl_for(check.tls)
     except TlsSetupError as exc:
-        raise ProbeFailure(Reason.TLS, str(exc)) from None
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS
+        raise ProbeFailure(reason, str(exc)) from None
     state.tls_started = True
     try:
         await writer.start_tls(context, server_hostname=check.tls.server_name or host)
@@ -148,7 +149,11 @@ async def _connect(
     loop = asyncio.get_running_loop()
     last: OSError | None = None
     for family, address in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.CONNECT_ERROR
+            raise ProbeFailure(reason, f"cannot open a socket: {exc}") from None
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, address)
