@@ -17,7 +17,7 @@ from pathlib import Path
 from prober.config import Config, ConfigError, load_config
 from prober.config_model import Check, FlowCheck
 from prober.logs import log_failure
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.runner import RunEnvironment, run_check
@@ -183,10 +183,7 @@ class Daemon:
         )
         self._checks = owned
         self.config = config
-        self.metrics.apply(
-            {n: (("component", c.component), *sorted(c.labels.items())) for n, c in owned.items()},
-            config.settings.labels,
-        )
+        self.metrics.apply({n: SeriesPlan.of(c) for n, c in owned.items()}, config.settings.labels)
         self.status.apply({n: (c.component, c.kind) for n, c in owned.items()})
         self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
         self.sessions.forget_unused(

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config_model import HttpCheck
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Result
@@ -242,10 +242,11 @@ def sample_value(samples: Iterable[Sample], name: str, **labels: str) -> float |
     return None
 
 
-def exported_samples(result: Result, component: str) -> list[Sample]:
-    """The samples a fresh MetricsSink exports after recording this one result."""
+def exported_samples(result: Result, component: str, full: bool = False) -> list[Sample]:
+    """The samples a fresh MetricsSink exports after recording this one result (of a check
+    with `detail: full` if `full`)."""
     sink = MetricsSink()
-    sink.apply({result.check: (("component", component),)}, {})
+    sink.apply({result.check: SeriesPlan((("component", component),), full=full)}, {})
     sink.record(result)
     return parse_samples(sink.render().decode())
 

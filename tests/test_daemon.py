@@ -29,6 +29,7 @@ checks:
   - name: flow
     kind: flow
     component: timeline
+    detail: full
     steps:
       - {name: first, url: "${URL}/ok", extract: {status: $.status}}
       - {name: second, url: "${URL}/echo?s=${status}", assert: ['$.query.s == "ok"']}
@@ -72,8 +73,15 @@ async def test_metrics_show_both_checks_then_failure(running: Running, target: T
 
     await wait_for(both_ran)
     samples = await running.samples()
-    assert sample_value(samples, "probe_http_status_code", check="good", step="request") == 200.0
+    assert sample_value(samples, "probe_http_status_code", check="good") == 200.0
     assert sample_value(samples, "prober_step_success", check="flow", step="second") == 1.0
+    # detail: full (the flow) adds a histogram per step; the default (good) has none.
+    step_histograms = {
+        dict(labels)["check"]
+        for name, labels, _ in samples
+        if name == "prober_step_duration_seconds_count"
+    }
+    assert step_histograms == {"flow"}
     assert (
         sample_value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
     )

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
 from tests.conftest import parse_samples, require_tool
 
@@ -37,7 +37,10 @@ def _result(check: str, success: bool, duration: float) -> Result:
 def sink() -> MetricsSink:
     sink = MetricsSink()
     sink.apply(
-        {"a": (("component", "api"),), 'b "q"': (("component", "login"), ("team", "x\\y"))},
+        {
+            "a": SeriesPlan((("component", "api"),)),
+            'b "q"': SeriesPlan((("component", "login"), ("team", "x\\y")), full=True),
+        },
         {"vantage": "eu"},
     )
     sink.record(_result("a", True, 0.02))
@@ -71,14 +74,15 @@ def test_rerender_after_new_result_is_fresh(sink: MetricsSink) -> None:
 
 
 def test_removed_check_series_disappear(sink: MetricsSink) -> None:
-    sink.apply({"a": (("component", "api"),)}, {"vantage": "eu"})
+    sink.apply({"a": SeriesPlan((("component", "api"),))}, {"vantage": "eu"})
     text = sink.render().decode()
     assert 'check="a"' in text
     assert 'b \\"q\\"' not in text
 
 
 def test_unchanged_check_keeps_counters_across_apply(sink: MetricsSink) -> None:
-    sink.apply({"a": (("component", "api"),), "c": (("component", "api"),)}, {"vantage": "eu"})
+    api = SeriesPlan((("component", "api"),))
+    sink.apply({"a": api, "c": api}, {"vantage": "eu"})
     samples = set(parse_samples(sink.render().decode()))
     assert (
         "prober_check_runs_total",
