@@ -9,9 +9,8 @@ import importlib
 import logging
 import os
 import time
-import zlib
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from prober.config import Config, ConfigError, load_config
@@ -22,6 +21,7 @@ from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
+from prober.shard import Shard
 from prober.status import StatusSink
 
 log = logging.getLogger("prober.daemon")
@@ -85,17 +85,6 @@ def settle_heap() -> None:
     except RuntimeError:
         stdlib_loop = True
     gc.set_threshold(young, middle, _GC_FULL_EVERY_STDLIB if stdlib_loop else _GC_FULL_EVERY)
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """This instance runs the checks whose stable hash falls in `index` of `count` shards."""
-
-    index: int
-    count: int
-
-    def owns(self, check_name: str) -> bool:
-        return zlib.crc32(check_name.encode()) % self.count == self.index
 
 
 class LoopLagMonitor:

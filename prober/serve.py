@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from prober.config import Config, ConfigError, ConfigIssue
-from prober.daemon import Daemon, Shard
+from prober.daemon import Daemon
+from prober.shard import Shard
 from prober.watch import watch, watched_files
 from prober.web import build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
