@@ -376,7 +376,8 @@ def sizing_table(figures: Figures) -> list[str]:
         f"Measured, for http checks with `detail: basic` every {INTERVAL:g} s: "
         f"{size.series_per_1000:,.0f} series scraped per 1,000 checks (the daemons' own "
         f"series included); {size.daemon_cpu_per_1000:.1%} of a core per 1,000 checks; "
-        f"{_mb(size.daemon_rss)} RSS per daemon of {per_daemon:,} checks; "
+        f"{_mb(size.daemon_rss)} RSS per daemon of {per_daemon:,} checks (each loading the "
+        f"whole config of {figures.shards * per_daemon:,}); "
         f"{size.prometheus_bytes_per_series:,.0f} bytes of Prometheus RSS per head series (its "
         "whole RSS over its head series, so an upper bound). Assumed, not measured: "
         f"{_mb(budget)} of memory per Prometheus, which then holds about "
@@ -452,7 +453,11 @@ rule runs where its inputs are.
   about 1/(N+1) of the checks and no check moves between old pods (docs/RUNBOOK.md, "Scale
   out"). Size the pods from the table above: daemons at the measured checks per shard, and
   cores from the measured CPU per 1,000 checks. Every vantage point is its own StatefulSet
-  with its own `vantage` label.
+  with its own `vantage` label. Every shard parses the whole config and keeps only its own
+  checks' schedules, so a shard's memory grows with the config, not only with its share (the
+  fleet's shards above against the single daemon): past some tens of thousands of checks per
+  vantage point, split the checks into several configs, each with its own StatefulSet,
+  rather than adding shards to one.
 - **Series: the budget.** Keep `detail: basic` (docs/METRICS.md) on all but the checks
   someone is looking into: a basic http check is 19 to 20 series, a `detail: full` one 32 to
   36, a 3-step flow 23 against 72.
