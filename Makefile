@@ -7,7 +7,7 @@ SCENARIO ?=
 SPEED ?= 1
 ARGS ?=
 
-.PHONY: run test test-load lint format bench soak detect clean
+.PHONY: run test test-load lint format bench soak detect fleet clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ detect: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
+
+## fleet: 8 sharded daemons, 1,000 checks each, one real Prometheus; writes docs/SCALING.md (<= 8 min)
+fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from prober import __version__
 from prober.config import ConfigError, load_config, shared_fate_warnings
 from prober.config_model import parse_duration
-from prober.daemon import UVLOOP_MODES, Shard, use_event_loop
+from prober.daemon import UVLOOP_MODES, use_event_loop
 from prober.logs import setup_logging
 from prober.serve import parse_listen_address, serve
+from prober.shard import Shard
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"

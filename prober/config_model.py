@@ -246,6 +246,9 @@ class TlsOptions(Model):
 
 
 IpProtocol = Literal["ip4", "ip6", "either"]
+# How many series a check exports: `basic` keeps the series budget (docs/METRICS.md); `full`
+# adds per-step histograms, phases and HTTP facts.
+Detail = Literal["basic", "full"]
 
 
 class RequestSpec(Model):
@@ -330,6 +333,7 @@ class CheckBase(Model):
     retries: int = Field(default=0, ge=0, le=10)
     retry_backoff: Duration = 0.2
     degraded_latency: PositiveDuration | None = None
+    detail: Detail = "basic"
 
     @model_validator(mode="before")
     @classmethod

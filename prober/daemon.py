@@ -9,21 +9,21 @@ import importlib
 import logging
 import os
 import time
-import zlib
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from prober.config import Config, ConfigError, load_config, load_off_loop, shared_fate_warnings
 from prober.config_model import Check, FlowCheck
 from prober.logs import Throttled, log_failure
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
+from prober.shard import Shard
 from prober.status import StatusSink, Watched
 
 log = logging.getLogger("prober.daemon")
@@ -91,17 +91,6 @@ def settle_heap() -> None:
     except RuntimeError:
         stdlib_loop = True
     gc.set_threshold(young, middle, _GC_FULL_EVERY_STDLIB if stdlib_loop else _GC_FULL_EVERY)
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """This instance runs the checks whose stable hash falls in `index` of `count` shards."""
-
-    index: int
-    count: int
-
-    def owns(self, check_name: str) -> bool:
-        return zlib.crc32(check_name.encode()) % self.count == self.index
 
 
 def _watched(check: Check) -> Watched:
@@ -213,10 +202,7 @@ class Daemon:
         )
         self._checks = owned
         self.config = config
-        self.metrics.apply(
-            {n: (("component", c.component), *sorted(c.labels.items())) for n, c in owned.items()},
-            config.settings.labels,
-        )
+        self.metrics.apply({n: SeriesPlan.of(c) for n, c in owned.items()}, config.settings.labels)
         self.status.apply({n: _watched(c) for n, c in owned.items()})
         self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
         self.sessions.forget_unused(

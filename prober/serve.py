@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from prober.config import Config, ConfigError, ConfigIssue, load_off_loop
-from prober.daemon import Daemon, Shard
+from prober.daemon import Daemon
 from prober.logs import Throttled
 from prober.probes.context import out_of_descriptors
+from prober.shard import Shard
 from prober.watch import watch, watched_files
 from prober.web import build_app, start_web
 from prober.webconfig import WebSecurity, load_web_config, security_middleware

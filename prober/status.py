@@ -209,8 +209,16 @@ class StatusSink:
             newly_suspect |= vote.streak > 0 and not was_suspect and not ok
         self._note_failing_since(status, result)
         sweep = self._sweep(result.check, flipped)
-        if newly_suspect and status.watched.component != CANARY:
-            sweep |= self._canaries_to_rerun(now)
+        if (
+            status.watched.component != CANARY
+            and (newly_suspect or self.held_components())
+            and self._canaries_idle(now)
+        ):
+            # Ask the canaries as soon as a platform check starts failing, so one has
+            # vouched by the time the failure is confirmed; and again while a component
+            # is held for want of a canary run since it began to fail (at most once a
+            # second, however many checks report meanwhile).
+            sweep |= self._canaries()
         return Followup(status.suspect, sweep)
 
     def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
@@ -239,13 +247,17 @@ class StatusSink:
         ]
         return frozenset(name for _, name in sorted(others)[:SWEEP_MAX])
 
-    def _canaries_to_rerun(self, now: float) -> frozenset[str]:
-        """The canaries, when a platform check starts failing: a canary that passes after
-        that moment vouches that the prober itself can still reach a healthy endpoint."""
-        return frozenset(
-            name
-            for name, s in self._checks.items()
-            if s.watched.component == CANARY and now - s.last_run_at > CANARY_RERUN_GAP
+    def _canaries(self) -> frozenset[str]:
+        """The canaries: one that passes after a platform check began to fail vouches that
+        the prober itself could still reach a healthy endpoint then."""
+        return frozenset(n for n, s in self._checks.items() if s.watched.component == CANARY)
+
+    def _canaries_idle(self, now: float) -> bool:
+        """No canary has run in the last CANARY_RERUN_GAP seconds."""
+        return all(
+            now - s.last_run_at > CANARY_RERUN_GAP
+            for s in self._checks.values()
+            if s.watched.component == CANARY
         )
 
     def held_components(self) -> frozenset[str]:

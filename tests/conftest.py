@@ -13,17 +13,21 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config_model import HttpCheck
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Result
@@ -174,6 +178,66 @@ def http_check(url: str, **settings: Any) -> HttpCheck:
     return HttpCheck.model_validate(fields)
 
 
+# A DNS zone served over loopback UDP (tests of dns checks).
+ZONE: dict[tuple[str, str], list[str]] = {
+    ("api.example.test.", "A"): ["10.0.0.1", "10.0.0.2"],
+    ("api.example.test.", "AAAA"): ["2001:db8::1"],
+    ("api.example.test.", "TXT"): ['"v=prober1 ok"'],
+    ("www.example.test.", "CNAME"): ["api.example.test."],
+}
+NAMES = {name for name, _ in ZONE} | {"broken.example.test."}
+
+StartDnsServer = Callable[..., Awaitable[str]]
+
+
+class _Zone(asyncio.DatagramProtocol):
+    """Answers from ZONE; NXDOMAIN for unknown names; SERVFAIL for broken.*; or never."""
+
+    def __init__(self, silent: bool) -> None:
+        self.silent = silent
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.silent or self.transport is None:
+            return
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        if name not in NAMES:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif name.startswith("broken."):
+            response.set_rcode(dns.rcode.SERVFAIL)
+        else:
+            values = ZONE.get((name, rdtype), [])
+            if values:
+                response.answer.append(dns.rrset.from_text_list(name, 60, "IN", rdtype, values))
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def dns_server() -> AsyncIterator[StartDnsServer]:
+    """Start servers of ZONE on loopback UDP (`silent` ones never answer): HOST:PORT each."""
+    transports: list[asyncio.DatagramTransport] = []
+
+    async def start(host: str = "127.0.0.1", silent: bool = False) -> str:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Zone(silent), local_addr=(host, 0)
+        )
+        transports.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    yield start
+    for transport in transports:
+        transport.close()
+
+
 WriteConfig = Callable[..., Path]
 
 
@@ -262,10 +326,11 @@ def sample_value(samples: Iterable[Sample], name: str, **labels: str) -> float |
     return None
 
 
-def exported_samples(result: Result, component: str) -> list[Sample]:
-    """The samples a fresh MetricsSink exports after recording this one result."""
+def exported_samples(result: Result, component: str, full: bool = False) -> list[Sample]:
+    """The samples a fresh MetricsSink exports after recording this one result (of a check
+    with `detail: full` if `full`)."""
     sink = MetricsSink()
-    sink.apply({result.check: (("component", component),)}, {})
+    sink.apply({result.check: SeriesPlan((("component", component),), full=full)}, {})
     sink.record(result)
     return parse_samples(sink.render().decode())
 

@@ -118,6 +118,12 @@ BAD_CONFIGS = [
         "reserved",
     ),
     (
+        "bad-detail",
+        "  - {name: a, kind: http, component: api, url: 'http://x/', detail: everything}",
+        "checks[0].detail",
+        "'basic' or 'full'",
+    ),
+    (
         "flow-without-steps",
         "  - {name: a, kind: flow, component: api, steps: []}",
         "checks[0].steps",

@@ -32,6 +32,7 @@ checks:
   - name: flow
     kind: flow
     component: timeline
+    detail: full
     steps:
       - {name: first, url: "${URL}/ok", extract: {status: $.status}}
       - {name: second, url: "${URL}/echo?s=${status}", assert: ['$.query.s == "ok"']}
@@ -75,8 +76,15 @@ async def test_metrics_show_both_checks_then_failure(running: Running, target: T
 
     await wait_for(both_ran)
     samples = await running.samples()
-    assert sample_value(samples, "probe_http_status_code", check="good", step="request") == 200.0
+    assert sample_value(samples, "probe_http_status_code", check="good") == 200.0
     assert sample_value(samples, "prober_step_success", check="flow", step="second") == 1.0
+    # detail: full (the flow) adds a histogram per step; the default (good) has none.
+    step_histograms = {
+        dict(labels)["check"]
+        for name, labels, _ in samples
+        if name == "prober_step_duration_seconds_count"
+    }
+    assert step_histograms == {"flow"}
     assert (
         sample_value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
     )
@@ -269,7 +277,9 @@ async def test_login_outage_is_confirmed_by_fresh_logins_not_by_cached_tokens(
             async with session.put(url, json={"status": 503}) as resp:
                 assert resp.status == 200
         daemon.run_soon("login", "sweep", 0.0)  # as if its schedule came round now
-        await wait_for(lambda: daemon.status.component_conditions()["login"].value == "down")
+        await wait_for(
+            lambda: daemon.status.component_conditions()["login"].value == "down", limit=20
+        )
         conditions = daemon.status.component_conditions()
         assert conditions["timeline"].value == "ok"  # cached tokens still read the timeline
         assert conditions["notifications"].value == "ok"

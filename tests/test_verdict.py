@@ -190,6 +190,23 @@ def test_an_outage_is_reported_only_once_a_canary_vouches_for_the_prober() -> No
     assert sink.evaluate(0.0, 0.1).state == "component_down"
 
 
+def test_a_held_component_asks_the_canaries_again() -> None:
+    """A canary that ran just before the first failure cannot vouch for it, and was not
+    re-run then (it had just run): once the component is confirmed down and held, the
+    canaries are asked again, at most once a second."""
+    clock = Clock()
+    sink = StatusSink(clock)
+    sink.apply({"a": Watched("api", "http", 15.0), "canary": Watched("canary", "http", 15.0)})
+    sink.record(_result("a", OK))
+    clock.now += 5
+    sink.record(_result("canary", OK))
+    clock.now += 0.5
+    assert "canary" not in sink.record(_result("a", FAIL)).sweep  # it ran 0.5 s ago
+    clock.now += 1
+    assert "canary" in sink.record(_result("a", FAIL)).sweep  # down, held: ask again
+    assert sink.component_conditions()["api"] is Condition.PENDING
+
+
 def test_incremental_counts_agree_with_judging_from_scratch() -> None:
     """StatusSink keeps per-component counts as results arrive; they must never drift."""
     rng = random.Random(7)
