@@ -290,7 +290,10 @@ def _draw_delay(layers: list[FaultSpec], rng: random.Random) -> float:
 
 
 def plan_request(own: FaultSpec | None, shared: FaultSpec | None, rng: random.Random) -> Plan:
-    """Draw what happens to one request of a component from its own spec and the `all` spec."""
+    """Draw what happens to one request of a component from its own spec and the `all` spec.
+
+    Both apply as given: choosing the layers that hit the request's account is the table's job.
+    """
     layers = [spec for spec in (shared, own) if spec is not None]
     if not layers:
         return NO_FAULT
