@@ -34,6 +34,7 @@ from prober.config_model import (
     RequestSpec,
     check_kind,
     parse_duration,
+    valid_name,
 )
 from prober.extract import Template, TemplateError, compile_template
 from prober.secrets import Secret, redact
@@ -610,7 +611,10 @@ def _resolve_checks(
             check = entry.check
             interval = check.interval or settings.interval
             timeout = check.timeout or _default_timeout(settings, interval)
-            resolved.append(check.model_copy(update={"interval": interval, "timeout": timeout}))
+            update: dict[str, Any] = {"interval": interval, "timeout": timeout}
+            if isinstance(check, FlowCheck) and check.accounts is not None:
+                update["account_names"] = _account_names(doc, path, check, issues)
+            resolved.append(check.model_copy(update=update))
     return resolved
 
 
@@ -621,6 +625,37 @@ _DEFAULT_TIMEOUT_SHARE = 0.8
 def _default_timeout(settings: GlobalConfig, interval: float) -> float:
     """The global timeout, or 80% of the interval where that is shorter."""
     return min(settings.timeout, interval * _DEFAULT_TIMEOUT_SHARE)
+
+
+def _account_names(
+    doc: ConfigDocument, path: Path_, check: FlowCheck, issues: list[ConfigIssue]
+) -> tuple[str, ...]:
+    """The pool's names: listed, from the pattern, or one per line of its file."""
+    pool = check.accounts
+    assert pool is not None
+    names = pool.expand()
+    where = (*path, "accounts", "file")
+    if pool.file is not None:
+        file = Path(pool.file)
+        if not file.is_absolute():
+            file = Path(doc.file).parent / file
+        try:
+            text = read_bounded(file, MAX_CONFIG_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            issues.append(doc.issue(where, f"cannot read accounts file {file}: {reason}"))
+            return ()
+        lines = [line.strip() for line in text.splitlines()]
+        names = tuple(line for line in lines if line and not line.startswith("#"))
+        bad = next((n for n in names if not valid_name(n)), None)
+        if bad is not None or not names:
+            message = "has no account names" if not names else "has a name that is not valid"
+            issues.append(doc.issue(where, f"accounts file {file} {message}"))
+            return ()
+        if check.fanout > len(names):
+            message = f"fanout {check.fanout} is more than the {len(names)} accounts"
+            issues.append(doc.issue((*path, "fanout"), message))
+    return names
 
 
 def _raw_duration(raw: dict[str, Any], key: str) -> float | None:
@@ -667,6 +702,8 @@ def _check_templates(
     """Every `${name}` must be an env var, a secret, or extracted by an earlier step."""
     requests = _raw_requests(raw)
     available = set(known)
+    if raw.get("accounts") is not None:
+        available.add("account")  # each run's account from the pool
     # A session's variables may come from a cached login of the same session.
     available |= {n for _, r in requests if r.get("session") for n in _extract_names(r)}
     for where, request in requests:

@@ -92,6 +92,11 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+def valid_name(value: str) -> bool:
+    """Letters, digits, '.', '_' or '-', at most 64: check, step, session and account names."""
+    return bool(_NAME.match(value))
+
+
 def _valid_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (max 64)")
@@ -357,11 +362,71 @@ class HttpCheck(CheckBase, RequestSpec):
     kind: Literal["http"] = "http"
 
 
+_ACCOUNT_PATTERN = re.compile(r"^[^{}]*\{i(:0?\d+d)?\}[^{}]*$")
+MAX_ACCOUNTS = 100_000
+
+
+class AccountPool(Model):
+    """The accounts a flow runs as: `${account}` in its steps, `fanout` of them per run.
+
+    Exactly one of `names` (a list), `file` (one name per line, read at load) or `pattern`
+    with `count` (`user-{i:04d}` for user-0001 ... user-NNNN).
+    """
+
+    names: list[Name] | None = None
+    file: str | None = None
+    pattern: str | None = None
+    count: int | None = Field(default=None, ge=1, le=MAX_ACCOUNTS)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AccountPool:
+        given = [k for k in ("names", "file", "pattern") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of names, file, or pattern with count")
+        if self.pattern is not None:
+            if not _ACCOUNT_PATTERN.match(self.pattern):
+                raise ValueError("pattern needs one {i} placeholder, e.g. user-{i:04d}")
+            if self.count is None:
+                raise ValueError("a pattern needs a count")
+        elif self.count is not None:
+            raise ValueError("count goes with pattern")
+        if self.names is not None and not self.names:
+            raise ValueError("names must not be empty")
+        return self
+
+    def expand(self) -> tuple[str, ...]:
+        """The account names of a `names` or `pattern` pool (a `file` is read by the loader)."""
+        if self.pattern is not None and self.count is not None:
+            return tuple(self.pattern.format(i=i) for i in range(1, self.count + 1))
+        return tuple(self.names or ())
+
+
 class FlowCheck(CheckBase):
     """Ordered steps; variables extracted by one step feed the templates of later ones."""
 
     kind: Literal["flow"] = "flow"
     steps: list[Step] = Field(min_length=1)
+    accounts: AccountPool | None = None
+    # Accounts each run uses, concurrently, rotating through the pool. Resolved at load:
+    # `account_names` holds the pool's names.
+    fanout: int = Field(default=1, ge=1, le=50)
+    account_names: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_are_resolved(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "account_names" in value:
+            raise ValueError("account_names is filled in from accounts; use accounts")
+        return value
+
+    @model_validator(mode="after")
+    def _pool(self) -> FlowCheck:
+        if self.accounts is None and self.fanout != 1:
+            raise ValueError("fanout needs accounts")
+        known = len(self.accounts.expand()) if self.accounts is not None else 0
+        if known and self.fanout > known:
+            raise ValueError(f"fanout {self.fanout} is more than the {known} accounts")
+        return self
 
     @field_validator("steps")
     @classmethod

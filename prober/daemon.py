@@ -101,6 +101,7 @@ def _watched(check: Check) -> Watched:
         check.kind,
         float(check.interval or 0),
         {s.name: s.component for s in steps if s.component and s.component != check.component},
+        pooled=bool(getattr(check, "account_names", ())),
     )
 
 
@@ -129,7 +130,9 @@ class Daemon:
         self.sessions = SessionStore()
         self.metrics.watch_sessions(self.sessions.events)
         self.metrics.watch_verdict(
-            self.status.component_conditions, lambda: self.status.verdict.scope
+            self.status.component_conditions,
+            lambda: self.status.verdict.scope,
+            self.status.component_shares,
         )
         self.config: Config | None = None
         self.ready = False
@@ -268,14 +271,20 @@ class Daemon:
             self.run_soon(other, "sweep", 0.0)
 
     def run_soon(self, name: str, trigger: str, delay: float) -> None:
-        """Run a check once more, besides its schedule, unless a run is already due."""
+        """Run a check once more, besides its schedule, unless such a run is already due.
+
+        A run of the check still going when this one is due is waited for first: the extra
+        run still follows it (a request for one made meanwhile was folded into this one).
+        """
         if name in self._extra or not self.ready:
             return
 
         async def run() -> None:
             try:
                 await asyncio.sleep(delay)
-                if name in self._checks and name not in self._inflight:
+                while (running := self._inflight.get(name)) is not None:
+                    await asyncio.wait({running})
+                if name in self._checks:
                     self.metrics.daemon.extra_runs.labels(trigger=trigger).inc()
                     del self._extra[name]  # a run that disagrees again may ask for another
                     await self._run_job(name, extra=True)

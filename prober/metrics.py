@@ -136,10 +136,16 @@ class _StepSeries(_Facts):
     body_length: float | None = None
     http_version: float | None = None
     tls_version: str | None = None
+    accounts_failed: float | None = None  # a pooled flow's step: accounts it failed for
+    reused: float | None = None  # a session step: 1 if its last run reused a login
 
     def update(self, step: StepResult) -> None:
         """Protocol facts of one run: http series for http steps, phases for tcp steps."""
         self.success = 1.0 if step.success else 0.0
+        if step.accounts:
+            self.accounts_failed = float(step.accounts_failed)
+        if self.reused is not None:
+            self.reused = 0.0
         if step.tls_version is not None:  # the last negotiated: a failed run keeps it
             self.tls_version = step.tls_version
         if step.protocol == "http":
@@ -179,6 +185,8 @@ class _CheckSeries(_Facts):
     tls_expiry: float | None = None
     dns_lookup: float | None = None
     dns_answers: float | None = None
+    accounts_probed: float | None = None  # a pooled flow's last run
+    accounts_failed: float | None = None
     runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     attempts: int = 0
     # Every (reason, failed step) ever seen is counted; `detail: basic` exports only the
@@ -209,11 +217,18 @@ class _CheckSeries(_Facts):
             self.last_success = result.started_at + result.duration
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
+        if result.accounts:
+            self.accounts_probed = float(len(result.accounts))
+            self.accounts_failed = float(result.accounts_failed)
         for failure in result.failures:
             key = (str(failure.reason), failure.failed_step)
             self.failures[key] = self.failures.get(key, 0) + 1
             self.last_failure = key
         self._record_steps([s for s in result.steps if not s.cached], result.failed_step)
+        if self.plan.steps or self.plan.full:
+            for step in result.steps:
+                if step.cached:  # the step keeps its series; this says its login was reused
+                    self.step(step.name).reused = 1.0
 
     def _record_steps(self, ran: Sequence[StepResult], failed_step: str) -> None:
         """Check-wide facts of the steps that ran; per-step ones where the plan wants them.
@@ -402,6 +417,30 @@ FAMILIES = (
         _per_step(lambda st: st.success, full_only=False),
     ),
     _Family(
+        "prober_step_reused",
+        "gauge",
+        "1 if the session step's last run reused a cached login instead of logging in",
+        _per_step(lambda st: st.reused, full_only=False),
+    ),
+    _Family(
+        "prober_check_accounts_probed",
+        "gauge",
+        "Accounts a pooled flow's last run probed",
+        _per_check(lambda s: s.accounts_probed),
+    ),
+    _Family(
+        "prober_check_accounts_failed",
+        "gauge",
+        "Accounts a pooled flow's last run failed for",
+        _per_check(lambda s: s.accounts_failed),
+    ),
+    _Family(
+        "prober_step_accounts_failed",
+        "gauge",
+        "Accounts each step of a pooled flow's last run failed for",
+        _per_step(lambda st: st.accounts_failed, full_only=False),
+    ),
+    _Family(
         "prober_step_duration_seconds", "histogram", "Duration of flow steps", _step_histograms
     ),
     _Family(
@@ -555,10 +594,12 @@ class _VerdictCollector:
         self,
         conditions: Callable[[], Mapping[str, Condition]],
         scope: Callable[[], Scope],
+        shares: Callable[[], Mapping[str, float]],
         global_labels: Callable[[], tuple[tuple[str, str], ...]],
     ) -> None:
         self._conditions = conditions
         self._scope = scope
+        self._shares = shares
         self._global_labels = global_labels
 
     def collect(self) -> Iterator[Metric]:
@@ -575,6 +616,14 @@ class _VerdictCollector:
                 value = 1.0 if state is condition else 0.0
                 components.add_metric([component, state.value, *values], value)
         yield components
+        shares = GaugeMetricFamily(
+            "prober_component_failing_share",
+            "Share of sampled accounts failing, per component with a pooled flow (recent runs)",
+            labels=["component", *names],
+        )
+        for component, share in sorted(self._shares().items()):
+            shares.add_metric([component, *values], share)
+        yield shares
         scope = GaugeMetricFamily(
             "prober_verdict_scope",
             "1 for how far the trouble this prober sees reaches (none, prober, component, "
@@ -619,11 +668,16 @@ class MetricsSink:
         self.registry.register(_SessionCollector(events))
 
     def watch_verdict(
-        self, conditions: Callable[[], Mapping[str, Condition]], scope: Callable[[], Scope]
+        self,
+        conditions: Callable[[], Mapping[str, Condition]],
+        scope: Callable[[], Scope],
+        shares: Callable[[], Mapping[str, float]],
     ) -> None:
-        """Export each component's confirmed state and the verdict's scope, read at scrape
-        time, with the global labels (`vantage`) that the rules' vantage vote needs."""
-        self.registry.register(_VerdictCollector(conditions, scope, lambda: self._global_labels))
+        """Export each component's confirmed state (and failing share of accounts) and the
+        verdict's scope, read at scrape time, with the global labels (`vantage`) that the
+        rules' vantage vote needs."""
+        collector = _VerdictCollector(conditions, scope, shares, lambda: self._global_labels)
+        self.registry.register(collector)
 
     def apply(self, checks: Mapping[str, SeriesPlan], global_labels: Mapping[str, str]) -> None:
         """Keep series of unchanged checks; drop removed ones; start new ones at zero.

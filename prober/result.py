@@ -103,6 +103,9 @@ class StepResult:
     body_length: int | None = None
     answer_count: int | None = None
     dns_lookup_time: float | None = None
+    # A pooled flow's step: how many of the run's accounts ran it, and how many failed it.
+    accounts: int = 0
+    accounts_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,12 @@ class Result:
     failures: tuple[AttemptFailure, ...] = ()
     degraded: bool = False
     loop_lag_exceeded: bool = False
+    # A pooled flow's run: the Result of each account it ran as (empty otherwise).
+    accounts: tuple[Result, ...] = ()
+
+    @property
+    def accounts_failed(self) -> int:
+        return sum(1 for run in self.accounts if not run.success)
 
     @property
     def tls_expiry(self) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import traceback
 from collections.abc import Mapping
@@ -42,8 +43,24 @@ class RunEnvironment:
     # (check, exception type) whose traceback was logged at error level already.
     reported: set[tuple[str, str]] = field(init=False, default_factory=set)
 
+    # Where each pooled check's next run starts in its account pool.
+    rotation: dict[str, int] = field(init=False, default_factory=dict)
+
     def __post_init__(self) -> None:
         self.redactor = Redactor.of(self.sensitive)
+
+    def accounts_for(self, check: Check) -> tuple[str, ...]:
+        """The next `fanout` accounts of a pooled flow, rotating so that the whole pool is
+        covered over time; () for any other check. The first run starts at random."""
+        names: tuple[str, ...] = getattr(check, "account_names", ())
+        if not names:
+            return ()
+        fanout = min(getattr(check, "fanout", 1), len(names))
+        start = self.rotation.get(check.name)
+        if start is None:
+            start = random.randrange(len(names))
+        self.rotation[check.name] = (start + fanout) % len(names)
+        return tuple(names[(start + k) % len(names)] for k in range(fanout))
 
 
 async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False) -> Result:
@@ -54,9 +71,10 @@ async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False
     assert check.timeout is not None
     failures: list[AttemptFailure] = []
     attempts = 0
+    accounts = env.accounts_for(check)
     while True:
         attempts += 1
-        result = await _attempt(check, env, check.timeout, fresh_login)
+        result = await _attempt(check, env, check.timeout, fresh_login, accounts)
         if result.success or attempts > check.retries:
             break
         failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
@@ -70,12 +88,19 @@ async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False
     return replace(result, attempts=attempts, failures=tuple(failures), degraded=degraded)
 
 
-async def _attempt(check: Check, env: RunEnvironment, budget: float, fresh_login: bool) -> Result:
+async def _attempt(
+    check: Check,
+    env: RunEnvironment,
+    budget: float,
+    fresh_login: bool,
+    accounts: tuple[str, ...] = (),
+) -> Result:
     """One attempt within `budget` seconds; a Result whatever happens but cancellation."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     ctx = ProbeContext(env.clients, deadline, env.values, env.redactor, env.sessions)
     ctx.fresh_login = fresh_login
+    ctx.accounts = accounts
     started_at = time.time()
     start = time.perf_counter()
     try:

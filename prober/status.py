@@ -22,8 +22,28 @@ CONFIRM_RUNS = 2
 STALE_INTERVALS = 3
 # At most this many other checks are re-run at once when a component changes state.
 SWEEP_MAX = 50
+PENDING, OK = Condition.PENDING, Condition.OK
 # A canary that ran less than this long ago is not re-run when a platform check fails.
 CANARY_RERUN_GAP = 1.0
+# A pooled flow (accounts, fanout) is partial when, over its last PARTIAL_WINDOW account
+# samples, the 95% Wilson lower bound of the failing share is above PARTIAL_MIN: one failed
+# account in ten is noise (bound about 2%), three in twelve is not (about 9%). It stops
+# being partial after RECOVERY_SAMPLES account samples in a row that passed.
+PARTIAL_WINDOW = 24
+PARTIAL_MIN = 0.05
+RECOVERY_SAMPLES = 9
+_Z = 1.96
+
+
+def wilson_lower_bound(failed: int, total: int) -> float:
+    """The 95% Wilson score lower bound of the share `failed / total` (0 when total is 0)."""
+    if total == 0:
+        return 0.0
+    share = failed / total
+    z2 = _Z * _Z
+    centre = share + z2 / (2 * total)
+    margin = _Z * math.sqrt(share * (1 - share) / total + z2 / (4 * total * total))
+    return max(0.0, (centre - margin) / (1 + z2 / total))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +55,7 @@ class Watched:
     interval: float
     # Flow steps that belong to another component than the check's (a login step).
     step_components: Mapping[str, str] = field(default_factory=dict)
+    pooled: bool = False  # runs as several accounts (accounts, fanout)
 
     def component_of(self, step: str) -> str:
         return self.step_components.get(step, self.component)
@@ -53,6 +74,40 @@ class _Vote:
     failing_since: float = 0.0  # start of the first failing run, once confirmed failing
     degraded: bool = False
     counted: CheckState | None = None  # what the component's tally holds for it now
+    # A pooled flow's account samples (True: the account failed), newest last.
+    samples: deque[bool] | None = None
+    partial: bool = False
+    clean_run: int = 0  # account samples in a row that passed
+    last_failed: int = 0  # accounts the last pooled run failed for
+
+    def sample(self, failed: int, probed: int, started: float) -> bool:
+        """Count one pooled run's accounts; True when the partial state flips."""
+        assert self.samples is not None
+        self.samples.extend([True] * failed + [False] * (probed - failed))
+        self.last_failed = failed
+        self.clean_run = 0 if failed else self.clean_run + probed
+        if not self.partial:
+            share = wilson_lower_bound(sum(self.samples), len(self.samples))
+            if share > PARTIAL_MIN and failed < probed:
+                self.partial, self.failing_since = True, started
+                return True
+        elif self.clean_run >= RECOVERY_SAMPLES or failed == probed:
+            self.partial = False  # over, or worse: every account fails (the down machinery)
+            return True
+        return False
+
+    @property
+    def share(self) -> float:
+        """The failing share of the accounts in the window."""
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+    @property
+    def unsettled(self) -> bool:
+        """A pooled run's word that a re-run would settle: failures while not partial, or
+        a clean run while partial."""
+        if not self.samples:
+            return False
+        return (self.last_failed > 0 and not self.partial) or (self.partial and self.clean_run > 0)
 
     def add(self, ok: bool, started: float, now: float) -> bool:
         """Count the word of one run that started at `started`; True when the confirmed
@@ -73,7 +128,8 @@ class _Vote:
 
     def view(self, stale: bool) -> CheckState:
         success = None if stale else self.confirmed
-        return CheckState(self.check, self.component, success, self.degraded and not stale)
+        partial = self.partial and not stale
+        return CheckState(self.check, self.component, success, self.degraded and not stale, partial)
 
 
 @dataclass
@@ -88,8 +144,9 @@ class _CheckStatus:
 
     @property
     def suspect(self) -> bool:
-        """A run disagreed with the confirmed state: the daemon should run it again now."""
-        return any(v.streak for v in self.votes.values())
+        """A run disagreed with the confirmed state, or a pooled run's accounts left its
+        partial state unsettled: the daemon should run it again now."""
+        return any(v.streak or v.unsettled for v in self.votes.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +189,19 @@ def component_votes(result: Result, watched: Watched) -> dict[str, bool]:
     elif not votes:
         votes[watched.component] = True  # every step reused a login: the check still passed
     return votes
+
+
+def account_votes(result: Result, watched: Watched) -> dict[str, tuple[int, int]]:
+    """component -> (accounts that exercised it, accounts it failed for), for one run.
+
+    A run as one account counts as one; a pooled run counts each account's own Result.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for run in result.accounts or (result,):
+        for component, ok in component_votes(run, watched).items():
+            probed, failed = counts.get(component, (0, 0))
+            counts[component] = (probed + 1, failed + (0 if ok else 1))
+    return counts
 
 
 class StatusSink:
@@ -196,17 +266,25 @@ class StatusSink:
             self._vouched_at = max(self._vouched_at, started)
         flipped: set[str] = set()
         newly_suspect = False
-        for component, ok in component_votes(result, status.watched).items():
+        for component, (probed, failed) in account_votes(result, status.watched).items():
             vote = self._vote(status, result.check, component)
             if component == status.watched.component:
                 vote.degraded = result.degraded
             before = self._tallies[component].state()
-            was_known, was_suspect = vote.confirmed is not None, vote.streak > 0
-            changed = vote.add(ok, started, now)
+            was_suspect = vote.streak > 0
+            # The down machinery: the run is failing when every account it tried failed.
+            changed = vote.add(failed < probed, started, now)
+            if vote.samples is not None:
+                changed = vote.sample(failed, probed, started) or changed
             self._recount(vote, stale=False)
-            if changed and was_known and self._tallies[component].state() != before:
+            after = self._tallies[component].state()
+            # A component that changed state is re-checked at once; becoming known and ok
+            # (every start) is no change worth a sweep.
+            if changed and after != before and (before, after) != (PENDING, OK):
                 flipped.add(component)
-            newly_suspect |= vote.streak > 0 and not was_suspect and not ok
+            newly_suspect |= (vote.streak > 0 and not was_suspect and failed == probed) or (
+                vote.unsettled and failed > 0
+            )
         self._note_failing_since(status, result)
         sweep = self._sweep(result.check, flipped)
         if (
@@ -224,7 +302,10 @@ class StatusSink:
     def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
         vote = status.votes.get(component)
         if vote is None:
-            vote = status.votes[component] = _Vote(check, component)
+            samples: deque[bool] | None = (
+                deque(maxlen=PARTIAL_WINDOW) if status.watched.pooled else None
+            )
+            vote = status.votes[component] = _Vote(check, component, samples=samples)
             self._voters.setdefault(component, []).append(vote)
             self._tallies.setdefault(component, Tally())
         return vote
@@ -269,12 +350,12 @@ class StatusSink:
             return frozenset()
         held = set()
         for name, tally in self._tallies.items():
-            if name == CANARY or tally.state() is not Condition.DOWN:
+            if name == CANARY or tally.state() not in (Condition.DOWN, Condition.PARTIAL):
                 continue
             failing = [
                 v.failing_since
                 for v in self._voters.get(name, [])
-                if v.counted is not None and v.counted.success is False
+                if v.counted is not None and (v.counted.success is False or v.counted.partial)
             ]
             if failing and max(failing) >= self._vouched_at:
                 held.add(name)
@@ -316,6 +397,17 @@ class StatusSink:
         self.verdict_at = time.time()
         return self.verdict
 
+    def component_shares(self) -> dict[str, float]:
+        """Each component's failing share of accounts over its pooled checks' windows
+        (components without a pooled check are left out)."""
+        shares: dict[str, float] = {}
+        for name, voters in self._voters.items():
+            windows = [v.samples for v in voters if v.samples]
+            total = sum(len(w) for w in windows)
+            if total:
+                shares[name] = sum(sum(w) for w in windows) / total
+        return shares
+
     def component_conditions(self) -> dict[str, Condition]:
         """Every component's state now, the canary's included; a component held until a
         canary vouches for the prober is pending."""
@@ -328,13 +420,20 @@ class StatusSink:
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free."""
         verdict = self.verdict
+        shares = self.component_shares()
         return {
             "verdict": verdict.state.value,
             "scope": verdict.scope.value,
             "summary": verdict.summary,
             "evaluated_at": self.verdict_at,
             "components": [
-                {"name": c.name, "state": c.state.value, "failing": c.failing, "checks": c.total}
+                {
+                    "name": c.name,
+                    "state": c.state.value,
+                    "failing": c.failing,
+                    "checks": c.total,
+                    "failing_share": shares.get(c.name),
+                }
                 for c in verdict.components
             ],
             "checks": [self._check_json(name, s) for name, s in sorted(self._checks.items())],

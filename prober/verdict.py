@@ -16,6 +16,7 @@ class VerdictState(StrEnum):
     PROBER_IMPAIRED = "prober_impaired"
     PLATFORM_WIDE = "platform_wide"
     COMPONENT_DOWN = "component_down"
+    PARTIAL = "partial"
     DEGRADED = "degraded"
     PENDING = "pending"
     OK = "ok"
@@ -40,6 +41,7 @@ class Condition(StrEnum):
 
     OK = "ok"
     DEGRADED = "degraded"
+    PARTIAL = "partial"
     DOWN = "down"
     PENDING = "pending"
 
@@ -48,6 +50,7 @@ SCOPE_OF = {
     VerdictState.PROBER_IMPAIRED: Scope.PROBER,
     VerdictState.PLATFORM_WIDE: Scope.PLATFORM,
     VerdictState.COMPONENT_DOWN: Scope.COMPONENT,
+    VerdictState.PARTIAL: Scope.COMPONENT,
     VerdictState.DEGRADED: Scope.COMPONENT,
     VerdictState.PENDING: Scope.NONE,
     VerdictState.OK: Scope.NONE,
@@ -62,6 +65,8 @@ class CheckState:
     component: str
     success: bool | None
     degraded: bool = False
+    # Failing for a share of the accounts it samples (a pooled flow), not for all of them.
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class Tally:
     known: int = 0
     failing: int = 0
     degraded: int = 0
+    partial: int = 0
 
     def add(self, check: CheckState, sign: int = 1) -> None:
         """Count the check in (sign 1) or out (sign -1); unknown checks are not counted."""
@@ -99,12 +105,17 @@ class Tally:
         self.known += sign
         self.failing += sign if not check.success else 0
         self.degraded += sign if check.degraded else 0
+        self.partial += sign if check.partial and check.success else 0
 
     def state(self) -> Condition:
+        """Down when most known checks fail for every account they try; partial when one
+        fails for a share of its accounts; degraded when one fails or is slow."""
         if not self.known:
             return Condition.PENDING
         if self.failing * 2 > self.known:
             return Condition.DOWN
+        if self.partial:
+            return Condition.PARTIAL
         return Condition.DEGRADED if self.failing or self.degraded else Condition.OK
 
 
@@ -131,12 +142,14 @@ def judge(
 ) -> Verdict:
     """Judge the platform from per-component counts.
 
-    A component is down when more than half of its known checks fail, pending while none is
-    known; two or more components down is platform-wide. When most known canaries fail, or
-    the event loop lags, the prober's own view cannot be trusted, and that wins. One canary
-    failing out of several is not enough: a canary is a check like any other, and can fail
-    on its own. A `held` component is down but no canary run has vouched for the prober
-    since it began to fail: it is pending until the prober has shown it is not cut off.
+    A component is down when more than half of its known checks fail, partial when a check
+    fails for a share of its accounts, pending while none is known; two or more components
+    down or partial is platform-wide (as in Dec 2022: not all users, several components).
+    When most known canaries fail, or the event loop lags, the prober's own view cannot be
+    trusted, and that wins; one canary failing out of several is not enough, as a canary is
+    a check like any other and can fail on its own. A `held` component is down but no canary
+    run has vouched for the prober since it began to fail: it is pending until the prober
+    has shown it is not cut off.
     """
     components = tuple(
         ComponentState(name, Condition.PENDING if name in held else t.state(), t.failing, t.known)
@@ -152,17 +165,22 @@ def judge(
     if why:
         return Verdict(VerdictState.PROBER_IMPAIRED, f"prober impaired: {why}", components)
     down = [c.name for c in components if c.state is Condition.DOWN]
-    if len(down) >= 2:
-        summary = f"platform-wide: {', '.join(down)} down"
+    partial = [c.name for c in components if c.state is Condition.PARTIAL]
+    if len(down) + len(partial) >= 2:
+        what = [f"{n} down" for n in down] + [f"{n} failing for some accounts" for n in partial]
+        summary = f"platform-wide: {', '.join(what)}"
         return Verdict(VerdictState.PLATFORM_WIDE, summary, components)
     if down:
         return Verdict(VerdictState.COMPONENT_DOWN, f"component down: {down[0]}", components)
+    if partial:
+        summary = f"partial: {partial[0]} failing for a share of accounts"
+        return Verdict(VerdictState.PARTIAL, summary, components)
     slow = [c.name for c in components if c.state is Condition.DEGRADED]
     if slow:
         return Verdict(VerdictState.DEGRADED, f"degraded: {', '.join(slow)}", components)
     pending = [c.name for c in components if c.state is Condition.PENDING]
     if pending or not components:
-        what = ", ".join(pending) if pending else "no checks"
-        summary = f"pending: no confirmed recent result for {what}"
+        names = ", ".join(pending) if pending else "no checks"
+        summary = f"pending: no confirmed recent result for {names}"
         return Verdict(VerdictState.PENDING, summary, components)
     return Verdict(VerdictState.OK, "all components ok", components)

@@ -162,7 +162,7 @@ def test_a_check_that_stops_running_becomes_unknown_not_ok() -> None:
     verdict = sink.evaluate(0.0, 0.1)
     assert verdict.state == "pending"
     assert sink.snapshot()["components"] == [
-        {"name": "api", "state": "pending", "failing": 0, "checks": 0}
+        {"name": "api", "state": "pending", "failing": 0, "checks": 0, "failing_share": None}
     ]
     sink.record(_result("a", OK))
     assert sink.evaluate(0.0, 0.1).state == "ok"
@@ -236,3 +236,61 @@ def test_incremental_counts_agree_with_judging_from_scratch() -> None:
             from_scratch.setdefault(watched.component, Tally())
         assert sink.evaluate(0.0, 0.1) == judge(from_scratch, 0.0, 0.1, sink.held_components())
     assert {s.name for s in sink.states()} == set(checks)
+
+
+def _pooled(check: str, failing: int, of: int) -> Result:
+    """A pooled run of `of` accounts, the first `failing` of them failing."""
+    runs = tuple(_result(check, i >= failing) for i in range(of))
+    return Result(check, failing == 0, 0.01, 1.0, reason=None if failing == 0 else Reason.STATUS,
+                  accounts=runs)  # fmt: skip
+
+
+def _pooled_sink(*names: str, component: str = "timeline") -> StatusSink:
+    sink = StatusSink()
+    sink.apply({n: Watched(component if n != "other" else "api", "flow", 15.0, pooled=True)
+                for n in names})  # fmt: skip
+    return sink
+
+
+def test_a_share_of_accounts_failing_is_partial_with_its_share() -> None:
+    sink = _pooled_sink("t")
+    sink.record(_pooled("t", 0, 3))
+    for _ in range(3):  # 1 of 3 accounts fails, run after run
+        sink.record(_pooled("t", 1, 3))
+    assert sink.component_conditions()["timeline"] is Condition.PARTIAL
+    assert sink.evaluate(0.0, 0.1).state == "partial"
+    assert 0.2 < sink.component_shares()["timeline"] < 0.35
+    for _ in range(3):  # nine clean account samples in a row: over
+        sink.record(_pooled("t", 0, 3))
+    assert sink.component_conditions()["timeline"] is Condition.OK
+
+
+def test_one_failed_account_in_ten_is_not_partial() -> None:
+    sink = _pooled_sink("t")
+    for run in range(8):  # 24 samples, failures at 1 in 12: well under the bound
+        sink.record(_pooled("t", 1 if run in (2, 6) else 0, 3))
+    assert sink.component_conditions()["timeline"] is Condition.OK
+
+
+def test_every_account_failing_is_down_not_partial() -> None:
+    sink = _pooled_sink("t")
+    sink.record(_pooled("t", 0, 3))
+    for _ in range(2):
+        sink.record(_pooled("t", 3, 3))
+    assert sink.component_conditions()["timeline"] is Condition.DOWN
+    assert sink.evaluate(0.0, 0.1).state == "component_down"
+
+
+def test_two_components_failing_for_a_share_of_accounts_is_platform_wide() -> None:
+    sink = _pooled_sink("t", "other")
+    for name in ("t", "other"):
+        sink.record(_pooled(name, 0, 3))
+        for _ in range(3):
+            sink.record(_pooled(name, 1, 3))
+    assert sink.evaluate(0.0, 0.1).state == "platform_wide"
+
+
+def test_a_pooled_run_with_failures_asks_for_another_run() -> None:
+    sink = _pooled_sink("t")
+    sink.record(_pooled("t", 0, 3))
+    assert sink.record(_pooled("t", 1, 3)).confirm  # not partial yet: settle it now

@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -279,6 +279,14 @@ class ProbeContext:
     # Log in afresh even where a session is cached: a run made to re-check a component
     # (a confirmation or a sweep) must exercise the login path, not reuse a token.
     fresh_login: bool = False
+    # A pooled flow's accounts for this run, and (in each account's own context) the one
+    # it runs as: `${account}` in its templates, and its own login sessions.
+    accounts: tuple[str, ...] = ()
+    account: str = ""
+
+    def for_account(self, account: str) -> ProbeContext:
+        """A context of its own for one account of a pooled run: same deadline and clients."""
+        return replace(self, progress=[], current_step="", accounts=(), account=account)
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
