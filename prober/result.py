@@ -132,8 +132,10 @@ class Result:
     failures: tuple[AttemptFailure, ...] = ()
     degraded: bool = False
     loop_lag_exceeded: bool = False
-    # A pooled flow's run: the Result of each account it ran as (empty otherwise).
+    # A pooled flow's run: the Result of each account it ran as (empty otherwise); in such
+    # an account's own Result, the account.
     accounts: tuple[Result, ...] = ()
+    account: str = ""
 
     @property
     def accounts_failed(self) -> int:

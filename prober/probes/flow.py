@@ -128,6 +128,7 @@ async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContex
         message=failed.message if failed else "",
         failed_step=failed.name if failed else "",
         steps=tuple(ctx.progress),
+        account=ctx.account,
     )
 
 
