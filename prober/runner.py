@@ -82,9 +82,9 @@ async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False
             await asyncio.sleep(check.retry_backoff * attempts)
     if not result.success:
         failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
-    degraded = bool(
-        result.success and check.degraded_latency and result.duration > check.degraded_latency
-    )
+    slow = bool(check.degraded_latency and result.duration > check.degraded_latency)
+    # A write that took longer than its step's `poll.degraded_after` to show is slow too.
+    degraded = result.success and (slow or any(step.slow for step in result.steps))
     return replace(result, attempts=attempts, failures=tuple(failures), degraded=degraded)
 
 

@@ -304,3 +304,23 @@ async def test_an_account_scoped_fault_fails_exactly_the_accounts_on_that_shard(
     assert len(outcomes) == 30
     assert {name: shard_share(name) >= 0.3 for name in outcomes} == outcomes
     assert 0 < sum(1 for ok in outcomes.values() if not ok) < 30
+
+
+async def test_the_write_journey_measures_propagation_and_degrades_when_it_is_slow(
+    sim: RunningSim, env_factory: Any
+) -> None:
+    config = shipped(sim)
+    check = config.check("reply-journey")
+    env = env_factory(config)
+    quick = await run_check(check, env)
+    assert quick.success and not quick.degraded, format_result(quick)
+    await set_fault(sim, "notifications", propagation_delay_ms=2500)
+    slow = await run_check(check, env)
+    notified = next(s for s in slow.steps if s.name == "reply-notified")
+    assert slow.success, format_result(slow)
+    assert notified.waited is not None and notified.waited >= 2.5  # it waited for the write
+    assert slow.degraded  # over the step's degraded_after (2 s)
+    await set_fault(sim, "notifications", propagation_delay_ms=60_000)
+    lost = await run_check(check, env)
+    assert not lost.success
+    assert lost.failed_step == "reply-notified"  # the write never showed within 4 s

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from prober.config_model import FlowCheck, RequestSpec, Step
+from prober.config_model import FlowCheck, Poll, RequestSpec, Step
 from prober.probes.context import ProbeContext
 from prober.probes.step import StepOutcome, run_step
 from prober.result import Result, StepResult
@@ -25,11 +25,18 @@ class FlowStep:
     always_run: bool = False
     session: str | None = None
     session_ttl: float = 300.0
+    poll: Poll | None = None
 
     @classmethod
     def of(cls, step: Step) -> FlowStep:
         return cls(
-            step.name, step, not step.allow_failure, step.always_run, step.session, step.session_ttl
+            step.name,
+            step,
+            not step.allow_failure,
+            step.always_run,
+            step.session,
+            step.session_ttl,
+            step.poll,
         )
 
 
@@ -133,6 +140,23 @@ async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContex
 
 
 async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
+    """Run the step once, or with `poll` again every so often until it passes."""
+    if step.poll is None:
+        return await _run_once(step, state, ctx)
+    poll = step.poll
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        result = await _run_once(step, state, ctx)
+        waited = loop.time() - started
+        late = waited + poll.every > poll.within or ctx.remaining() <= poll.every
+        if result.success or late:
+            slow = poll.degraded_after is not None and waited > poll.degraded_after
+            return replace(result, waited=waited, slow=slow)
+        await asyncio.sleep(poll.every)
+
+
+async def _run_once(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
     if step.session is not None:
         return await _login(step, state, ctx)
     outcome = await _request(step, state, ctx)
