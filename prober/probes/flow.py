@@ -26,9 +26,10 @@ class FlowStep:
     session: str | None = None
     session_ttl: float = 300.0
     poll: Poll | None = None
+    component: str = ""  # the component the step exercises
 
     @classmethod
-    def of(cls, step: Step) -> FlowStep:
+    def of(cls, step: Step, component: str = "") -> FlowStep:
         return cls(
             step.name,
             step,
@@ -37,6 +38,7 @@ class FlowStep:
             step.session,
             step.session_ttl,
             step.poll,
+            step.component or component,
         )
 
 
@@ -55,7 +57,7 @@ async def run(check: FlowCheck, ctx: ProbeContext) -> Result:
     A pooled flow runs once per account of this run, concurrently, each account in a
     context of its own; the Result merges them (see `merge_accounts`).
     """
-    steps = [FlowStep.of(s) for s in check.steps]
+    steps = [FlowStep.of(s, check.component) for s in check.steps]
     if not ctx.accounts:
         return await run_steps(check.name, steps, ctx)
     runs = await asyncio.gather(
@@ -186,7 +188,8 @@ async def _login(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepRe
     # Each account of a pool has sessions of its own; events are counted per session name.
     session = f"{step.session}@{ctx.account}" if ctx.account else step.session
     async with ctx.sessions.lock(session):
-        cached = None if ctx.fresh_login else ctx.sessions.get(session)
+        fresh = step.component in ctx.fresh_for
+        cached = None if fresh else ctx.sessions.get(session)
         if cached is not None:
             state.variables.update(cached.variables)
             ctx.redactor = ctx.redactor.with_secrets(cached.variables.values())
