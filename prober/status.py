@@ -23,6 +23,9 @@ STALE_INTERVALS = 3
 # At most this many other checks are re-run at once when a component changes state.
 SWEEP_MAX = 50
 PENDING, OK = Condition.PENDING, Condition.OK
+# Passing canary runs remembered for vouching (about four minutes at a 15 s interval, and
+# the reruns a failing platform asks for).
+VOUCHES_KEPT = 32
 # A canary that ran less than this long ago is not re-run when a platform check fails.
 CANARY_RERUN_GAP = 1.0
 # A pooled flow (accounts, fanout) is partial when, over its last PARTIAL_WINDOW account
@@ -221,10 +224,12 @@ class StatusSink:
         self._checks: dict[str, _CheckStatus] = {}
         self._tallies: dict[str, Tally] = {}
         self._voters: dict[str, list[_Vote]] = {}
-        # Start of the last canary run that passed: the prober could still reach a healthy
-        # endpoint then. A component is reported down only if that came after it began to
-        # fail; until then a prober that was cut off could be blaming the platform.
-        self._vouched_at = -math.inf
+        # Starts of the recent canary runs that passed: the prober could reach a healthy
+        # endpoint then. A component is reported down only if one of them lies between its
+        # failure being first seen and last seen: the prober was fine while the platform
+        # failed. Otherwise a prober that was cut off (or has just been mended, with its
+        # failures from while it was cut off still standing) would blame the platform.
+        self._vouches: deque[float] = deque(maxlen=VOUCHES_KEPT)
         self.verdict = Verdict(VerdictState.PENDING, "no results yet")
         self.verdict_at = 0.0
 
@@ -272,7 +277,7 @@ class StatusSink:
         if result.success:
             status.last_success_at = result.started_at + result.duration
         if status.watched.component == CANARY and result.success:
-            self._vouched_at = max(self._vouched_at, started)
+            self._vouches.append(started)
         flipped: set[str] = set()
         newly_suspect = False
         for component, (probed, failed) in account_votes(result, status.watched).items():
@@ -306,6 +311,12 @@ class StatusSink:
             # is held for want of a canary run since it began to fail (at most once a
             # second, however many checks report meanwhile).
             sweep.update(dict.fromkeys(self._canaries(), frozenset({CANARY})))
+        if status.watched.component == CANARY and result.success:
+            # Vouching needs a platform failure seen after this pass: re-run what is held.
+            for component in self.held_components():
+                for vote in self._voters.get(component, []):
+                    if vote.check != result.check:
+                        sweep.setdefault(vote.check, frozenset({component}))
         return Followup(status.suspect, sweep)
 
     def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
@@ -362,11 +373,15 @@ class StatusSink:
             if name == CANARY or tally.state() not in (Condition.DOWN, Condition.PARTIAL):
                 continue
             failing = [
-                v.failing_since
+                v
                 for v in self._voters.get(name, [])
                 if v.counted is not None and (v.counted.success is False or v.counted.partial)
             ]
-            if failing and max(failing) >= self._vouched_at:
+            if not failing:
+                continue
+            first = max(v.failing_since for v in failing)
+            last = max(v.seen_at for v in failing)
+            if not any(first <= start <= last for start in self._vouches):
                 held.add(name)
         return frozenset(held)
 

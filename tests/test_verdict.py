@@ -185,7 +185,11 @@ def test_an_outage_is_reported_only_once_a_canary_vouches_for_the_prober() -> No
     assert sink.component_conditions()["api"] is Condition.PENDING
     assert sink.evaluate(0.0, 0.1).state == "pending"
     clock.now += 1
-    sink.record(_result("canary", OK))  # it started after the first failing run of `a`
+    # A canary passing after `a`'s last failure asks for `a` again: a failure seen after a
+    # pass shows the prober was fine while the platform failed.
+    assert "a" in sink.record(_result("canary", OK)).sweep
+    clock.now += 1
+    sink.record(_result("a", FAIL))
     assert sink.component_conditions()["api"] is Condition.DOWN
     assert sink.evaluate(0.0, 0.1).state == "component_down"
 
@@ -207,6 +211,29 @@ def test_a_canary_that_passed_while_a_failing_run_was_still_waiting_does_not_vou
     assert sink.states()[0].success is False
     assert sink.component_conditions()["api"] is Condition.PENDING  # held, not down
     assert sink.evaluate(0.0, 0.1).state == "pending"
+
+
+def test_failures_from_while_the_prober_was_cut_off_are_not_vouched_when_it_is_mended() -> None:
+    """The prober was cut off: platform and canary failed. Mended, the canary passes first;
+    the platform's failures from before must not now read as an outage."""
+    clock = Clock()
+    sink = StatusSink(clock)
+    sink.apply({"a": Watched("api", "http", 15.0), "canary": Watched("canary", "http", 15.0)})
+    sink.record(_result("a", OK))
+    sink.record(_result("canary", OK))
+    for _ in range(2):  # cut off: both confirmed failing
+        clock.now += 1
+        sink.record(_result("a", FAIL))
+        sink.record(_result("canary", FAIL))
+    assert sink.evaluate(0.0, 0.1).state == "prober_impaired"
+    clock.now += 5
+    sink.record(_result("canary", OK))  # mended: the canary passes before `a` runs again
+    sink.record(_result("canary", OK))
+    assert sink.component_conditions()["api"] is Condition.PENDING
+    assert sink.evaluate(0.0, 0.1).state == "pending"
+    clock.now += 1
+    sink.record(_result("a", FAIL))  # a failure seen after a canary pass: that is vouched
+    assert sink.component_conditions()["api"] is Condition.DOWN
 
 
 def test_a_held_component_asks_the_canaries_again() -> None:
