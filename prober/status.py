@@ -271,53 +271,73 @@ class StatusSink:
         if status is None:
             return Followup()
         now = self._clock()
-        started = now - result.duration
         status.last, status.last_run_at = result, now
         status.history.append((result.started_at, result.success, str(result.reason or "")))
         if result.success:
             status.last_success_at = result.started_at + result.duration
         if status.watched.component == CANARY and result.success:
-            self._vouches.append(started)
+            self._vouches.append(now - result.duration)
         flipped: set[str] = set()
         newly_suspect = False
         for component, (probed, failed) in account_votes(result, status.watched).items():
-            vote = self._vote(status, result.check, component)
-            if component == status.watched.component:
-                vote.degraded = result.degraded
-            before = self._tallies[component].state()
-            was_suspect = vote.streak > 0
-            # The down machinery: the run is failing when every account it tried failed.
-            changed = vote.add(failed < probed, now)
-            if vote.samples is not None:
-                changed = vote.sample(failed, probed, now) or changed
-            self._recount(vote, stale=False)
-            after = self._tallies[component].state()
-            # A component that changed state is re-checked at once; becoming known and ok
-            # (every start) is no change worth a sweep.
-            if changed and after != before and (before, after) != (PENDING, OK):
+            changed, suspect = self._count(status, result, component, probed, failed, now)
+            if changed:
                 flipped.add(component)
-            newly_suspect |= (vote.streak > 0 and not was_suspect and failed == probed) or (
-                vote.unsettled and failed > 0
-            )
+            newly_suspect |= suspect
         self._note_failing_since(status, result)
+        return Followup(status.suspect, self._reruns(status, result, flipped, newly_suspect, now))
+
+    def _count(
+        self,
+        status: _CheckStatus,
+        result: Result,
+        component: str,
+        probed: int,
+        failed: int,
+        now: float,
+    ) -> tuple[bool, bool]:
+        """Count one run's word on a component: (its state changed, it just turned suspect)."""
+        vote = self._vote(status, result.check, component)
+        if component == status.watched.component:
+            vote.degraded = result.degraded
+        before = self._tallies[component].state()
+        was_suspect = vote.streak > 0
+        # The down machinery: the run is failing when every account it tried failed.
+        changed = vote.add(failed < probed, now)
+        if vote.samples is not None:
+            changed = vote.sample(failed, probed, now) or changed
+        self._recount(vote, stale=False)
+        after = self._tallies[component].state()
+        # A component that changed state is re-checked at once; becoming known and ok (every
+        # start) is no change worth a sweep.
+        flipped = changed and after != before and (before, after) != (PENDING, OK)
+        suspect = (vote.streak > 0 and not was_suspect and failed == probed) or (
+            vote.unsettled and failed > 0
+        )
+        return flipped, suspect
+
+    def _reruns(
+        self,
+        status: _CheckStatus,
+        result: Result,
+        flipped: set[str],
+        newly_suspect: bool,
+        now: float,
+    ) -> dict[str, frozenset[str]]:
+        """Other checks to run at once, each with the components it re-checks."""
         sweep = dict.fromkeys(self._sweep(result.check, flipped), frozenset(flipped))
-        if (
-            status.watched.component != CANARY
-            and (newly_suspect or self.held_components())
-            and self._canaries_idle(now)
-        ):
+        canary = status.watched.component == CANARY
+        if not canary and (newly_suspect or self.held_components()) and self._canaries_idle(now):
             # Ask the canaries as soon as a platform check starts failing, so one has
             # vouched by the time the failure is confirmed; and again while a component
-            # is held for want of a canary run since it began to fail (at most once a
-            # second, however many checks report meanwhile).
+            # is held for want of one (at most once a second, however many checks report).
             sweep.update(dict.fromkeys(self._canaries(), frozenset({CANARY})))
-        if status.watched.component == CANARY and result.success:
+        if canary and result.success:
             # Vouching needs a platform failure seen after this pass: re-run what is held.
             for component in self.held_components():
                 for vote in self._voters.get(component, []):
-                    if vote.check != result.check:
-                        sweep.setdefault(vote.check, frozenset({component}))
-        return Followup(status.suspect, sweep)
+                    sweep.setdefault(vote.check, frozenset({component}))
+        return sweep
 
     def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
         vote = status.votes.get(component)
