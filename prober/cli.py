@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -17,8 +18,11 @@ from prober import __version__
 from prober.config import ConfigError, load_config
 from prober.config_model import parse_duration
 from prober.daemon import UVLOOP_MODES, Shard, use_event_loop
-from prober.logs import setup_logging
-from prober.serve import parse_listen_address, serve
+from prober.listen import parse_listen_address
+from prober.logs import LOG_LEVELS, setup_logging
+from prober.serve import serve
+
+log = logging.getLogger("prober")
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
@@ -38,7 +42,8 @@ def _add_logging(parser: argparse.ArgumentParser) -> None:
         "--log.level",
         dest="log_level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
+        help="debug, info, warn (or warning), error (default: info)",
     )
     parser.add_argument(
         "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
@@ -68,8 +73,11 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=DEFAULT_LISTEN,
-        help=f"where to serve /metrics and /status (default: {DEFAULT_LISTEN})",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="where to serve /metrics and /status: HOST:PORT, :PORT (every interface, IPv4 "
+        f"and IPv6) or [::1]:PORT; repeat the flag for several (default: {DEFAULT_LISTEN})",
     )
     parser.add_argument(
         "--web.enable-lifecycle",
@@ -158,15 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.server import run_sim
 
             return run_sim(args)
+        setup_logging(args.log_level, args.log_format)
+        args.listen = args.listen or [DEFAULT_LISTEN]
         try:
             # Bad flags are usage errors; a ValueError from the running daemon is a bug and
             # keeps its traceback.
             shard = _parse_shard(args.shard)
-            parse_listen_address(args.listen)
+            for text in args.listen:
+                parse_listen_address(text)
         except ValueError as exc:
-            print(f"prober: {exc}", file=sys.stderr)
+            log.error(str(exc))
             return 2
-        setup_logging(args.log_level, args.log_format)
         if args.command == "demo":
             return _demo(args, shard)
         return _run(args, shard)
@@ -208,7 +218,7 @@ def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
         host, _, port = args.sim_listen.rpartition(":")
         url = f"http://{host}:{port}"
         if not _wait_healthy(f"{url}/-/healthy", sim):
-            print("prober: the simulated platform did not start", file=sys.stderr)
+            log.error("the simulated platform did not start")
             return 1
         os.environ.setdefault("PLATFORM_URL", url)
         return _run(args, shard)

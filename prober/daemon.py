@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prober.config import Config, ConfigError, load_config
 from prober.config_model import Check, FlowCheck
-from prober.logs import log_failure
+from prober.logs import log_result
 from prober.metrics import MetricsSink
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
@@ -234,9 +234,9 @@ class Daemon:
         if self._checks.get(name) is not check:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
+        failing_since = self.status.failing_since(name)
         self.status.record(result)
-        if not result.success:
-            log_failure(result, check.component)
+        log_result(result, check.component, failing_since)
 
     async def _watch_loop_lag(self) -> None:
         # perf_counter, not loop.time(): uvloop's loop clock moves in whole milliseconds.

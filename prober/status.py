@@ -23,6 +23,7 @@ class _CheckStatus:
     kind: str
     last: Result | None = None
     last_success_at: float | None = None
+    failing_since: float | None = None
     history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
 
@@ -73,6 +74,9 @@ class StatusSink:
         status.last = result
         if result.success:
             status.last_success_at = result.started_at + result.duration
+            status.failing_since = None
+        elif status.failing_since is None:
+            status.failing_since = result.started_at
         status.history.append((result.started_at, result.success, str(result.reason or "")))
         new = _verdict_view(result.check, status)
         old = self._states[result.check]
@@ -81,6 +85,11 @@ class StatusSink:
             tally.add(old, -1)
             tally.add(new)
             self._states[result.check] = new
+
+    def failing_since(self, name: str) -> float | None:
+        """When the check's current run of failures began (unix time); None if passing."""
+        status = self._checks.get(name)
+        return status.failing_since if status is not None else None
 
     def states(self) -> list[CheckState]:
         """Each check as the verdict sees it: failing when most of its last runs failed."""

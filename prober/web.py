@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from prober.config import Config, ConfigError
 from prober.daemon import Daemon
+from prober.listen import ListenAddress, bind
 from prober.metrics import CONTENT_TYPE
 from prober.status_page import render_status_page
 
@@ -173,18 +175,21 @@ class _HeadDeadline(asyncio.Protocol):
 
 
 class WebServer:
-    """The listening web server: aiohttp's runner behind our own listening socket."""
+    """The listening web server: aiohttp's runner behind our own listening sockets."""
 
-    def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
+    def __init__(self, runner: web.AppRunner, servers: Sequence[asyncio.Server]) -> None:
         self.runner = runner
-        self.server = server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.servers = tuple(servers)
+        self.sockets = [sock for server in servers for sock in server.sockets]
+        self.port = int(self.sockets[0].getsockname()[1])
 
     async def cleanup(self) -> None:
         """Stop listening, then let aiohttp finish in-flight requests and shut the app down."""
-        self.server.close()
+        for server in self.servers:
+            server.close()
         await self.runner.cleanup()
-        await self.server.wait_closed()
+        for server in self.servers:
+            await server.wait_closed()
 
 
 async def start_web(
@@ -194,21 +199,40 @@ async def start_web(
     ssl_context: ssl.SSLContext | None = None,
     head_seconds: float = REQUEST_HEAD_SECONDS,
 ) -> WebServer:
-    """Listen on host:port (port 0 picks a free one), over TLS if given."""
+    """Listen on host:port (port 0 picks a free one; "" every interface), over TLS if given."""
+    return await serve_on(app, [bind(ListenAddress(host, port))], ssl_context, head_seconds)
+
+
+async def serve_on(
+    app: web.Application,
+    sockets: Sequence[socket.socket],
+    ssl_context: ssl.SSLContext | None = None,
+    head_seconds: float = REQUEST_HEAD_SECONDS,
+) -> WebServer:
+    """Serve the app on sockets already bound and listening (`prober.listen.bind_all`).
+
+    The sockets belong to the returned server from here on, even if this raises.
+    """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     handler_factory = runner.server
     assert handler_factory is not None
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
     try:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: _HeadDeadline(handler_factory(), head_seconds),
-            host,
-            port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=head_seconds if ssl_context else None,
-            reuse_address=True,
-        )
-    except OSError:
+        for sock in sockets:
+            server = await loop.create_server(
+                lambda: _HeadDeadline(handler_factory(), head_seconds),
+                sock=sock,
+                ssl=ssl_context,
+                ssl_handshake_timeout=head_seconds if ssl_context else None,
+            )
+            servers.append(server)
+    except BaseException:
+        for server in servers:
+            server.close()
+        for sock in sockets[len(servers) :]:
+            sock.close()
         await runner.cleanup()
         raise
-    return WebServer(runner, server)
+    return WebServer(runner, servers)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -283,8 +285,35 @@ async def spawn_prober(
 
 
 async def read_base_url(process: asyncio.subprocess.Process, scheme: str = "http") -> str:
-    """The base URL a `prober run` child prints in its first line once it serves."""
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-    assert f"metrics {scheme}://" in line, line
-    return line.split("metrics ", 1)[1].split("/metrics", 1)[0]
+    """The base URL a `prober run` child logs (stderr) in its "serving" line once it serves."""
+    assert process.stderr is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    seen = []
+    while loop.time() < deadline:
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+        if not line:
+            break
+        seen.append(line)
+        fields = log_fields(line)
+        if fields.get("msg") == "serving":
+            metrics = str(fields["metrics"])
+            assert metrics.startswith(f"{scheme}://"), line
+            return metrics.removesuffix("/metrics")
+    pytest.fail(f"no serving line from prober: {''.join(seen)}")
+
+
+def log_fields(line: str) -> dict[str, object]:
+    """One log line of the daemon (JSON, or logfmt with JSON-quoted values) as a dict."""
+    line = line.strip()
+    if line.startswith("{"):
+        fields: dict[str, object] = json.loads(line)
+        return fields
+    return {key: _logfmt_value(value) for key, value in _LOGFMT_PAIR.findall(line)}
+
+
+_LOGFMT_PAIR = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _logfmt_value(text: str) -> str:
+    return str(json.loads(text)) if text.startswith('"') else text
