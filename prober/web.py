@@ -7,13 +7,13 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from prober.config import Config, ConfigError
 from prober.daemon import Daemon
+from prober.exposition import negotiate
 from prober.listen import ListenAddress, bind
-from prober.metrics import CONTENT_TYPE
 from prober.status_page import render_status_page
 
 _MAX_REQUEST_BYTES = 64 * 1024
@@ -30,14 +30,22 @@ class _Handlers:
         self.reload_config = reload
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        """Stream the exposition in pieces, yielding to the loop between them.
+        """Stream the exposition in the format asked for, yielding to the loop between pieces.
 
         At 10,000 checks the text is tens of megabytes; sending it in one go would stall
         every probe in flight for the whole join and write.
         """
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        exposition = negotiate(
+            request.headers.get(hdrs.ACCEPT), request.headers.get(hdrs.ACCEPT_ENCODING)
+        )
+        response = web.StreamResponse(
+            headers={"Content-Type": exposition.content_type, "Vary": "Accept, Accept-Encoding"}
+        )
+        if exposition.gzip:
+            # aiohttp compresses each piece off the event loop (in its executor).
+            response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
-        for chunk in self.daemon.metrics.render_chunks():
+        for chunk in self.daemon.metrics.render_chunks(openmetrics=exposition.openmetrics):
             await response.write(chunk)
             await asyncio.sleep(0)
         await response.write_eof()

@@ -28,7 +28,7 @@ from prober.config_model import HttpCheck
 from prober.metrics import MetricsSink
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.result import Result
+from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
 from prober.runner import RunEnvironment
 from tests.certs import CertFactory
 
@@ -242,6 +242,42 @@ def sample_value(samples: Iterable[Sample], name: str, **labels: str) -> float |
         if sample_name == name and set(labels.items()) <= sample_labels:
             return value
     return None
+
+
+def login_result(check: str, success: bool, duration: float) -> Result:
+    """A one-step (`login`) run that passed (status 200) or failed (503), with phases."""
+    step = StepResult(
+        "login",
+        success,
+        duration,
+        None if success else Reason.STATUS,
+        status_code=200 if success else 503,
+        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+    )
+    return Result(
+        check,
+        success,
+        duration,
+        started_at=1_700_000_000.0,
+        steps=(step,),
+        reason=None if success else Reason.STATUS,
+        failed_step="" if success else "login",
+        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
+    )
+
+
+@pytest.fixture
+def sink() -> MetricsSink:
+    """A MetricsSink with two checks (quotes and backslashes in labels) after three runs."""
+    sink = MetricsSink()
+    sink.apply(
+        {"a": (("component", "api"),), 'b "q"': (("component", "login"), ("team", "x\\y"))},
+        {"vantage": "eu"},
+    )
+    sink.record(login_result("a", True, 0.02))
+    sink.record(login_result("a", False, 0.3))
+    sink.record(login_result('b "q"', True, 7.5))
+    return sink
 
 
 def exported_samples(result: Result, component: str) -> list[Sample]:

@@ -8,42 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from prober.metrics import MetricsSink
-from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
-from tests.conftest import parse_samples, require_tool
-
-
-def _result(check: str, success: bool, duration: float) -> Result:
-    step = StepResult(
-        "login",
-        success,
-        duration,
-        None if success else Reason.STATUS,
-        status_code=200 if success else 503,
-        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
-    )
-    return Result(
-        check,
-        success,
-        duration,
-        started_at=1_700_000_000.0,
-        steps=(step,),
-        reason=None if success else Reason.STATUS,
-        failed_step="" if success else "login",
-        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
-    )
-
-
-@pytest.fixture
-def sink() -> MetricsSink:
-    sink = MetricsSink()
-    sink.apply(
-        {"a": (("component", "api"),), 'b "q"': (("component", "login"), ("team", "x\\y"))},
-        {"vantage": "eu"},
-    )
-    sink.record(_result("a", True, 0.02))
-    sink.record(_result("a", False, 0.3))
-    sink.record(_result('b "q"', True, 7.5))
-    return sink
+from tests.conftest import login_result, parse_samples, require_tool
 
 
 def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
@@ -58,7 +23,7 @@ def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
 
 def test_rerender_after_new_result_is_fresh(sink: MetricsSink) -> None:
     sink.render()
-    sink.record(_result("a", True, 0.01))
+    sink.record(login_result("a", True, 0.01))
     samples = set(parse_samples(sink.render().decode()))
     runs = [
         v
