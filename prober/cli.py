@@ -8,10 +8,7 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 
 from prober import __version__
@@ -142,12 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="run one check once and show a trace")
     _add_config(probe)
     probe.add_argument("check", help="name of the check to run")
+    probe.add_argument(
+        "--metrics", action="store_true", help="also print the series this run would export"
+    )
     from prober.sim.server import add_sim_arguments
 
     add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
     demo = commands.add_parser("demo", help="the simulated platform plus the daemon")
     _add_daemon(demo)
-    demo.add_argument("--sim.listen-address", dest="sim_listen", default=DEFAULT_SIM_LISTEN)
+    demo.add_argument(
+        "--sim.listen-address",
+        dest="sim_listen",
+        default=DEFAULT_SIM_LISTEN,
+        help=f"where the simulated platform listens (default: {DEFAULT_SIM_LISTEN}; port 0 "
+        "picks a free one)",
+    )
     demo.add_argument("--scenario", default=None, help="outage replay to start in the sim")
     demo.add_argument("--speed", default="1", help="replay speed factor")
     return parser
@@ -161,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "probe":
             from prober.trace import probe_once
 
-            return asyncio.run(probe_once(args.config_file, args.check))
+            return asyncio.run(probe_once(args.config_file, args.check, args.metrics))
         if args.command == "sim":
             from prober.sim.server import run_sim
 
@@ -209,33 +215,7 @@ def _validate(path: str) -> int:
 
 
 def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
-    """Start the simulated platform in a child process, point the checks at it, run."""
-    command = [sys.executable, "-m", "prober", "sim", "--listen", args.sim_listen]
-    if args.scenario:
-        command += ["--scenario", args.scenario, "--speed", args.speed]
-    sim = subprocess.Popen(command)
-    try:
-        host, _, port = args.sim_listen.rpartition(":")
-        url = f"http://{host}:{port}"
-        if not _wait_healthy(f"{url}/-/healthy", sim):
-            log.error("the simulated platform did not start")
-            return 1
-        os.environ.setdefault("PLATFORM_URL", url)
-        return _run(args, shard)
-    finally:
-        sim.terminate()
-        try:
-            sim.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+    """The simulated platform in a child process and the daemon probing it."""
+    from prober.demo import run_demo
 
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float = 15.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            time.sleep(0.1)
-    return False
+    return run_demo(args, lambda: _run(args, shard))

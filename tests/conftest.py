@@ -320,23 +320,33 @@ async def spawn_prober(
     )
 
 
+async def read_log_until(
+    process: asyncio.subprocess.Process, done: Callable[[dict[str, object]], bool]
+) -> list[str]:
+    """stderr lines of a `prober` child up to and including the first whose log fields satisfy
+    `done`; fails if the child exits first."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
+        if not line:
+            pytest.fail(f"prober exited before the expected line: {''.join(lines)}")
+        lines.append(line)
+        if done(log_fields(line)):
+            return lines
+
+
+def log_message(text: str) -> Callable[[dict[str, object]], bool]:
+    """A `read_log_until` condition: the line's `msg` is `text`."""
+    return lambda fields: fields.get("msg") == text
+
+
 async def read_base_url(process: asyncio.subprocess.Process, scheme: str = "http") -> str:
     """The base URL a `prober run` child logs (stderr) in its "serving" line once it serves."""
-    assert process.stderr is not None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    seen = []
-    while loop.time() < deadline:
-        line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
-        if not line:
-            break
-        seen.append(line)
-        fields = log_fields(line)
-        if fields.get("msg") == "serving":
-            metrics = str(fields["metrics"])
-            assert metrics.startswith(f"{scheme}://"), line
-            return metrics.removesuffix("/metrics")
-    pytest.fail(f"no serving line from prober: {''.join(seen)}")
+    lines = await read_log_until(process, log_message("serving"))
+    metrics = str(log_fields(lines[-1])["metrics"])
+    assert metrics.startswith(f"{scheme}://"), lines[-1]
+    return metrics.removesuffix("/metrics")
 
 
 def log_fields(line: str) -> dict[str, object]:

@@ -6,12 +6,18 @@ import asyncio
 import json
 import signal
 import socket
-from collections.abc import Callable
 
 import aiohttp
 import pytest
 
-from tests.conftest import Target, WriteConfig, log_fields, spawn_prober
+from tests.conftest import (
+    Target,
+    WriteConfig,
+    log_fields,
+    log_message,
+    read_log_until,
+    spawn_prober,
+)
 
 ONE_CHECK = """
 interval: 0.5s
@@ -21,30 +27,12 @@ checks:
 """
 
 
-async def read_until(
-    process: asyncio.subprocess.Process, done: Callable[[dict[str, object]], bool]
-) -> list[str]:
-    """stderr lines up to and including the first whose log fields satisfy `done`."""
-    assert process.stderr is not None
-    lines: list[str] = []
-    while True:
-        line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
-        assert line, f"prober exited before the expected line: {''.join(lines)}"
-        lines.append(line)
-        if done(log_fields(line)):
-            return lines
-
-
 async def stop(process: asyncio.subprocess.Process) -> list[str]:
     """SIGTERM, then the rest of stderr; the exit code must be 0."""
     process.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     return err.decode().splitlines(keepends=True)
-
-
-def message(text: str) -> Callable[[dict[str, object]], bool]:
-    return lambda fields: fields.get("msg") == text
 
 
 async def healthy(url: str) -> int:
@@ -61,7 +49,7 @@ async def test_every_interface_is_dual_stack_and_the_flag_repeats(
         "--web.listen-address", ":0", "--web.listen-address", "[::1]:0",
     )  # fmt: skip
     try:
-        lines = await read_until(process, message("serving"))
+        lines = await read_log_until(process, log_message("serving"))
         addresses = [log_fields(line)["address"] for line in lines if "msg=listening" in line]
         assert len(addresses) == 2, lines
         every, loopback6 = (str(a).rpartition(":") for a in addresses)
@@ -84,9 +72,9 @@ async def test_json_logs_every_line_and_a_recovery_says_how_long_it_failed(
         "--log.format", "json",
     )  # fmt: skip
     try:
-        lines = await read_until(process, message("check failed"))
+        lines = await read_log_until(process, log_message("check failed"))
         target.status = 200
-        lines += await read_until(process, message("check recovered"))
+        lines += await read_log_until(process, log_message("check recovered"))
     finally:
         lines += await stop(process)
     records = [json.loads(line) for line in lines]  # every line is JSON
@@ -135,7 +123,7 @@ async def test_log_level_warn_keeps_failures_and_drops_info(
         "--log.level", level,
     )  # fmt: skip
     try:
-        lines = await read_until(process, message("check failed"))
+        lines = await read_log_until(process, log_message("check failed"))
     finally:
         lines += await stop(process)
     levels = {log_fields(line)["level"] for line in lines}
