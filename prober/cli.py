@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import logging
 import os
 import re
 import socket
+import ssl
 import sys
+import urllib.request
 from collections.abc import Mapping, Sequence
 
 from prober import __version__
@@ -57,16 +60,7 @@ def _parse_interval(text: str) -> float:
         ) from None
 
 
-def _add_daemon(parser: argparse.ArgumentParser) -> None:
-    _add_config(parser)
-    _add_logging(parser)
-    parser.add_argument(
-        "--uvloop",
-        choices=UVLOOP_MODES,
-        default=None,
-        help="event loop: auto uses uvloop when installed (the fast extra); "
-        "default from PROBER_UVLOOP, else auto",
-    )
+def _add_listen(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
@@ -74,7 +68,30 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ADDRESS",
         help="where to serve /metrics and /status: HOST:PORT, :PORT (every interface, IPv4 "
-        f"and IPv6) or [::1]:PORT; repeat the flag for several (default: {DEFAULT_LISTEN})",
+        "and IPv6) or [::1]:PORT; repeat the flag for several (default: "
+        f"PROBER_WEB_LISTEN_ADDRESS, comma-separated, else {DEFAULT_LISTEN})",
+    )
+
+
+def _listen_addresses(flags: list[str] | None, env: Mapping[str, str] = os.environ) -> list[str]:
+    """The flags, else PROBER_WEB_LISTEN_ADDRESS (so a container's HEALTHCHECK can read the
+    same value), else the default."""
+    if flags:
+        return flags
+    from_env = [a.strip() for a in env.get("PROBER_WEB_LISTEN_ADDRESS", "").split(",")]
+    return [a for a in from_env if a] or [DEFAULT_LISTEN]
+
+
+def _add_daemon(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    _add_logging(parser)
+    _add_listen(parser)
+    parser.add_argument(
+        "--uvloop",
+        choices=UVLOOP_MODES,
+        default=None,
+        help="event loop: auto uses uvloop when installed (the fast extra); "
+        "default from PROBER_UVLOOP, else auto",
     )
     parser.add_argument(
         "--web.enable-lifecycle",
@@ -142,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--metrics", action="store_true", help="also print the series this run would export"
     )
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if the daemon on the listen address answers /-/healthy"
+    )
+    _add_listen(health)
     from prober.sim.server import add_sim_arguments
 
     add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
@@ -172,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.server import run_sim
 
             return run_sim(args)
+        args.listen = _listen_addresses(args.listen)
+        if args.command == "healthcheck":
+            return _healthcheck(args.listen[0])
         setup_logging(args.log_level, args.log_format)
-        args.listen = args.listen or [DEFAULT_LISTEN]
         try:
             # Bad flags are usage errors; a ValueError from the running daemon is a bug and
             # keeps its traceback.
@@ -202,6 +225,35 @@ def _run(args: argparse.Namespace, shard: Shard | None) -> int:
             auto_reload_interval=args.auto_reload_interval,
         )
     )
+
+
+def _healthcheck(listen: str) -> int:
+    """GET /-/healthy on `listen` (every interface: loopback), over http, else over https.
+
+    For a container HEALTHCHECK: it follows PROBER_WEB_LISTEN_ADDRESS, and works with a web
+    config's TLS too (no certificate check: it is a liveness check on this machine, and
+    /-/healthy needs no credentials and says nothing but "OK").
+    """
+    try:
+        address = parse_listen_address(listen)
+    except ValueError as exc:
+        print(f"prober healthcheck: {exc}", file=sys.stderr)
+        return 2
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    failures = []
+    for scheme, context in (("http", None), ("https", unverified)):
+        url = f"{scheme}://{address.local_host()}:{address.port}/-/healthy"
+        try:
+            with urllib.request.urlopen(url, timeout=4, context=context) as response:
+                if response.status == 200:
+                    return 0
+                failures.append(f"{url}: status {response.status}")
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+    print(f"prober healthcheck: {'; '.join(failures)}", file=sys.stderr)
+    return 1
 
 
 def _validate(path: str) -> int:

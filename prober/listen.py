@@ -25,6 +25,12 @@ class ListenAddress:
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    def local_host(self) -> str:
+        """The host part of a URL that reaches this address from the same machine."""
+        if self.host in (*_EVERY_INTERFACE, "0.0.0.0"):
+            return "127.0.0.1"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
 
 class ListenError(OSError):
     """An address that cannot be listened on; the message names the address and the cause."""
@@ -88,10 +94,7 @@ def bind_all(addresses: Iterable[ListenAddress]) -> list[socket.socket]:
 
 def url_host(sock: socket.socket) -> str:
     """The host part of a URL that reaches this socket from the same machine."""
-    host = str(sock.getsockname()[0])
-    if host in ("0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    return ListenAddress(str(sock.getsockname()[0]), 0).local_host()
 
 
 def describe(sock: socket.socket) -> str:

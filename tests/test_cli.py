@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 
@@ -14,6 +15,7 @@ from prober.sim.server import start_sim
 from tests.conftest import (
     Target,
     WriteConfig,
+    free_port,
     log_fields,
     log_message,
     read_log_until,
@@ -161,3 +163,28 @@ def test_bad_flags_give_one_line_error(args: list[str]) -> None:
     run = run_prober(*args)
     assert run.returncode in (1, 2)
     assert "Traceback" not in run.stderr
+
+
+async def test_healthcheck_follows_the_listen_address_from_the_environment(
+    target: Target, write_config: WriteConfig
+) -> None:
+    config = write_config(f"""
+        checks:
+          - {{name: good, kind: http, component: api, url: "{target.url}/ok"}}
+    """)
+    env = {**os.environ, "PROBER_WEB_LISTEN_ADDRESS": f":{free_port()}"}
+    process = await spawn_prober("run", "--config.file", str(config), env=env)
+    try:
+        await read_log_until(process, log_message("serving"))
+        health = await spawn_prober("healthcheck", env=env)
+        _, err = await asyncio.wait_for(health.communicate(), timeout=30)
+        assert health.returncode == 0, err.decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0
+    health = await spawn_prober("healthcheck", env=env)
+    _, err = await asyncio.wait_for(health.communicate(), timeout=30)
+    assert health.returncode == 1
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "/-/healthy: " in lines[0] and "refused" in lines[0], lines
