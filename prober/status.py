@@ -6,15 +6,25 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prober.result import Result
+from prober.uptime import Uptime
 from prober.verdict import CheckState, Tally, Verdict, judge
 
 HISTORY = 30
 # The verdict judges each check by its last few runs, so one lost request (or one lucky one
 # during an outage with a 60% error rate) does not flip the platform's state.
 VERDICT_RUNS = 3
+
+
+class Run(NamedTuple):
+    """One run as the history keeps it: when, whether it passed, why not, how long."""
+
+    started_at: float
+    success: bool
+    reason: str
+    duration: float
 
 
 @dataclass
@@ -24,14 +34,15 @@ class _CheckStatus:
     last: Result | None = None
     last_success_at: float | None = None
     failing_since: float | None = None
-    history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[Run] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    uptime: Uptime = field(default_factory=Uptime)
 
 
 def _recent_success(status: _CheckStatus) -> bool | None:
     if not status.history:
         return None
     recent = list(status.history)[-VERDICT_RUNS:]
-    failures = sum(1 for _, ok, _ in recent if not ok)
+    failures = sum(1 for run in recent if not run.success)
     return failures * 2 <= len(recent)
 
 
@@ -77,7 +88,10 @@ class StatusSink:
             status.failing_since = None
         elif status.failing_since is None:
             status.failing_since = result.started_at
-        status.history.append((result.started_at, result.success, str(result.reason or "")))
+        status.history.append(
+            Run(result.started_at, result.success, str(result.reason or ""), result.duration)
+        )
+        status.uptime.record(result.started_at, result.success)
         new = _verdict_view(result.check, status)
         old = self._states[result.check]
         if new != old:
@@ -101,10 +115,15 @@ class StatusSink:
         self.verdict_at = time.time()
         return self.verdict
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free."""
+    def snapshot(self, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free.
+
+        `labels` are the config's global labels (`vantage`, ...), shown with the verdict.
+        """
         verdict = self.verdict
+        now = time.time()
         return {
+            "labels": dict(labels or {}),
             "verdict": verdict.state,
             "summary": verdict.summary,
             "evaluated_at": self.verdict_at,
@@ -112,11 +131,11 @@ class StatusSink:
                 {"name": c.name, "state": c.state, "failing": c.failing, "checks": c.total}
                 for c in verdict.components
             ],
-            "checks": [self._check_json(name, s) for name, s in sorted(self._checks.items())],
+            "checks": [self._check_json(name, s, now) for name, s in sorted(self._checks.items())],
         }
 
     @staticmethod
-    def _check_json(name: str, status: _CheckStatus) -> dict[str, Any]:
+    def _check_json(name: str, status: _CheckStatus, now: float) -> dict[str, Any]:
         last = status.last
         return {
             "name": name,
@@ -130,5 +149,19 @@ class StatusSink:
             "duration_seconds": last.duration if last else None,
             "last_run": last.started_at if last else None,
             "last_success": status.last_success_at,
-            "history": [ok for _, ok, _ in status.history],
+            "failing_since": status.failing_since,
+            "uptime_24h": status.uptime.share(now, 24),
+            "uptime_7d": status.uptime.share(now, 24 * 7),
+            "history": [run.success for run in status.history],
+            "recent_runs": [_run_json(run) for run in status.history],
         }
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """One history entry for the status page's dots, tooltips and response-time sparkline."""
+    return {
+        "at": run.started_at,
+        "ok": run.success,
+        "reason": run.reason or None,
+        "seconds": round(run.duration, 6),
+    }

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -59,11 +60,16 @@ class _Handlers:
             return web.Response(text="Ready\n")
         return web.Response(text="Not ready\n", status=503)
 
+    def _snapshot(self) -> dict[str, Any]:
+        """The status snapshot with the config's global labels (the vantage point)."""
+        config = self.daemon.config
+        return self.daemon.status.snapshot(config.settings.labels if config else None)
+
     async def api_status(self, _: web.Request) -> web.Response:
-        return web.json_response(self.daemon.status.snapshot())
+        return web.json_response(self._snapshot())
 
     async def status_page(self, _: web.Request) -> web.Response:
-        html = render_status_page(self.daemon.status.snapshot())
+        html = render_status_page(self._snapshot())
         return web.Response(text=html, content_type="text/html")
 
     async def reload(self, _: web.Request) -> web.Response:
