@@ -188,7 +188,7 @@ async def served(
     scrapes = Scrapes()
     server = await start_web(build_app(daemon, middlewares=[scrapes.record]), "127.0.0.1", 0)
     try:
-        await wait_for(lambda: all(s.success is not None for s in daemon.status.states()))
+        await wait_for(lambda: all(s.success is not None for s in daemon.status.states()), limit=30)
         yield Served(daemon, server, scrapes)
     finally:
         await server.cleanup()
