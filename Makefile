@@ -7,7 +7,7 @@ SCENARIO ?=
 SPEED ?= 1
 ARGS ?=
 
-.PHONY: run test lint format bench soak clean
+.PHONY: run test test-load lint format bench soak detect fleet clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ run: $(STAMP)
 ## test: lint, type-check and the whole test suite (integration tests need promtool/prometheus)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
+
+## test-load: the whole suite while one core is kept busy, RUNS times in a row (default 3);
+## CI shares its machine, so the suite must pass on a loaded one. The busy loop ends with it.
+RUNS ?= 3
+test-load: $(STAMP)
+	@timeout 7200 sh -c 'while :; do :; done' & busy=$$!; \
+	trap 'kill $$busy 2>/dev/null' EXIT INT TERM; \
+	for run in $$(seq $(RUNS)); do \
+	  echo "== test-load: run $$run of $(RUNS), one core busy"; \
+	  $(MAKE) --no-print-directory test || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,8 +47,17 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,fast]'
 	$(BIN)/python -m bench.run $(ARGS)
 
+## detect: replay outages against the shipped checks, intervals and rules with a real
+## Prometheus; writes docs/DETECTION.md (about 20 minutes; needs Debian's prometheus)
+detect: $(STAMP)
+	$(BIN)/python -m bench.detect $(ARGS)
+
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
+
+## fleet: 8 sharded daemons, 1,000 checks each, one real Prometheus; writes docs/SCALING.md (<= 8 min)
+fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -14,7 +14,7 @@ import yaml
 
 from bench.prober_side import ProberDaemon, parse
 from prober.config import load_config
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.result import Phases, Result, StepResult
 
 _LAG = "prober_event_loop_lag_seconds_bucket{"
@@ -87,7 +87,9 @@ def measure_render(checks: int) -> tuple[float, float]:
     """In-process: (seconds to render /metrics for `checks` checks that all just ran once,
     seconds per Result recorded). Runs in the benchmark's process, not the daemon's."""
     sink = MetricsSink()
-    sink.apply({f"c{i:05d}": (("component", f"part{i % 8}"),) for i in range(checks)}, {})
+    sink.apply(
+        {f"c{i:05d}": SeriesPlan((("component", f"part{i % 8}"),)) for i in range(checks)}, {}
+    )
     results = []
     for i in range(checks):
         took = 0.05 + random.random() / 1000

@@ -16,8 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prober.extract import MISSING, JsonPath, JsonPathError, parse_json_path, value_length
+from prober.extract import (
+    MISSING,
+    JsonPath,
+    JsonPathError,
+    Regex,
+    RegexError,
+    compile_regex,
+    parse_json_path,
+    value_length,
+)
 from prober.result import AssertionOutcome, shown
+from prober.secrets import NO_SECRETS, Redactor
 
 _EXPRESSION = re.compile(
     r"^\s*(?P<subject>status|latency|body|tls\.days_left|tls\.version|header\.[A-Za-z0-9_-]+"
@@ -64,16 +74,17 @@ class Assertion:
     expected: Any
     path: JsonPath | None = None
     header: str = ""
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
     @property
     def needs_json(self) -> bool:
         return self.path is not None
 
-    def evaluate(self, response: Response) -> AssertionOutcome:
+    def evaluate(self, response: Response, redactor: Redactor = NO_SECRETS) -> AssertionOutcome:
+        """Judge the response; the value seen is shown with `redactor`'s secrets hidden."""
         actual = self._read(response)
         passed = self._compare(actual)
-        return AssertionOutcome(self.text, passed, _show(actual))
+        return AssertionOutcome(self.text, passed, _show(actual, redactor))
 
     def _read(self, response: Response) -> Any:
         if self.subject == "status":
@@ -102,8 +113,8 @@ class Assertion:
         if actual is MISSING:
             return False
         if self.regex is not None:
-            found = self.regex.search(actual if isinstance(actual, str) else json.dumps(actual))
-            return (found is not None) == (self.op == "~=")
+            found = self.regex.found_in(actual if isinstance(actual, str) else json.dumps(actual))
+            return found == (self.op == "~=")
         if self.op == "contains":
             return _contains(actual, self.expected)
         if self.op in ("==", "!="):
@@ -135,12 +146,12 @@ def _contains(actual: Any, expected: Any) -> bool:
     return False
 
 
-def _show(actual: Any) -> str:
+def _show(actual: Any, redactor: Redactor) -> str:
     if actual is MISSING:
         return "<missing>"
     if isinstance(actual, float):
         return f"{actual:.4f}"
-    return shown(actual if isinstance(actual, str) else json.dumps(actual))
+    return shown(actual if isinstance(actual, str) else json.dumps(actual), redactor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +185,9 @@ def parse_assertion(text: str) -> Assertion:
         if not isinstance(expected, str):
             raise AssertionSyntaxError(f"{text!r}: '{op}' needs a quoted regular expression")
         try:
-            regex = re.compile(expected)
-        except re.error as exc:
-            raise AssertionSyntaxError(f"{text!r}: bad regular expression: {exc}") from None
+            regex = compile_regex(expected)
+        except RegexError as exc:
+            raise AssertionSyntaxError(f"{text!r}: {exc}") from None
     return Assertion(text.strip(), kind, op, expected, path, header, regex)
 
 

@@ -1,4 +1,4 @@
-"""The `prober` command: run, validate, probe, sim, demo."""
+"""The `prober` command: run, validate, probe, sim, reference, demo."""
 
 from __future__ import annotations
 
@@ -15,17 +15,19 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from prober import __version__
-from prober.config import ConfigError, load_config
+from prober.config import ConfigError, load_config, shared_fate_warnings
 from prober.config_model import parse_duration
-from prober.daemon import UVLOOP_MODES, Shard, use_event_loop
+from prober.daemon import UVLOOP_MODES, use_event_loop
 from prober.listen import parse_listen_address
 from prober.logs import LOG_LEVELS, setup_logging
 from prober.serve import serve
+from prober.shard import Shard
 
 log = logging.getLogger("prober")
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
+DEFAULT_REFERENCE_LISTEN = "127.0.0.1:8181"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     from prober.sim.server import add_sim_arguments
 
     add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
-    demo = commands.add_parser("demo", help="the simulated platform plus the daemon")
+    from prober.sim.reference import add_reference_arguments
+
+    add_reference_arguments(
+        commands.add_parser("reference", help="run the canary's reference endpoint")
+    )
+    demo = commands.add_parser(
+        "demo", help="the simulated platform, the canary's reference endpoint and the daemon"
+    )
     _add_daemon(demo)
     demo.add_argument(
         "--sim.listen-address",
@@ -174,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SIM_LISTEN,
         help=f"where the simulated platform listens (default: {DEFAULT_SIM_LISTEN}; port 0 "
         "picks a free one)",
+    )
+    demo.add_argument(
+        "--reference.listen-address",
+        dest="reference_listen",
+        default=DEFAULT_REFERENCE_LISTEN,
+        help="where the canary's reference endpoint listens (default: "
+        f"{DEFAULT_REFERENCE_LISTEN}; port 0 picks a free one)",
     )
     demo.add_argument("--scenario", default=None, help="outage replay to start in the sim")
     demo.add_argument("--speed", default="1", help="replay speed factor")
@@ -193,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.server import run_sim
 
             return run_sim(args)
+        if args.command == "reference":
+            from prober.sim.reference import run_reference
+
+            return run_reference(args)
         args.listen = _listen_addresses(args.listen)
         if args.command == "healthcheck":
             return _healthcheck(args.listen[0])
@@ -262,12 +282,15 @@ def _validate(path: str) -> int:
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} error(s):\n{exc}", file=sys.stderr)
         return 1
+    for warning in shared_fate_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{path}: OK, {len(config.checks)} checks from {len(config.files)} files")
     return 0
 
 
 def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
-    """The simulated platform in a child process and the daemon probing it."""
+    """The simulated platform and the canary's reference endpoint, each in a child process
+    of its own (stopping one leaves the other up), and the daemon probing them."""
     from prober.demo import run_demo
 
     return run_demo(args, lambda: _run(args, shard))

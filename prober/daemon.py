@@ -9,20 +9,22 @@ import importlib
 import logging
 import os
 import time
-import zlib
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from prober.config import Config, ConfigError, load_config
+from prober.config import Config, ConfigError, load_config, load_off_loop, shared_fate_warnings
 from prober.config_model import Check, FlowCheck
-from prober.logs import log_result
-from prober.metrics import MetricsSink
+from prober.logs import Throttled, log_failure, log_recovery
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
+from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
 from prober.scheduler import Scheduler
-from prober.status import StatusSink
+from prober.shard import Shard
+from prober.status import StatusSink, Watched
 
 log = logging.getLogger("prober.daemon")
 
@@ -36,6 +38,10 @@ _GC_FULL_EVERY = 100
 _GC_FULL_EVERY_STDLIB = 10
 _LAG_WINDOW = 100
 _MAX_DRAIN = 30.0
+# A check that disagrees with its confirmed state runs again this soon (at most a quarter
+# of its interval): long enough for a lost packet to pass, short enough to confirm an
+# outage within seconds of the first failing run.
+CONFIRM_DELAY = 1.0
 
 
 UVLOOP_MODES = ("auto", "on", "off")
@@ -87,15 +93,16 @@ def settle_heap() -> None:
     gc.set_threshold(young, middle, _GC_FULL_EVERY_STDLIB if stdlib_loop else _GC_FULL_EVERY)
 
 
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """This instance runs the checks whose stable hash falls in `index` of `count` shards."""
-
-    index: int
-    count: int
-
-    def owns(self, check_name: str) -> bool:
-        return zlib.crc32(check_name.encode()) % self.count == self.index
+def _watched(check: Check) -> Watched:
+    """What the status sink needs of a check: its component(s), kind and interval."""
+    steps = check.steps if isinstance(check, FlowCheck) else []
+    return Watched(
+        check.component,
+        check.kind,
+        float(check.interval or 0),
+        {s.name: s.component for s in steps if s.component and s.component != check.component},
+        pooled=bool(getattr(check, "account_names", ())),
+    )
 
 
 class LoopLagMonitor:
@@ -122,6 +129,11 @@ class Daemon:
         self.status = StatusSink()
         self.sessions = SessionStore()
         self.metrics.watch_sessions(self.sessions.events)
+        self.metrics.watch_verdict(
+            self.status.component_conditions,
+            lambda: self.status.verdict.scope,
+            self.status.component_shares,
+        )
         self.config: Config | None = None
         self.ready = False
         self._checks: dict[str, Check] = {}
@@ -133,14 +145,22 @@ class Daemon:
             self.metrics.daemon.runs_skipped.inc,
         )
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._extra: dict[str, asyncio.Task[None]] = {}  # confirmation and sweep runs due
         self._semaphore = asyncio.Semaphore(1)
         self._reload_lock = asyncio.Lock()
         self._lag = LoopLagMonitor()
         self._background: set[asyncio.Task[None]] = set()
+        self._fd_shortage = Throttled(
+            log, "out of file descriptors: runs fail with reason resource (see RUNBOOK.md)"
+        )
+
+    async def _load(self) -> Config:
+        """Load the config off the loop within its time limit (config.load_off_loop)."""
+        return await load_off_loop(partial(load_config, self.config_path), str(self.config_path))
 
     async def start(self) -> None:
         """Load the config (raising ConfigError) and start probing."""
-        config = await asyncio.to_thread(load_config, self.config_path)
+        config = await self._load()
         self._clients = HttpClients(config.settings.user_agent)
         self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
         self._apply(config)
@@ -151,6 +171,8 @@ class Daemon:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.ready = True
+        for warning in shared_fate_warnings(config):
+            log.warning(warning)
         log.info(
             "prober started", extra={"checks": len(self._checks), "config": str(self.config_path)}
         )
@@ -159,7 +181,7 @@ class Daemon:
         """Load the config again and apply it as a diff; on error keep the running one."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
+                config = await self._load()
             except ConfigError as exc:
                 self.metrics.daemon.reload_ok.set(0)
                 log.error("reload failed, keeping the running config", extra={"errors": str(exc)})
@@ -183,11 +205,8 @@ class Daemon:
         )
         self._checks = owned
         self.config = config
-        self.metrics.apply(
-            {n: (("component", c.component), *sorted(c.labels.items())) for n, c in owned.items()},
-            config.settings.labels,
-        )
-        self.status.apply({n: (c.component, c.kind) for n, c in owned.items()})
+        self.metrics.apply({n: SeriesPlan.of(c) for n, c in owned.items()}, config.settings.labels)
+        self.status.apply({n: _watched(c) for n, c in owned.items()})
         self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
         self.sessions.forget_unused(
             {
@@ -204,7 +223,7 @@ class Daemon:
         daemon.reload_ok.set(1)
         daemon.reload_time.set(time.time())
 
-    async def _run_job(self, name: str) -> None:
+    async def _run_job(self, name: str, extra: bool = False) -> None:
         """Run and record the check, in the task the scheduler made for this run.
 
         A reload or shutdown cancels that task (it is the one in `_inflight`); the scheduler
@@ -215,19 +234,26 @@ class Daemon:
         run = asyncio.current_task()
         if check is None or env is None or run is None:
             return
+        if name in self._inflight:
+            # A confirmation run of this check is still going: this run would overlap it.
+            self.metrics.daemon.runs_skipped.inc()
+            return
         self._inflight[name] = run
         try:
-            await self._run_and_record(name, check, env)
+            await self._run_and_record(name, check, env, extra)
         finally:
             if self._inflight.get(name) is run:
                 del self._inflight[name]
 
-    async def _run_and_record(self, name: str, check: Check, env: RunEnvironment) -> None:
+    async def _run_and_record(
+        self, name: str, check: Check, env: RunEnvironment, extra: bool
+    ) -> None:
+        """Run the check and record it; an extra run (confirm, sweep) logs in afresh."""
         if self._semaphore.locked():
             self.metrics.daemon.probes_delayed.inc()
         async with self._semaphore:
             started = time.perf_counter()
-            result = await run_check(check, env)
+            result = await run_check(check, env, fresh_login=extra)
         if self._lag.over_budget_at >= started:
             result = replace(result, loop_lag_exceeded=True)
             self.metrics.daemon.lag_exceeded.inc()
@@ -235,8 +261,42 @@ class Daemon:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
         failing_since = self.status.failing_since(name)
-        self.status.record(result)
-        log_result(result, check.component, failing_since)
+        followup = self.status.record(result)
+        if result.reason is Reason.RESOURCE:
+            self._fd_shortage.note(check=name)  # one line a minute, not one per run
+        elif not result.success:
+            log_failure(result, check.component)
+        elif failing_since is not None and self.status.failing_since(name) is None:
+            log_recovery(result, check.component, failing_since)
+        if followup.confirm:
+            self.run_soon(name, "confirm", min(CONFIRM_DELAY, float(check.interval or 0) / 4))
+        for other in followup.sweep:
+            self.run_soon(other, "sweep", 0.0)
+
+    def run_soon(self, name: str, trigger: str, delay: float) -> None:
+        """Run a check once more, besides its schedule, unless such a run is already due.
+
+        A run of the check still going when this one is due is waited for first: the extra
+        run still follows it (a request for one made meanwhile was folded into this one).
+        """
+        if name in self._extra or not self.ready:
+            return
+
+        async def run() -> None:
+            try:
+                await asyncio.sleep(delay)
+                while (running := self._inflight.get(name)) is not None:
+                    await asyncio.wait({running})
+                if name in self._checks:
+                    self.metrics.daemon.extra_runs.labels(trigger=trigger).inc()
+                    del self._extra[name]  # a run that disagrees again may ask for another
+                    await self._run_job(name, extra=True)
+            finally:
+                if self._extra.get(name) is task:
+                    del self._extra[name]
+
+        task = asyncio.create_task(run(), name=f"{trigger}:{name}")
+        self._extra[name] = task
 
     async def _watch_loop_lag(self) -> None:
         # perf_counter, not loop.time(): uvloop's loop clock moves in whole milliseconds.
@@ -255,6 +315,7 @@ class Daemon:
         while True:
             budget = self.config.settings.loop_lag_budget if self.config else 0.1
             started = time.perf_counter()
+            self.status.forget_stale()
             verdict = self.status.evaluate(self._lag.p99(), budget)
             self.metrics.daemon.set_verdict(verdict.state)
             took = time.perf_counter() - started
@@ -264,6 +325,8 @@ class Daemon:
         """Stop scheduling, let in-flight runs finish within their timeouts, then close."""
         self.ready = False
         self._scheduler.apply({}, set())  # no new runs; the running ones finish below
+        for extra in list(self._extra.values()):
+            extra.cancel()
         pending = [t for t in self._inflight.values() if not t.done()]
         if pending:
             bound = min(

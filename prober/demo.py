@@ -1,9 +1,11 @@
-"""`prober demo`: the simulated platform in a child process, and the daemon probing it.
+"""`prober demo`: the simulated platform and the canary's reference endpoint, each in a child
+process, and the daemon probing them.
 
-The sim runs apart so its load never shows as the prober's own event-loop lag. The daemon
-learns the sim's address from the sim's banner (so `--sim.listen-address 127.0.0.1:0`
-works), never by polling a port: a port held by another process fails the demo instead of
-probing that process. The sim's output goes through the daemon's logger.
+Each child runs apart, so the sim's load never shows as the prober's own event-loop lag and
+stopping the sim leaves the canary's target up. The daemon learns each child's address from
+its banner (so `--sim.listen-address 127.0.0.1:0` works), never by polling a port: a port
+held by another process fails the demo instead of probing that process. The children's
+output goes through the daemon's logger.
 """
 
 from __future__ import annotations
@@ -16,19 +18,32 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO
 
 log = logging.getLogger("prober.demo")
 
-SIM_START_SECONDS = 15.0
-# The first line `prober sim` prints once it listens (prober/sim/server.py).
-_SIM_BANNER = "prober sim: serving "
+START_SECONDS = 15.0
 
 
-class SimProcess:
-    """A `prober sim` child; its stdout and stderr relayed to the log by two threads."""
+@dataclass(frozen=True, slots=True)
+class ChildServer:
+    """A `prober` subcommand that serves HTTP, and where the demo points at it."""
 
-    def __init__(self, command: list[str]) -> None:
+    what: str  # for the log: "simulated platform"
+    banner: str  # the first line it prints once it listens, up to the URL
+    env: str  # the variable the shipped checks read its URL from
+
+
+SIM = ChildServer("simulated platform", "prober sim: serving ", "PLATFORM_URL")  # sim/server.py
+REFERENCE = ChildServer("reference endpoint", "prober reference: serving ", "CANARY_URL")
+
+
+class ChildProcess:
+    """A child server; its stdout and stderr relayed to the log by two threads."""
+
+    def __init__(self, server: ChildServer, command: list[str]) -> None:
+        self.server = server
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -42,26 +57,26 @@ class SimProcess:
             relay.start()
 
     def _relay_stdout(self, stream: IO[str]) -> None:
-        """Take the URL from the banner (the banner's demo password is not logged)."""
+        """Take the URL from the banner (the rest of it, the sim's demo password, is not
+        logged)."""
         announced = False
         for line in stream:
-            if not announced and line.startswith(_SIM_BANNER):
-                url = line.removeprefix(_SIM_BANNER).split()[0]
-                log.info("simulated platform serving", extra={"url": url})
+            if not announced and line.startswith(self.server.banner):
+                url = line.removeprefix(self.server.banner).split()[0]
+                log.info(f"{self.server.what} serving", extra={"url": url})
                 self._url.put(url)
                 announced = True
             else:
-                log.info(line.rstrip("\n"), extra={"source": "sim"})
+                log.info(line.rstrip("\n"), extra={"source": self.server.what})
         if not announced:
             self._url.put(None)
 
-    @staticmethod
-    def _relay_stderr(stream: IO[str]) -> None:
+    def _relay_stderr(self, stream: IO[str]) -> None:
         for line in stream:
-            log.warning(line.rstrip("\n"), extra={"source": "sim"})
+            log.warning(line.rstrip("\n"), extra={"source": self.server.what})
 
-    def url(self, limit: float = SIM_START_SECONDS) -> str | None:
-        """The sim's base URL once it listens; None if it exits or stays silent that long."""
+    def url(self, limit: float = START_SECONDS) -> str | None:
+        """The child's base URL once it listens; None if it exits or stays silent that long."""
         try:
             return self._url.get(timeout=limit)
         except queue.Empty:
@@ -89,16 +104,30 @@ def sim_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def reference_command(args: argparse.Namespace) -> list[str]:
+    """`prober reference` on the demo's `--reference.listen-address`."""
+    return [sys.executable, "-m", "prober", "reference", "--listen", args.reference_listen]
+
+
 def run_demo(args: argparse.Namespace, run_daemon: Callable[[], int]) -> int:
-    """Start the sim, point PLATFORM_URL at it, run the daemon; exit 1 if the sim fails."""
-    sim = SimProcess(sim_command(args))
+    """Start the sim and the reference endpoint, point PLATFORM_URL and CANARY_URL at them,
+    run the daemon; exit 1 if either child fails to start.
+
+    The variables are set, not defaulted: the demo probes its own children, wherever they
+    listen, never what an earlier shell left in the environment.
+    """
+    children: list[ChildProcess] = []
     try:
-        url = sim.url()
-        if url is None:
-            code = sim.stop()
-            log.error("the simulated platform did not start", extra={"sim_exit_code": code})
-            return 1
-        os.environ["PLATFORM_URL"] = url
+        for server, command in ((SIM, sim_command(args)), (REFERENCE, reference_command(args))):
+            child = ChildProcess(server, command)
+            children.append(child)
+            url = child.url()
+            if url is None:
+                code = child.stop()
+                log.error(f"the {server.what} did not start", extra={"exit_code": code})
+                return 1
+            os.environ[server.env] = url
         return run_daemon()
     finally:
-        sim.stop()
+        for child in children:
+            child.stop()

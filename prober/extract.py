@@ -1,4 +1,4 @@
-"""`${name}` templates, a small JSON path, and `len()` of any JSON value.
+"""`${name}` templates, a small JSON path, `len()` of any JSON value, and user regexes.
 
 Everything here is parsed once at config load; evaluation only walks prebuilt objects.
 """
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
+
+import re2
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)(?::-(.*?))?\}")
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
@@ -20,8 +23,11 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
+    """`${name}` or `${name:-default}`; `quoted` values are percent-encoded where they land."""
+
     name: str
     default: str | None
+    quoted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +53,16 @@ class Template:
             value = values.get(part.name, part.default)
             if value is None:
                 raise TemplateError(f"variable '{part.name}' has no value")
-            out.append(value)
+            out.append(_percent_encoded(value) if part.quoted else value)
         return "".join(out)
+
+
+def _percent_encoded(value: str) -> str:
+    """Every byte but the unreserved ones encoded, so a value stays one URL component."""
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError:
+        raise TemplateError("a value put into the URL is not valid UTF-8 text") from None
 
 
 def compile_template(text: str) -> Template:
@@ -63,6 +77,81 @@ def compile_template(text: str) -> Template:
     if pos < len(text) or not parts:
         parts.append(text[pos:])
     return Template(tuple(parts), text)
+
+
+# Where a URL template is while it is read left to right; placeholders in the last four
+# are percent-encoded.
+_BASE, _AFTER_BASE, _SCHEME, _AUTHORITY, _USERINFO, _PATH, _QUERY, _FRAGMENT = range(8)
+
+
+def compile_url_template(text: str) -> Template:
+    """A URL template whose values are percent-encoded where they land.
+
+    A value in the userinfo, the path, the query or the fragment is one component: `a&b`
+    stays one query value, `a/b` one path segment, `p@ss/word` one password. A value at the
+    start (a base URL such as `${PLATFORM_URL}/api`) or in the host and port goes in as it is.
+    """
+    template = compile_template(text)
+    state = _BASE
+    parts: list[str | Placeholder] = []
+    for index, part in enumerate(template.parts):
+        if isinstance(part, str):
+            state = _after_literal(state, part)
+            parts.append(part)
+            continue
+        if state == _AUTHORITY and _userinfo_follows(template.parts[index + 1 :]):
+            state = _USERINFO
+        parts.append(Placeholder(part.name, part.default, state >= _USERINFO))
+        if state == _BASE:
+            state = _AFTER_BASE
+    return Template(tuple(parts), text)
+
+
+def _after_literal(state: int, literal: str) -> int:
+    """The URL state after reading `literal` in `state`."""
+    if state in (_BASE, _AFTER_BASE, _SCHEME):
+        _, sep, rest = literal.partition("://")
+        if not sep:
+            # What follows a base URL is its path, query or fragment.
+            return _after_literal_path(_PATH, literal) if state == _AFTER_BASE else _SCHEME
+        state, literal = _AUTHORITY, rest
+    if state in (_AUTHORITY, _USERINFO):
+        if "@" in literal:
+            state, literal = _AUTHORITY, literal.rsplit("@", 1)[1]
+        end = _authority_end(literal)
+        if end == len(literal):
+            return state
+        return _after_literal_path(_AUTHORITY_ENDS[literal[end]], literal[end:])
+    return _after_literal_path(state, literal)
+
+
+def _after_literal_path(state: int, literal: str) -> int:
+    """Path -> query at `?`, anything -> fragment at `#`."""
+    if "#" in literal:
+        return _FRAGMENT
+    if state == _PATH and "?" in literal:
+        return _QUERY
+    return state
+
+
+_AUTHORITY_ENDS = {"/": _PATH, "?": _QUERY, "#": _FRAGMENT}
+
+
+def _authority_end(literal: str) -> int:
+    """Where the authority ends in `literal`: its first `/`, `?` or `#` (else its length)."""
+    return min((literal.index(c) for c in _AUTHORITY_ENDS if c in literal), default=len(literal))
+
+
+def _userinfo_follows(rest: tuple[str | Placeholder, ...]) -> bool:
+    """Whether an `@` comes before the authority ends: then the placeholder is userinfo."""
+    for part in rest:
+        if isinstance(part, str):
+            end = _authority_end(part)
+            if "@" in part[:end]:
+                return True
+            if end < len(part):
+                return False
+    return False
 
 
 class JsonPathError(ValueError):
@@ -109,6 +198,76 @@ def parse_json_path(text: str) -> JsonPath:
         tokens.append(int(index) if index is not None else (name or quoted))
         pos = match.end()
     return JsonPath(tuple(tokens), source)
+
+
+class RegexError(ValueError):
+    """A regular expression RE2 cannot compile; the message says why, without the pattern."""
+
+
+# RE2's messages end with the offending part of the pattern (config text that may hold an
+# environment value): keep the kind of error, and name the unsupported constructs.
+_RE2_UNSUPPORTED = (
+    ("(?=", "lookahead (?=...) is not supported"),
+    ("(?!", "negative lookahead (?!...) is not supported"),
+    ("(?<=", "lookbehind (?<=...) is not supported"),
+    ("(?<!", "negative lookbehind (?<!...) is not supported"),
+    ("(?P=", "backreferences are not supported"),
+    ("\\Z", "\\Z is written \\z in RE2"),
+)
+
+
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print each error to stderr itself
+    return options
+
+
+_RE2_OPTIONS = _options()
+
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    """A user's regular expression, compiled once with RE2: matching takes linear time.
+
+    RE2 is the syntax of Go's regexp, which blackbox_exporter and Prometheus users already
+    write; it has no backreferences or lookaround, the features that make backtracking
+    engines take exponential time.
+    """
+
+    pattern: str
+    groups: int
+    compiled: Any = field(compare=False, repr=False)
+
+    def found_in(self, text: str) -> bool:
+        """Whether the regex matches anywhere in `text`."""
+        return self.compiled.search(text) is not None
+
+    def first_group(self, text: str) -> str | None:
+        """The first capture group of the first match; None without a match or group."""
+        match = self.compiled.search(text)
+        group = match.group(1) if match is not None else None
+        return group if isinstance(group, str) else None
+
+
+def compile_regex(pattern: str) -> Regex:
+    """Compile a user's regex with RE2; raise RegexError saying why it cannot be used."""
+    try:
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        raise RegexError(_re2_message(pattern, exc)) from None
+    return Regex(pattern, int(compiled.groups), compiled)
+
+
+def _re2_message(pattern: str, exc: Exception) -> str:
+    for construct, message in _RE2_UNSUPPORTED:
+        if construct in pattern:
+            return f"bad regular expression: {message} (RE2 syntax)"
+    raw = exc.args[0] if exc.args else b""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    kind = text.split(":", 1)[0].strip() or "cannot compile"
+    if kind == "invalid escape sequence" and re.search(r"\\[1-9]", pattern):
+        kind = "backreferences (\\1) are not supported"
+    return f"bad regular expression: {kind} (RE2 syntax)"
 
 
 def value_length(value: Any) -> int:

@@ -72,23 +72,18 @@ def log_config_error(what: str, error: ConfigError) -> None:
         log.error(what, extra={"error": str(issue)})
 
 
-def log_result(result: Result, component: str, failing_since: float | None) -> None:
-    """A line for each failed run, and one when a check that was failing passes again.
-
-    `failing_since` is the start of the check's first failed run in its current failing
-    streak (None when it was passing), read before this result was recorded.
-    """
-    if not result.success:
-        log_failure(result, component)
-    elif failing_since is not None:
-        log.info(
-            "check recovered",
-            extra={
-                "check": result.check,
-                "component": component,
-                "failing_seconds": round(max(result.started_at - failing_since, 0.0), 1),
-            },
-        )
+def log_recovery(result: Result, component: str, failing_since: float) -> None:
+    """One line when a check confirmed failing is confirmed passing again, with how long it
+    was failing: from `failing_since` (the start of the run that confirmed the failure) to
+    the start of this one."""
+    log.info(
+        "check recovered",
+        extra={
+            "check": result.check,
+            "component": component,
+            "failing_seconds": round(max(result.started_at - failing_since, 0.0), 1),
+        },
+    )
 
 
 def log_failure(result: Result, component: str) -> None:
@@ -105,3 +100,26 @@ def log_failure(result: Result, component: str) -> None:
             "detail": result.message,
         },
     )
+
+
+class Throttled:
+    """One warning for a condition that may repeat thousands of times a second (no file
+    descriptors left, too many web connections): said at once, then at most once per
+    `interval` seconds with how many times it happened since."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._said_at: float | None = None
+        self._unsaid = 0
+
+    def note(self, **fields: Any) -> None:
+        """Count one occurrence; log it (with the count since the last line) if it is time."""
+        self._unsaid += 1
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < self._interval:
+            return
+        self._logger.warning(self._message, extra={**fields, "times": self._unsaid})
+        self._said_at = now
+        self._unsaid = 0

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from prober.secrets import redact
+from prober.secrets import NO_SECRETS, Redactor
 
 # How much of a value an assertion outcome shows: enough to recognise it, bounded for logs.
 _SHOWN_CHARS = 64
@@ -28,9 +27,13 @@ class Reason(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     INVALID_JSON = "invalid_json"
     TEMPLATE = "template"
+    INVALID_URL = "invalid_url"
     PROTOCOL = "protocol"
     RESET = "reset"
+    # The prober itself ran out of file descriptors (EMFILE/ENFILE): not the target's fault.
+    RESOURCE = "resource"
     ERROR = "error"
+    INTERNAL = "internal"
 
 
 PHASE_NAMES: tuple[str, ...] = ("resolve", "connect", "tls", "processing", "transfer")
@@ -52,21 +55,22 @@ class Phases:
 
 @dataclass(frozen=True, slots=True)
 class AssertionOutcome:
-    """One assertion with the value it saw, like `[STATUS] (500) == 200`."""
+    """One assertion with the value it saw, like `[STATUS] (500) == 200`.
+
+    `actual` is already free of secrets and short: build it with `shown()`.
+    """
 
     text: str
     passed: bool
     actual: str
 
-    def redacted(self, secrets: Iterable[str]) -> AssertionOutcome:
-        """This outcome with every secret value in `actual` replaced by `***`."""
-        actual = redact(self.actual, secrets)
-        return self if actual == self.actual else AssertionOutcome(self.text, self.passed, actual)
 
+def shown(text: str, redactor: Redactor = NO_SECRETS) -> str:
+    """`text` with secrets hidden, cut to the length an AssertionOutcome shows (`...` when cut).
 
-def shown(text: str) -> str:
-    """`text` cut to the length an AssertionOutcome shows, marked with `...` when cut."""
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+    Redacted before the cut, so a secret that straddles the cut shows no prefix.
+    """
+    return redactor.excerpt(text, _SHOWN_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,9 @@ class StepResult:
     body_length: int | None = None
     answer_count: int | None = None
     dns_lookup_time: float | None = None
+    # A pooled flow's step: how many of the run's accounts ran it, and how many failed it.
+    accounts: int = 0
+    accounts_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,12 @@ class Result:
     failures: tuple[AttemptFailure, ...] = ()
     degraded: bool = False
     loop_lag_exceeded: bool = False
+    # A pooled flow's run: the Result of each account it ran as (empty otherwise).
+    accounts: tuple[Result, ...] = ()
+
+    @property
+    def accounts_failed(self) -> int:
+        return sum(1 for run in self.accounts if not run.success)
 
     @property
     def tls_expiry(self) -> float | None:

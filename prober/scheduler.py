@@ -5,6 +5,13 @@ itself (max_instances=1) and coalescing runs missed while the loop was stalled. 
 adds what a prober needs on top: first runs spread evenly over the interval, scheduler lag,
 and a count of runs skipped or coalesced. It costs about 0.07 ms of CPU per run
 (docs/PERFORMANCE.md), which the daemon can afford.
+
+APScheduler 3 reads the wall clock (`datetime.now`) to decide what is due and how long to
+sleep. A wall-clock step back (NTP at boot, a VM resumed) would put every run minutes into
+the future, and the loop timer it set would sleep through the clock being put right; a step
+forward would make every check overdue at once. So this module gives APScheduler a `now`
+that moves with the monotonic clock from an anchor taken at import (`SteadyClock`): wall
+steps never reach the schedule, and intervals are intervals of elapsed time.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_SUBMITTED,
@@ -26,6 +36,42 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("prober.scheduler")
+
+
+class SteadyClock(datetime):
+    """A datetime whose `now()` is the wall time at import plus monotonic time elapsed since.
+
+    Handed to APScheduler in place of its `datetime`, so that the schedule follows elapsed
+    time whatever happens to the wall clock (see the module docstring).
+    """
+
+    _wall_anchor = datetime.now(UTC)
+    _monotonic_anchor = time.monotonic()
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        moment = cls._wall_anchor + timedelta(seconds=time.monotonic() - cls._monotonic_anchor)
+        return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+
+
+# APScheduler 3 calls `datetime.now(tz)` in these two modules only (its triggers get `now`
+# passed in, and ours always get a start date).
+apscheduler.schedulers.base.datetime = SteadyClock
+apscheduler.executors.base.datetime = SteadyClock
+
+
+class _CountedSkipFilter(logging.Filter):
+    """Drops APScheduler's warning for a run skipped because the previous one still runs.
+
+    Every such skip is counted in `prober_scheduler_runs_skipped_total`; a warning per skip
+    would flood the log of a loaded prober with what the metric already says.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_CountedSkipFilter())
 
 RunCheck = Callable[[str], Coroutine[Any, Any, None]]
 
@@ -131,7 +177,7 @@ class Scheduler:
             if known is not None:
                 self._drop(name)
             starting.setdefault(interval, []).append(name)
-        now = datetime.now(UTC)
+        now = SteadyClock.now(UTC)
         for interval, names in starting.items():
             for name, offset in zip(names, _spread(interval, len(names)), strict=True):
                 self._scheduler.add_job(
@@ -162,7 +208,7 @@ class Scheduler:
             skipped += max(round((due - previous).total_seconds() / interval) - 1, 0)
         self._last_due[event.job_id] = due
         if event.code == EVENT_JOB_SUBMITTED:
-            self._on_lag(max((datetime.now(UTC) - due).total_seconds(), 0.0))
+            self._on_lag(max((SteadyClock.now(UTC) - due).total_seconds(), 0.0))
         if skipped:
             self.runs_skipped += skipped
             if self._on_skipped is not None:

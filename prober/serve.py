@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from prober.config import Config, ConfigError, ConfigIssue
-from prober.daemon import Daemon, Shard
+from prober.config import Config, ConfigError, ConfigIssue, load_off_loop
+from prober.daemon import Daemon
 from prober.listen import ListenError, bind_all, describe, parse_listen_address, url_host
-from prober.logs import log_config_error
+from prober.logs import Throttled, log_config_error
+from prober.probes.context import out_of_descriptors
+from prober.shard import Shard
 from prober.watch import watch, watched_files
 from prober.web import WebServer, build_app, serve_on
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
@@ -60,6 +65,34 @@ class _Reloader:
         return watched_files(config_path, self.daemon.config, extra)
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every probe and web connection
+    holds a descriptor, and distributions still start most processes with a soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. a seccomp filter (the unit sets LimitNOFILE)
+        log.info("open file limit not raised", extra={"soft": soft, "hard": hard, "error": exc})
+        return
+    log.info("open file limit raised", extra={"from": soft, "to": hard})
+
+
+def _quiet_fd_shortage(loop: asyncio.AbstractEventLoop) -> None:
+    """Out of descriptors, asyncio's accept loop logs a traceback per failed accept (hundreds
+    a second): say it in one line a minute instead; any other error keeps the default."""
+    shortage = Throttled(log, "out of file descriptors: web connections wait (see RUNBOOK.md)")
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if out_of_descriptors(context.get("exception")):
+            shortage.note()
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
 async def serve(
     config_path: str,
     listen: Sequence[str],
@@ -73,6 +106,8 @@ async def serve(
 
     The addresses are bound first, so a busy port ends the start before any probe runs.
     """
+    raise_open_file_limit()
+    _quiet_fd_shortage(asyncio.get_running_loop())
     try:
         sockets = bind_all(parse_listen_address(text) for text in listen)
     except ListenError as exc:
@@ -108,16 +143,17 @@ async def serve(
                     lambda: reloader.watched(Path(config_path)),
                     auto_reload_interval,
                     reloader.reload_quietly,
+                    config_path,
                 )
             )
         await _wait_for_stop(reloader)
         if watcher is not None:
             watcher.cancel()
     log.info("stopping: closing the web server, letting in-flight probes finish")
+    for task in reloader.tasks:
+        task.cancel()  # a reload stuck on a file must not hold the stop, nor apply after it
     await runner.cleanup()
     await daemon.stop()
-    for task in reloader.tasks:
-        task.cancel()
     return 0
 
 
@@ -128,7 +164,8 @@ async def _start(
     security = None
     if web_config_file:
         try:
-            security = WebSecurity(await asyncio.to_thread(load_web_config, web_config_file))
+            load = partial(load_web_config, web_config_file)
+            security = WebSecurity(await load_off_loop(load, web_config_file))
         except ConfigError as exc:
             log_config_error("invalid web configuration", exc)
             return None

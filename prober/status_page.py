@@ -14,6 +14,7 @@ from typing import Any
 _COLOURS = {
     "ok": "#1a7f37",
     "degraded": "#9a6700",
+    "partial": "#bc4c00",
     "down": "#cf222e",
     "failing": "#cf222e",
     "pending": "#6e7781",
@@ -143,6 +144,11 @@ def _state_cell(check: dict[str, Any]) -> str:
             f"{time.strftime('%H:%M:%S UTC', time.gmtime(started))} "
             f"({_span(time.time() - started)})</small>"
         )
+    if check.get("confirming"):
+        since += (
+            '<br><small class="confirming" title="a run disagreed with the confirmed state: '
+            'the check is run again at once to confirm it">confirming</small>'
+        )
     return f'<td style="color:{_colour(state)}"><b>{escape(state)}</b>{since}</td>'
 
 
@@ -162,26 +168,52 @@ def _check_row(check: dict[str, Any]) -> str:
     )
 
 
+def _component(component: dict[str, Any]) -> str:
+    """A component's box: its state (pending while held for a canary), how many of its
+    checks fail, and the failing share of accounts when a pooled flow samples it."""
+    state = escape(component["state"])
+    share = component.get("failing_share")
+    accounts = (
+        f'<br><small class="share" title="accounts failing over recent pooled runs">'
+        f"{share * 100:.0f}% of accounts failing</small>"
+        if share is not None
+        else ""
+    )
+    return (
+        f'<div class="comp" style="border-color:{_colour(state)}" '
+        f'data-component="{escape(component["name"])}" data-state="{state}">'
+        f"<b>{escape(component['name'])}</b><br>{state} "
+        f"<small>({component['failing']}/{component['checks']} failing)</small>{accounts}</div>"
+    )
+
+
 def _meta(snapshot: dict[str, Any]) -> str:
-    """The line under the title: which vantage point this is, and the global labels."""
+    """The line under the title: which vantage point this is, the global labels, and how
+    far the trouble reaches (the verdict's scope)."""
     labels = snapshot.get("labels", {})
     parts = [f"vantage <b>{escape(labels['vantage'])}</b>"] if "vantage" in labels else []
     parts += [f"{escape(k)}={escape(v)}" for k, v in sorted(labels.items()) if k != "vantage"]
+    if "scope" in snapshot:
+        scope = escape(snapshot["scope"])
+        parts.append(f'scope <b data-scope="{scope}">{scope}</b>')
     if snapshot.get("evaluated_at"):
         parts.append(f"verdict {_ago(snapshot['evaluated_at'])}")
     return f'<p class="meta" id="meta">{" · ".join(parts)}</p>'
 
 
 def render_status_page(snapshot: dict[str, Any], refresh_seconds: int = 5) -> str:
-    """The verdict first, then each component, then every check, failing ones first."""
+    """The verdict first, then each component, then every check, failing ones first.
+
+    Always encodable as UTF-8: a lone surrogate (bytes that were not UTF-8, decoded with
+    surrogateescape somewhere upstream) becomes `?` instead of failing the page.
+    """
+    page = _render(snapshot, refresh_seconds)
+    return page.encode("utf-8", "replace").decode("utf-8")
+
+
+def _render(snapshot: dict[str, Any], refresh_seconds: int) -> str:
     verdict = snapshot["verdict"]
-    components = "".join(
-        f'<div class="comp" style="border-color:{_colour(c["state"])}" '
-        f'data-component="{escape(c["name"])}" data-state="{c["state"]}">'
-        f"<b>{escape(c['name'])}</b><br>{c['state']} "
-        f"<small>({c['failing']}/{c['checks']} failing)</small></div>"
-        for c in snapshot["components"]
-    )
+    components = "".join(_component(c) for c in snapshot["components"])
     checks = sorted(snapshot["checks"], key=lambda c: (_rank(c), c["name"]))
     rows = "".join(_check_row(c) for c in checks)
     return f"""<!doctype html>

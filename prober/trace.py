@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from prober.config import Config, ConfigError, load_config
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import PHASE_NAMES, Result, StepResult
@@ -69,10 +69,7 @@ def metric_lines(config: Config, result: Result) -> str:
     """The per-check series this one run would export."""
     check = config.check(result.check)
     sink = MetricsSink()
-    sink.apply(
-        {check.name: (("component", check.component), *sorted(check.labels.items()))},
-        config.settings.labels,
-    )
+    sink.apply({check.name: SeriesPlan.of(check)}, config.settings.labels)
     sink.record(result)
     text = sink.render().decode()
     return "\n".join(

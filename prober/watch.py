@@ -1,10 +1,11 @@
 """Watch the config files; call back when their content changes (auto-reload).
 
-Each poll fingerprints every file (mtime, size and a SHA-256 of the content) in a worker
-thread, so the event loop never waits on the disk. The set of files is recomputed on every
-poll from the running config: the main file, every file its `check_files` globs match now
-(a new check file counts as a change), its `file:` secrets and any extra files (the web
-config).
+Each poll fingerprints every file (mtime, size and a SHA-256 of the content) in a thread of
+its own with a time limit (config.load_off_loop), so neither the event loop nor a stop waits
+on the disk; files are read as loading reads them (regular files only, size-capped). The
+set of files is recomputed on every poll from the running config: the main file, every file
+its `check_files` globs match now (a new check file counts as a change), its `file:` secrets
+and any extra files (the web config).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from prober.config import Config, check_file_matches
+from prober.config import (
+    MAX_CONFIG_BYTES,
+    Config,
+    ConfigError,
+    check_file_matches,
+    load_off_loop,
+    read_bounded,
+)
+from prober.logs import Throttled
 
 log = logging.getLogger("prober.watch")
 
@@ -45,7 +54,7 @@ def fingerprint(files: Iterable[Path]) -> Fingerprint:
     for file in files:
         try:
             stat = file.stat()
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            digest = hashlib.sha256(read_bounded(file, MAX_CONFIG_BYTES)).hexdigest()
         except OSError:
             prints[str(file)] = None
             continue
@@ -57,22 +66,30 @@ async def watch(
     list_files: Callable[[], list[Path]],
     interval: float,
     on_change: Callable[[], Awaitable[object]],
+    name: str = "config",
 ) -> None:
     """Poll every `interval` seconds; await `on_change()` once per observed change.
 
     A failed reload is not retried until the files change again (the error is logged once).
-    Runs until cancelled.
+    A poll that cannot read the files in time changes nothing. Runs until cancelled. `name`
+    (the main config file) tells one watch's stuck reads from another's.
     """
+    unreadable = Throttled(log, "config files not read in time; polling on")
 
-    def snapshot() -> Fingerprint:
-        return fingerprint(list_files())
+    async def snapshot() -> Fingerprint | None:
+        try:
+            return await load_off_loop(lambda: fingerprint(list_files()), f"watch of {name}")
+        except ConfigError as exc:
+            unreadable.note(errors=str(exc))
+            return None
 
-    last = await asyncio.to_thread(snapshot)
+    last = await snapshot()
     while True:
         await asyncio.sleep(interval)
-        now = await asyncio.to_thread(snapshot)
-        if now == last:
+        now = await snapshot()
+        if now is None or now == last:
             continue
+        last = last or {}  # the first read failed: whatever is there now is news
         changed = sorted(f for f in set(now) | set(last) if now.get(f) != last.get(f))
         log.info("config files changed, reloading", extra={"files": ",".join(changed)})
         last = now

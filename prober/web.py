@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from aiohttp import hdrs, web
-from aiohttp.typedefs import Middleware
+from aiohttp import hdrs, web, web_response
+from aiohttp.typedefs import Handler, Middleware
 
 from prober.config import Config, ConfigError
 from prober.daemon import Daemon
 from prober.exposition import negotiate
 from prober.listen import ListenAddress, bind
+from prober.logs import Throttled
 from prober.status_page import render_status_page
 
+log = logging.getLogger("prober.web")
+
 _MAX_REQUEST_BYTES = 64 * 1024
+# aiohttp names itself and Python with their versions in every response's Server header,
+# its own 400s for malformed requests included (no app hook sees those): say only "prober".
+setattr(web_response, "SERVER_SOFTWARE", "prober")  # noqa: B010 (not re-exported: mypy)
 
 
 class _Handlers:
@@ -87,16 +96,6 @@ class _Handlers:
         raise web.HTTPFound("/status")
 
 
-@web.middleware
-async def _bounded_body(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse bodies over the cap (413) even on routes that never read them."""
-    if request.body_exists:
-        await request.read()  # raises 413 past client_max_size; our routes take no body
-    return await handler(request)
-
-
 def build_app(
     daemon: Daemon,
     enable_lifecycle: bool = False,
@@ -110,9 +109,7 @@ def build_app(
     route (basic auth from the web config); `response_headers` gives the headers to add to
     every response, streamed ones included (read per response, so a reload takes effect).
     """
-    app = web.Application(
-        client_max_size=_MAX_REQUEST_BYTES, middlewares=[_bounded_body, *middlewares]
-    )
+    app = web.Application(client_max_size=_MAX_REQUEST_BYTES, middlewares=list(middlewares))
     if response_headers is not None:
         headers_now = response_headers
 
@@ -132,60 +129,134 @@ def build_app(
     return app
 
 
-# A client gets this long to send each request head (and to finish a TLS handshake); a
-# slow client trickling bytes (slowloris) is cut off instead of holding a connection forever.
-REQUEST_HEAD_SECONDS = 10.0
-_HEAD_END = b"\r\n\r\n"
+@dataclass(frozen=True, slots=True)
+class WebLimits:
+    """What a web client may hold: time per request head, idle and response, and slots.
 
-
-class _HeadDeadline(asyncio.Protocol):
-    """Wraps aiohttp's per-connection protocol: each request head must arrive in time.
-
-    The clock starts when the connection opens and again after each complete head, so an
-    idle keep-alive connection is closed after the same bound.
+    Each request's head (and body) gets one deadline from its first byte (or the connect);
+    nothing the client sends extends it, so trickling bytes (slowloris, a `\r\n` every
+    second) is cut off. A keep-alive connection may sit idle between requests for
+    `idle_seconds`; a handler has `response_seconds` to send its answer to a client that
+    stops reading. Past `max_connections`, a new connection closes the oldest one that is not
+    in a request (a scraper's connect is always served), and is refused only when all are.
     """
 
-    def __init__(self, inner: asyncio.Protocol, limit: float) -> None:
-        self._inner = inner
-        self._limit = limit
-        self._tail = b""
-        self._timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.BaseTransport | None = None
+    head_seconds: float = 10.0
+    idle_seconds: float = 75.0
+    response_seconds: float = 120.0
+    max_connections: int = 256
 
-    def _arm(self) -> None:
+
+class _State(enum.Enum):
+    HEAD = "waiting for a request head"
+    BUSY = "in a request"
+    IDLE = "idle between requests"
+
+
+class _Connections:
+    """The listener's open connections, oldest first, held to its limits."""
+
+    def __init__(self, limits: WebLimits) -> None:
+        self.limits = limits
+        self.open: dict[asyncio.BaseTransport, _Connection] = {}
+        self.full = Throttled(
+            log, f"web connection limit ({limits.max_connections}) reached: closing idle ones"
+        )
+
+    def admit(self) -> bool:
+        """Make room for one more connection; False when every slot is in a request."""
+        if len(self.open) < self.limits.max_connections:
+            return True
+        self.full.note()
+        for connection in self.open.values():
+            if connection.state is not _State.BUSY:
+                connection.shut()
+                return True
+        return False
+
+
+class _Connection(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol and holds it to the listener's limits."""
+
+    def __init__(self, inner: asyncio.Protocol, connections: _Connections) -> None:
+        self._inner = inner
+        self._connections = connections
+        self._limits = connections.limits
+        self.state = _State.HEAD
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._admitted = False
+
+    def _wait(self, state: _State, seconds: float) -> None:
+        """Enter `state`; the connection is cut off if it is still in it after `seconds`."""
+        self.state = state
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self._limit, self._expire)
+        self._timer = asyncio.get_running_loop().call_later(seconds, self.shut)
 
-    def _expire(self) -> None:
+    def shut(self) -> None:
+        """Close now, dropping unsent data: a client that does not read must not hold it."""
         if self._transport is not None:
-            self._transport.close()
+            self._connections.open.pop(self._transport, None)
+            self._transport.abort()
+
+    def request_started(self) -> None:
+        self._wait(_State.BUSY, self._limits.response_seconds)
+
+    def request_finished(self) -> None:
+        self._wait(_State.IDLE, self._limits.idle_seconds)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
-        self._arm()
+        self._transport = cast(asyncio.Transport, transport)  # a stream server's transport
+        if not self._connections.admit():
+            self._transport.abort()  # aiohttp never sees it
+            return
+        self._admitted = True
+        self._connections.open[transport] = self
+        self._wait(_State.HEAD, self._limits.head_seconds)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        window = self._tail + data
-        if _HEAD_END in window:
-            self._arm()
-        self._tail = window[-(len(_HEAD_END) - 1) :]
+        if self.state is _State.IDLE:  # the next request begins: its one head deadline
+            self._wait(_State.HEAD, self._limits.head_seconds)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._admitted else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._inner.connection_lost(exc)
+        if self._transport is not None:
+            self._connections.open.pop(self._transport, None)
+        if self._admitted:
+            self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+
+
+def _track(connections: _Connections) -> Middleware:
+    """Tell each connection when its request starts and ends, for its deadlines."""
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            # Read under the head deadline; 413 past client_max_size (our routes take no body).
+            await request.read()
+        connection = connections.open.get(request.transport) if request.transport else None
+        if connection is None:
+            return await handler(request)
+        connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            connection.request_finished()
+
+    return track
 
 
 class WebServer:
@@ -211,22 +282,25 @@ async def start_web(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None = None,
-    head_seconds: float = REQUEST_HEAD_SECONDS,
+    limits: WebLimits = WebLimits(),
 ) -> WebServer:
     """Listen on host:port (port 0 picks a free one; "" every interface), over TLS if given."""
-    return await serve_on(app, [bind(ListenAddress(host, port))], ssl_context, head_seconds)
+    return await serve_on(app, [bind(ListenAddress(host, port))], ssl_context, limits)
 
 
 async def serve_on(
     app: web.Application,
     sockets: Sequence[socket.socket],
     ssl_context: ssl.SSLContext | None = None,
-    head_seconds: float = REQUEST_HEAD_SECONDS,
+    limits: WebLimits = WebLimits(),
 ) -> WebServer:
-    """Serve the app on sockets already bound and listening (`prober.listen.bind_all`).
+    """Serve the app on sockets already bound and listening (`prober.listen.bind_all`),
+    within `limits` (shared by all the sockets).
 
     The sockets belong to the returned server from here on, even if this raises.
     """
+    connections = _Connections(limits)
+    app.middlewares.insert(0, _track(connections))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     handler_factory = runner.server
@@ -236,10 +310,10 @@ async def serve_on(
     try:
         for sock in sockets:
             server = await loop.create_server(
-                lambda: _HeadDeadline(handler_factory(), head_seconds),
+                lambda: _Connection(handler_factory(), connections),
                 sock=sock,
                 ssl=ssl_context,
-                ssl_handshake_timeout=head_seconds if ssl_context else None,
+                ssl_handshake_timeout=limits.head_seconds if ssl_context else None,
             )
             servers.append(server)
     except BaseException:

@@ -2,7 +2,9 @@
 
 The file format is the one every Prometheus exporter reads with `--web.config.file`:
 
-    tls_server_config: {cert_file, key_file, client_auth_type, client_ca_file, min_version}
+    tls_server_config: {cert_file, key_file, client_auth_type, client_ca_file, min_version,
+                        max_version, cipher_suites, prefer_server_cipher_suites,
+                        curve_preferences}
     http_server_config: {headers: {...}}
     basic_auth_users: {user: bcrypt-hash}
 
@@ -19,9 +21,11 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,14 +35,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from prober.config import ConfigError, ConfigIssue, read_document, report_errors
+from prober.config import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    ConfigIssue,
+    load_off_loop,
+    read_bounded,
+    read_document,
+    report_errors,
+)
 from prober.config_model import Model
 
 log = logging.getLogger("prober.web")
 
-_BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$")
-# Verified against when the user is unknown, so a wrong user costs as much as a wrong password.
-_DUMMY_HASH = b"$2b$10$Sk68qrZgvR5HUElhUbIAu.l9WSesaRN/j.Rft/i5WmPsEQbkj5RMW"
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d{2})\$[./A-Za-z0-9]{53}$")
+_BCRYPT_COSTS = range(4, 32)
 # bcrypt is slow on purpose: at most this many verifications at once, off the event loop.
 _BCRYPT_SLOTS = 2
 # The headers exporter-toolkit allows in http_server_config.headers.
@@ -71,6 +82,42 @@ _TLS_VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+# Go's names (what exporter-toolkit reads) -> OpenSSL's, for TLS 1.0-1.2. Go does not let
+# TLS 1.3 suites be chosen and neither does Python's ssl: those names are accepted, no-ops.
+_CIPHER_SUITES: dict[str, str | None] = {
+    "TLS_AES_128_GCM_SHA256": None,
+    "TLS_AES_256_GCM_SHA384": None,
+    "TLS_CHACHA20_POLY1305_SHA256": None,
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+}
+# Go's curve names -> OpenSSL's group names.
+_CURVES = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
 _VERIFY_MODES = {
     "NoClientCert": ssl.CERT_NONE,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
@@ -79,14 +126,31 @@ _VERIFY_MODES = {
 
 
 def _bcrypt_hash(value: str) -> str:
-    if not _BCRYPT_HASH.match(value):
+    match = _BCRYPT_HASH.match(value)
+    if not match:
         raise ValueError(
             "must be a bcrypt hash ($2y$10$... from `htpasswd -nBC 10 USER`), not a plain password"
         )
+    if int(match[1]) not in _BCRYPT_COSTS:
+        raise ValueError("bcrypt cost must be 04 to 31")
     return value
 
 
+def _known(table: Mapping[str, object], what: str) -> Callable[[list[str]], list[str]]:
+    """A validator: every name must be a key of `table` (exporter-toolkit's Go names)."""
+
+    def check(names: list[str]) -> list[str]:
+        for name in names:
+            if name not in table:
+                raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}")
+        return names
+
+    return check
+
+
 BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+CipherSuites = Annotated[list[str], AfterValidator(_known(_CIPHER_SUITES, "cipher suite"))]
+Curves = Annotated[list[str], AfterValidator(_known(_CURVES, "curve"))]
 
 
 class TlsServerConfig(Model):
@@ -98,6 +162,9 @@ class TlsServerConfig(Model):
     client_ca_file: str | None = None
     min_version: TlsVersion = "TLS12"
     max_version: TlsVersion = "TLS13"
+    cipher_suites: CipherSuites = Field(default_factory=list)
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: Curves = Field(default_factory=list)
 
     @field_validator("client_auth_type")
     @classmethod
@@ -166,6 +233,9 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None
     users: Mapping[str, bytes]
     headers: Mapping[str, str]
+    # What an unknown user's password is checked against: a hash of the configured users'
+    # (highest) cost, so a wrong user takes as long as a wrong password.
+    dummy_hash: bytes = b""
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -180,13 +250,23 @@ def load_web_config(path: str | Path) -> WebConfig:
     context = None
     if parsed.tls_server_config is not None:
         context = _ssl_context(parsed.tls_server_config, Path(path).parent, doc.issue)
+    users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}
     return WebConfig(
         file=str(path),
         tls=parsed.tls_server_config,
         ssl_context=context,
-        users={user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()},
+        users=users,
         headers=dict(parsed.http_server_config.headers),
+        dummy_hash=_dummy_hash(users),
     )
+
+
+def _dummy_hash(users: Mapping[str, bytes]) -> bytes:
+    """A hash of a random password at the highest cost among `users` (b"" without users)."""
+    costs = [int(hashed[4:6]) for hashed in users.values()]
+    if not costs:
+        return b""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(max(costs)))
 
 
 def _ssl_context(
@@ -197,7 +277,7 @@ def _ssl_context(
         files["client_ca_file"] = tls.client_ca_file
     for key, file in files.items():
         try:
-            (base / file).read_bytes()
+            read_bounded(base / file, MAX_CONFIG_BYTES)  # a FIFO here would hang the load
         except OSError as exc:
             where = ("tls_server_config", key)
             raise ConfigError([issue(where, f"cannot read file: {exc.strerror}")]) from None
@@ -214,7 +294,37 @@ def _ssl_context(
         reason = exc.reason or "not PEM, or the certificate and key do not match"
         raise ConfigError([issue(("tls_server_config", key), f"cannot load: {reason}")]) from None
     context.verify_mode = tls.verify_mode
+    _choose_algorithms(context, tls, issue)
     return context
+
+
+def _choose_algorithms(
+    context: ssl.SSLContext,
+    tls: TlsServerConfig,
+    issue: Callable[[tuple[str, ...], str], ConfigIssue],
+) -> None:
+    """Apply cipher_suites, prefer_server_cipher_suites and curve_preferences (see CONFIG.md)."""
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    suites = [name for name in (_CIPHER_SUITES[s] for s in tls.cipher_suites) if name]
+    if suites:
+        try:
+            context.set_ciphers(":".join(suites))
+        except ssl.SSLError:
+            where = ("tls_server_config", "cipher_suites")
+            raise ConfigError(
+                [issue(where, "none of these is available in this OpenSSL")]
+            ) from None
+    if tls.curve_preferences:
+        # Python's ssl offers one group only: the first, most preferred curve.
+        context.set_ecdh_curve(_CURVES[tls.curve_preferences[0]])
+        if len(tls.curve_preferences) > 1:
+            log.warning(
+                "web config: curve_preferences: Python's ssl offers one curve only",
+                extra={"offered": tls.curve_preferences[0]},
+            )
 
 
 class WebSecurity:
@@ -245,7 +355,9 @@ class WebSecurity:
     async def reload(self) -> None:
         """Load the file again; on error log it, keep the running config and raise."""
         try:
-            config = await asyncio.to_thread(load_web_config, self.config.file)
+            config = await load_off_loop(
+                partial(load_web_config, self.config.file), self.config.file
+            )
         except ConfigError as exc:
             log.error(
                 "web config reload failed, keeping the running one", extra={"errors": str(exc)}
@@ -263,7 +375,7 @@ class WebSecurity:
         if credentials is None:
             return False
         user, password = credentials
-        hashed = self.config.users.get(user)
+        hashed = _find_user(self.config.users, user)
         digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b"")))
         cached = self._verified.get(user)
         if (
@@ -273,11 +385,24 @@ class WebSecurity:
         ):
             return True
         async with self._bcrypt_slots:
-            ok = await asyncio.to_thread(_bcrypt_matches, password, hashed or _DUMMY_HASH)
+            ok = await asyncio.to_thread(
+                _bcrypt_matches, password, hashed or self.config.dummy_hash
+            )
         if ok and hashed is not None:
             self._verified[user] = digest.digest()
             return True
         return False
+
+
+def _find_user(users: Mapping[str, bytes], name: str) -> bytes | None:
+    """The user's hash, compared against every user without stopping at a match: how long
+    the lookup takes does not say whether, or which, user exists."""
+    wanted = hashlib.sha256(name.encode()).digest()
+    found = None
+    for user, hashed in users.items():
+        if hmac.compare_digest(hashlib.sha256(user.encode()).digest(), wanted):
+            found = hashed
+    return found
 
 
 def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:

@@ -15,25 +15,34 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.config_model import HttpCheck
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
 from prober.runner import RunEnvironment
+from prober.sim.reference import create_reference_app
 from tests.certs import CertFactory
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parent.parent
+# How much later than its deadline a probe may end on a loaded machine. Tests that check a
+# deadline hold their target far longer than deadline + this, so the bound still proves the
+# deadline cut the run short while leaving room for a busy CI machine.
+DEADLINE_SLACK = 5.0
 
 
 def require_tool(name: str) -> str:
@@ -171,6 +180,66 @@ def http_check(url: str, **settings: Any) -> HttpCheck:
     return HttpCheck.model_validate(fields)
 
 
+# A DNS zone served over loopback UDP (tests of dns checks).
+ZONE: dict[tuple[str, str], list[str]] = {
+    ("api.example.test.", "A"): ["10.0.0.1", "10.0.0.2"],
+    ("api.example.test.", "AAAA"): ["2001:db8::1"],
+    ("api.example.test.", "TXT"): ['"v=prober1 ok"'],
+    ("www.example.test.", "CNAME"): ["api.example.test."],
+}
+NAMES = {name for name, _ in ZONE} | {"broken.example.test."}
+
+StartDnsServer = Callable[..., Awaitable[str]]
+
+
+class _Zone(asyncio.DatagramProtocol):
+    """Answers from ZONE; NXDOMAIN for unknown names; SERVFAIL for broken.*; or never."""
+
+    def __init__(self, silent: bool) -> None:
+        self.silent = silent
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.silent or self.transport is None:
+            return
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        if name not in NAMES:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif name.startswith("broken."):
+            response.set_rcode(dns.rcode.SERVFAIL)
+        else:
+            values = ZONE.get((name, rdtype), [])
+            if values:
+                response.answer.append(dns.rrset.from_text_list(name, 60, "IN", rdtype, values))
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def dns_server() -> AsyncIterator[StartDnsServer]:
+    """Start servers of ZONE on loopback UDP (`silent` ones never answer): HOST:PORT each."""
+    transports: list[asyncio.DatagramTransport] = []
+
+    async def start(host: str = "127.0.0.1", silent: bool = False) -> str:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Zone(silent), local_addr=(host, 0)
+        )
+        transports.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    yield start
+    for transport in transports:
+        transport.close()
+
+
 WriteConfig = Callable[..., Path]
 
 
@@ -221,6 +290,21 @@ def fast_shipped_config(
     return path
 
 
+@pytest.fixture
+async def reference(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """The canary's reference endpoint on a free port, apart from any sim; CANARY_URL set."""
+    runner = web.AppRunner(create_reference_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    monkeypatch.setenv("CANARY_URL", url)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
 # (name, labels, value) of one sample of a text exposition.
 Sample = tuple[str, frozenset[tuple[str, str]], float]
 
@@ -268,10 +352,14 @@ def login_result(check: str, success: bool, duration: float) -> Result:
 
 @pytest.fixture
 def sink() -> MetricsSink:
-    """A MetricsSink with two checks (quotes and backslashes in labels) after three runs."""
+    """A MetricsSink with two checks (quotes and backslashes in labels, the second with
+    `detail: full`) after three runs."""
     sink = MetricsSink()
     sink.apply(
-        {"a": (("component", "api"),), 'b "q"': (("component", "login"), ("team", "x\\y"))},
+        {
+            "a": SeriesPlan((("component", "api"),)),
+            'b "q"': SeriesPlan((("component", "login"), ("team", "x\\y")), full=True),
+        },
         {"vantage": "eu"},
     )
     sink.record(login_result("a", True, 0.02))
@@ -280,10 +368,11 @@ def sink() -> MetricsSink:
     return sink
 
 
-def exported_samples(result: Result, component: str) -> list[Sample]:
-    """The samples a fresh MetricsSink exports after recording this one result."""
+def exported_samples(result: Result, component: str, full: bool = False) -> list[Sample]:
+    """The samples a fresh MetricsSink exports after recording this one result (of a check
+    with `detail: full` if `full`)."""
     sink = MetricsSink()
-    sink.apply({result.check: (("component", component),)}, {})
+    sink.apply({result.check: SeriesPlan((("component", component),), full=full)}, {})
     sink.record(result)
     return parse_samples(sink.render().decode())
 

@@ -42,15 +42,18 @@ def test_validate_broken_file_prints_every_located_error(write_config: WriteConf
             timeout: 20s
           - name: b
             kind: http
-            url: http://127.0.0.1:1/
             retires: 3
+          - name: c
+            url: http://127.0.0.1:1/${nope}
     """)
     run = run_prober("validate", "--config.file", str(path))
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "prober.yml:8: check 'a': checks[0].timeout" in run.stderr
-    assert "check 'b': checks[1].component: Field required" in run.stderr
-    assert "prober.yml:12: check 'b': checks[1].retires: unknown key" in run.stderr
+    assert "prober.yml:9: check 'b': checks[1].url: Field required" in run.stderr
+    assert "prober.yml:11: check 'b': checks[1].retires: unknown key" in run.stderr
+    assert "prober.yml:13: check 'c': checks[2].url: unknown variable 'nope'" in run.stderr
+    assert "4 error(s)" in run.stderr
 
 
 def test_validate_missing_file() -> None:
@@ -95,34 +98,48 @@ async def _refused(url: str) -> bool:
         return True
 
 
-async def test_demo_on_sim_port_0_probes_the_sim_where_it_listens() -> None:
-    process = await spawn_prober(
-        "demo", "--config.file", "prober.yml",
-        "--sim.listen-address", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0",
-    )  # fmt: skip
+FREE_PORTS = (
+    "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", "127.0.0.1:0",
+    "--web.listen-address", "127.0.0.1:0",
+)  # fmt: skip
+
+
+def _child_url(lines: list[str], what: str) -> str:
+    (line,) = [line for line in lines if f"{what} serving" in line]
+    url = str(log_fields(line)["url"])
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), url
+    return url
+
+
+async def test_demo_on_port_0_probes_the_sim_and_the_reference_where_they_listen() -> None:
+    process = await spawn_prober("demo", "--config.file", "prober.yml", *FREE_PORTS)
     try:
         lines = await read_log_until(process, log_message("serving"))
-        (sim_line,) = [line for line in lines if "simulated platform serving" in line]
-        sim_url = str(log_fields(sim_line)["url"])
-        assert sim_url.startswith("http://127.0.0.1:") and not sim_url.endswith(":0"), sim_url
+        sim_url = _child_url(lines, "simulated platform")
+        reference_url = _child_url(lines, "reference endpoint")
         base = str(log_fields(lines[-1])["metrics"]).removesuffix("/metrics")
 
-        async def api_ok() -> bool:
-            return await _status_of(base, "api-health") == "ok"
+        async def api_and_canary_ok() -> bool:
+            return (await _status_of(base, "api-health"), await _status_of(base, "canary")) == (
+                "ok",
+                "ok",
+            )
 
-        await wait_for(api_ok, limit=60)
+        await wait_for(api_and_canary_ok, limit=60)
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
-    assert await _refused(sim_url)  # the sim stopped with the demo
+    assert await _refused(sim_url)  # the children stopped with the demo
+    assert await _refused(reference_url)
 
 
 async def test_demo_with_the_sim_port_taken_exits_1_and_probes_nothing(target: Target) -> None:
     taken = target.url.rpartition(":")[2]
     process = await spawn_prober(
         "demo", "--config.file", "prober.yml", "--log.format", "json",
-        "--sim.listen-address", f"127.0.0.1:{taken}", "--web.listen-address", "127.0.0.1:0",
+        "--sim.listen-address", f"127.0.0.1:{taken}", "--reference.listen-address", "127.0.0.1:0",
+        "--web.listen-address", "127.0.0.1:0",
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
@@ -135,12 +152,34 @@ async def test_demo_with_the_sim_port_taken_exits_1_and_probes_nothing(target: T
     assert target.hits == 0  # the process on that port was never probed
 
 
+async def test_demo_with_the_reference_port_taken_exits_1_and_stops_the_sim(
+    target: Target,
+) -> None:
+    taken = target.url.rpartition(":")[2]
+    process = await spawn_prober(
+        "demo", "--config.file", "prober.yml", "--log.format", "json",
+        "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", f"127.0.0.1:{taken}",
+        "--web.listen-address", "127.0.0.1:0",
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    records = [json.loads(line) for line in err.decode().splitlines()]
+    messages = [str(r["msg"]) for r in records]
+    assert any(f"cannot listen on 127.0.0.1:{taken}" in m for m in messages), messages
+    assert messages[-1] == "the reference endpoint did not start"
+    assert "prober started" not in messages
+    assert target.hits == 0  # the canary never probed the process on that port
+    (sim_url,) = [str(r["url"]) for r in records if r["msg"] == "simulated platform serving"]
+    assert await _refused(sim_url)
+
+
 async def test_demo_with_the_web_port_taken_exits_1_and_stops_the_sim() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         process = await spawn_prober(
             "demo", "--config.file", "prober.yml",
-            "--sim.listen-address", "127.0.0.1:0", "--web.listen-address", f"127.0.0.1:{port}",
+            "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", "127.0.0.1:0",
+            "--web.listen-address", f"127.0.0.1:{port}",
         )  # fmt: skip
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
@@ -188,3 +227,18 @@ async def test_healthcheck_follows_the_listen_address_from_the_environment(
     assert health.returncode == 1
     lines = err.decode().splitlines()
     assert len(lines) == 1 and "/-/healthy: " in lines[0] and "refused" in lines[0], lines
+
+
+def test_validate_warns_when_a_canary_shares_fate_with_the_platform(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config("""
+        checks:
+          - {name: api, url: "http://127.0.0.1:8180/api/v1/health"}
+          - {name: canary, canary: true, url: "http://127.0.0.1:8180/-/healthy"}
+          - {name: elsewhere, canary: true, url: "http://127.0.0.1:8181/-/healthy"}
+    """)
+    run = run_prober("validate", "--config.file", str(path))
+    assert run.returncode == 0, run.stderr
+    assert "warning: check 'canary': this canary probes 127.0.0.1:8180" in run.stderr
+    assert "'elsewhere'" not in run.stderr

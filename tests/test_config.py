@@ -79,13 +79,14 @@ BAD_CONFIGS = [
         "below interval",
     ),
     ("missing-url", "  - {name: a, kind: http, component: api}", "checks[0].url", "required"),
-    (
-        "missing-component",
-        "  - {name: a, kind: http, url: 'http://x/'}",
-        "checks[0].component",
-        "required",
-    ),
     ("bad-kind", "  - {name: a, kind: smtp, component: api}", "checks[0]", "kind"),
+    ("no-kind-no-url", "  - {name: a, target: 'x:1'}", "checks[0]", "give kind"),
+    (
+        "component-as-label",
+        "  - {name: a, url: 'http://x/', labels: {component: api}}",
+        "checks[0].labels",
+        "`component:` key",
+    ),
     (
         "bad-assertion",
         "  - {name: a, kind: http, component: api, url: 'http://x/', assert: ['status ?? 200']}",
@@ -115,6 +116,12 @@ BAD_CONFIGS = [
         "  - {name: a, kind: http, component: api, url: 'http://x/', labels: {step: x}}",
         "checks[0].labels",
         "reserved",
+    ),
+    (
+        "bad-detail",
+        "  - {name: a, kind: http, component: api, url: 'http://x/', detail: everything}",
+        "checks[0].detail",
+        "'basic' or 'full'",
     ),
     (
         "flow-without-steps",
@@ -261,3 +268,65 @@ def test_env_values_sent_by_tcp_checks_are_sensitive(write_config: WriteConfig) 
     """)
     config = load_config(path, env={"TCP_TOKEN": "tcp-secret-99"})
     assert "tcp-secret-99" in config.sensitive_values
+
+
+def test_smallest_check_is_a_name_and_a_url(write_config: WriteConfig) -> None:
+    path = write_config("checks: [{name: home, url: 'http://127.0.0.1:1/'}]\n")
+    (check,) = load_config(path, env={}).checks
+    assert isinstance(check, HttpCheck)
+    assert (check.kind, check.component) == ("http", "home")
+
+
+def test_kind_defaults_to_flow_for_steps(write_config: WriteConfig) -> None:
+    path = write_config("checks: [{name: f, steps: [{name: s, url: 'http://127.0.0.1:1/'}]}]\n")
+    (check,) = load_config(path, env={}).checks
+    assert isinstance(check, FlowCheck)
+    assert check.component == "f"
+
+
+def test_every_error_of_a_file_in_one_pass_sorted_by_line(write_config: WriteConfig) -> None:
+    path = write_config(
+        "check_files: [checks/*.yml]\n",
+        bad="""\
+        checks:
+          - name: tmpl
+            url: "http://x/${nope}"
+          - name: slow
+            url: http://x/
+            interval: 10s
+            timeout: 20s
+          - name: extra
+            url: http://x/
+            colour: blue
+          - name: nourl
+            kind: http
+          - name: slow
+            url: http://x/
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    found = [(i.line, i.check, i.key, i.message) for i in caught.value.issues]
+    assert [(line, check) for line, check, _, _ in found] == [
+        (3, "tmpl"),
+        (7, "slow"),
+        (10, "extra"),
+        (11, "nourl"),
+        (13, "slow"),
+    ]
+    messages = [m for _, _, _, m in found]
+    assert "unknown variable 'nope'" in messages[0]
+    assert "below interval" in messages[1]
+    assert messages[2] == "unknown key"
+    assert "required" in messages[3].lower()
+    assert "also used" in messages[4]
+
+
+def test_bad_global_key_does_not_hide_check_errors(write_config: WriteConfig) -> None:
+    path = write_config(
+        "interval: soon\ncheck_files: [checks/*.yml]\n",
+        bad="checks:\n  - {name: a, url: 'http://x/', colour: red}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert [i.key for i in caught.value.issues] == ["interval", "checks[0].colour"]

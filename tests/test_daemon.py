@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from prober.daemon import Daemon
-from prober.web import WebServer, build_app, start_web
+from prober.sim import SimOptions, start_sim
+from prober.web import WebLimits, WebServer, build_app, start_web
 from tests.conftest import (
     Sample,
     Target,
     WriteConfig,
+    fast_shipped_config,
     parse_samples,
     require_tool,
     sample_value,
@@ -29,6 +32,7 @@ checks:
   - name: flow
     kind: flow
     component: timeline
+    detail: full
     steps:
       - {name: first, url: "${URL}/ok", extract: {status: $.status}}
       - {name: second, url: "${URL}/echo?s=${status}", assert: ['$.query.s == "ok"']}
@@ -72,8 +76,15 @@ async def test_metrics_show_both_checks_then_failure(running: Running, target: T
 
     await wait_for(both_ran)
     samples = await running.samples()
-    assert sample_value(samples, "probe_http_status_code", check="good", step="request") == 200.0
+    assert sample_value(samples, "probe_http_status_code", check="good") == 200.0
     assert sample_value(samples, "prober_step_success", check="flow", step="second") == 1.0
+    # detail: full (the flow) adds a histogram per step; the default (good) has none.
+    step_histograms = {
+        dict(labels)["check"]
+        for name, labels, _ in samples
+        if name == "prober_step_duration_seconds_count"
+    }
+    assert step_histograms == {"flow"}
     assert (
         sample_value(samples, "probe_success", check="good", component="api", vantage="test") == 1.0
     )
@@ -92,8 +103,7 @@ async def test_metrics_show_both_checks_then_failure(running: Running, target: T
         samples = await running.samples()
         return sample_value(samples, "probe_success", check="good") == 0.0
 
-    # Two intervals, plus slack for the scrape itself.
-    await wait_for(good_failed, limit=2 * 0.5 + 0.5)
+    await wait_for(good_failed)
     samples = await running.samples()
     assert (
         sample_value(
@@ -174,7 +184,9 @@ async def test_promtool_check_metrics_on_live_scrape(running: Running) -> None:
 async def test_slow_client_is_cut_off_and_normal_clients_served(
     running: Running, target: Target, write_config: WriteConfig
 ) -> None:
-    server = await start_web(build_app(running.daemon), "127.0.0.1", 0, head_seconds=0.5)
+    server = await start_web(
+        build_app(running.daemon), "127.0.0.1", 0, limits=WebLimits(head_seconds=0.5)
+    )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
@@ -194,3 +206,83 @@ async def test_oversized_request_is_refused(running: Running) -> None:
     url = running.base + "/-/reload"
     async with aiohttp.ClientSession() as session, session.post(url, data=b"x" * 100_000) as resp:
         assert resp.status == 413
+
+
+async def test_a_change_of_state_is_confirmed_by_a_run_at_once(
+    target: Target, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a 30 s interval a failure is still confirmed within seconds: the daemon re-runs
+    the check at once, counts that run, and only then calls the component down."""
+    monkeypatch.setenv("URL", target.url)
+    path = write_config("""
+interval: 30s
+timeout: 2s
+checks:
+  - {name: only, component: api, url: "${URL}/ok"}
+""")
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.states()[0].success is True, limit=60)
+        target.status = 503
+        # Run it now, as a component sweep would; the confirmation must follow by itself.
+        daemon.run_soon("only", "sweep", 0.0)
+        await wait_for(lambda: daemon.status.states()[0].success is False, limit=20)
+        confirm = daemon.metrics.daemon.extra_runs.labels(trigger="confirm")._value.get()
+        assert confirm >= 1
+        assert daemon.status.component_conditions()["api"].value == "down"
+    finally:
+        await daemon.stop()
+
+
+async def test_a_flaky_run_is_refuted_not_reported(
+    target: Target, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("URL", target.url)
+    path = write_config("""
+interval: 30s
+timeout: 2s
+checks:
+  - {name: only, component: api, url: "${URL}/ok"}
+""")
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.states()[0].success is True, limit=60)
+        target.status = 503
+        daemon.run_soon("only", "sweep", 0.0)
+        await wait_for(lambda: daemon.status.snapshot()["checks"][0]["last_run_ok"] is False)
+        target.status = 200  # the blip is over before the confirmation run
+        await wait_for(lambda: daemon.status.snapshot()["checks"][0]["last_run_ok"] is True)
+        assert daemon.status.states()[0].success is True
+        assert daemon.status.evaluate(0.0, 0.1).state == "ok"
+    finally:
+        await daemon.stop()
+
+
+async def test_login_outage_is_confirmed_by_fresh_logins_not_by_cached_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> None:
+    """The flows reuse a cached login, so their last word on `login` is an old success. When
+    login breaks, the confirmation and sweep runs log in afresh, so login is seen down at once,
+    not after those old words go stale (three 30 s intervals here)."""
+    sim = await start_sim(options=SimOptions(latency_ms=0, latency_jitter_ms=0))
+    monkeypatch.setenv("PLATFORM_URL", sim.url)
+    daemon = Daemon(fast_shipped_config(tmp_path, interval="30s", timeout="5s"))
+    await daemon.start()
+    try:
+        await wait_for(lambda: daemon.status.evaluate(0.0, 1.0).state == "ok", limit=60)
+        async with aiohttp.ClientSession() as session:
+            url = f"{sim.url}/-/faults/login"
+            async with session.put(url, json={"status": 503}) as resp:
+                assert resp.status == 200
+        daemon.run_soon("login", "sweep", 0.0)  # as if its schedule came round now
+        await wait_for(
+            lambda: daemon.status.component_conditions()["login"].value == "down", limit=20
+        )
+        conditions = daemon.status.component_conditions()
+        assert conditions["timeline"].value == "ok"  # cached tokens still read the timeline
+        assert conditions["notifications"].value == "ok"
+    finally:
+        await daemon.stop()
+        await sim.stop()

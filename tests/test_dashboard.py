@@ -72,6 +72,7 @@ checks:
     component: edge
     url: "HTTPS/"
     tls: {ca_file: "CA_FILE"}
+    degraded_latency: 2s  # so prober_check_degraded ("Checks now") is exported
 """
 
 

@@ -302,7 +302,7 @@ def _compose() -> dict[str, Any]:
 
 def test_compose_runs_the_whole_stack_from_files_that_exist() -> None:
     services = _compose()["services"]
-    assert set(services) == {"sim", "prober", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"sim", "reference", "prober", "prometheus", "alertmanager", "grafana"}
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -435,6 +435,14 @@ def test_systemd_unit_is_hardened_and_reloads_with_sighup() -> None:
     program, *args = shlex.split(exec_start.replace("$PROBER_ARGS", ""))
     assert program.endswith("/prober")
     _parses_as_prober_command(args)
+
+
+def test_systemd_unit_starts_after_time_sync_with_a_raised_fd_limit() -> None:
+    settings = _unit_settings()
+    for key in ("After", "Wants"):
+        assert "time-sync.target" in " ".join(settings[key]).split(), key
+    (limit,) = settings["LimitNOFILE"]
+    assert int(limit) >= 65536
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:

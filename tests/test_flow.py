@@ -13,7 +13,7 @@ import pytest
 from prober.config import Config, load_config
 from prober.config_model import FlowCheck
 from prober.daemon import Daemon
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
@@ -131,7 +131,7 @@ async def test_broken_notifications_fail_only_that_step(sim: RunningSim, env_fac
     await set_fault(sim, "notifications", status=503)
     sink = MetricsSink()
     checks = [config.check("timeline"), config.check("notifications")]
-    sink.apply({c.name: (("component", c.component),) for c in checks}, {})
+    sink.apply({c.name: SeriesPlan.of(c) for c in checks}, {})
     results = [await run_check(check, env) for check in checks]
     for result in results:
         sink.record(result)
@@ -195,6 +195,7 @@ async def test_allow_failure_always_run_and_runtime_template_error(
 
 async def test_secret_never_appears_in_any_output(
     sim: RunningSim,
+    reference: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,

@@ -80,7 +80,7 @@ async def test_http_detail_series_are_exported(target: Target, env: RunEnvironme
     assert result.success, result.message
     values = {
         name: value
-        for name, labels, value in exported_samples(result, "api")
+        for name, labels, value in exported_samples(result, "api", full=True)
         if ("step", "request") in labels
     }
     assert values["probe_http_redirects"] == 1

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from prober.metrics import MetricsSink
+from prober.metrics import MetricsSink, SeriesPlan
 from prober.result import Phases, Reason, Result, StepResult
 from tests.conftest import parse_samples, require_tool
 
@@ -18,10 +18,10 @@ def _sink() -> MetricsSink:
     sink = MetricsSink()
     sink.apply(
         {
-            "web": (("component", "api"),),
-            "smtp": (("component", "mail"),),
-            "resolve": (("component", "dns"),),
-            "down": (("component", "api"),),
+            "web": SeriesPlan((("component", "api"),), full=True),
+            "smtp": SeriesPlan((("component", "mail"),), full=True),
+            "resolve": SeriesPlan((("component", "dns"),), full=True),
+            "down": SeriesPlan((("component", "api"),), full=True),
         },
         {"vantage": "eu"},
     )

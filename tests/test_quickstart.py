@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bench.stack import wait_http
 from prober.daemon import Daemon
 from prober.sim import SimOptions, start_sim
 from prober.web import build_app, start_web
@@ -26,7 +27,6 @@ from tests.conftest import (
     spawn_prober,
     wait_for,
 )
-from tests.test_detection_e2e import Stack, _wait_ready, put_fault
 
 QUICKSTART = REPO / "docs" / "QUICKSTART.md"
 FILE_BLOCK = re.compile(r"```yaml\n# my-api/(\S+)\n(.*?)```", re.DOTALL)
@@ -67,7 +67,7 @@ def test_the_files_validate(tmp_path: Path) -> None:
         **os.environ,
         "API_URL": "http://127.0.0.1:1",
         "API_PASSWORD": "p",
-        "CANARY_URL": "http://127.0.0.1:2/-/healthy",
+        "CANARY_URL": "http://127.0.0.1:2",
         "AUTH_URL": "http://127.0.0.1:3",
         "OAUTH_CLIENT_ID": CLIENT_ID,
         "OAUTH_CLIENT_SECRET": CLIENT_SECRET,
@@ -76,6 +76,7 @@ def test_the_files_validate(tmp_path: Path) -> None:
     run = run_prober("validate", "--config.file", str(config), env=env)
     assert run.returncode == 0, run.stderr
     assert "OK, 4 checks from 5 files" in run.stdout
+    assert "warning" not in run.stderr  # the canary shares no host with the platform
 
 
 class TokenServer:
@@ -127,7 +128,7 @@ async def test_the_oauth2_flow_gets_a_token_once_and_reuses_it(
     for name, value in {
         "AUTH_URL": url, "PARTNER_API_URL": url, "OAUTH_CLIENT_ID": CLIENT_ID,
         "OAUTH_CLIENT_SECRET": CLIENT_SECRET, "API_URL": "http://127.0.0.1:1",
-        "API_PASSWORD": "p", "CANARY_URL": "http://127.0.0.1:1/",
+        "API_PASSWORD": "p", "CANARY_URL": "http://127.0.0.1:1",
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     config = write_files(tmp_path, fast=True)
@@ -149,20 +150,19 @@ async def test_the_oauth2_flow_gets_a_token_once_and_reuses_it(
 
 @pytest.mark.integration
 async def test_following_the_page_against_the_simulator_fires_an_alert(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
 ) -> None:
-    prometheus = require_tool("prometheus")
+    # `reference` is `prober reference` in this process, with CANARY_URL set to it.
+    prometheus_binary = require_tool("prometheus")
     api = await start_sim(options=SimOptions(latency_ms=1, latency_jitter_ms=0, seed=3))
-    canary = await start_sim(options=SimOptions(latency_ms=1, latency_jitter_ms=0))
     monkeypatch.setenv("API_URL", api.url)
     monkeypatch.setenv("API_PASSWORD", "demo-password")
-    monkeypatch.setenv("CANARY_URL", f"{canary.url}/-/healthy")
     # The simulator has no OAuth2 token endpoint: the page says to leave that file out.
     config = write_files(tmp_path, leave_out=("checks/oauth.yml",), fast=True)
     daemon = Daemon(config)
     await daemon.start()
     server = await start_web(build_app(daemon), "127.0.0.1", 0)
-    port = free_port()
+    prometheus = f"http://127.0.0.1:{free_port()}"
     (tmp_path / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: ["{REPO}/deploy/prometheus/rules/*.yml"]
@@ -171,48 +171,51 @@ scrape_configs:
     static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]
 """)
     process = await asyncio.create_subprocess_exec(
-        prometheus,
+        prometheus_binary,
         f"--config.file={tmp_path / 'prometheus.yml'}",
         f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={prometheus.removeprefix('http://')}",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    stack = Stack(api, daemon, process, f"http://127.0.0.1:{port}", server.port)
     try:
-        await _wait_ready(stack.prometheus_url)
+        await wait_http(f"{prometheus}/-/ready", limit=60)
         # The rules see the login component (passing) before it is broken.
         login = 'component:probe_success:ratio_avg{component="login"}'
-        await wait_for(lambda: _query(stack, login), limit=DETECTION_LIMIT)
-        assert not await _firing(stack, "ProberComponentDown", "login")
-        await put_fault(api, "login", {"status": 503})
+        await wait_for(lambda: _query(prometheus, login), limit=DETECTION_LIMIT)
+        assert not await _firing(prometheus, "ProberComponentDown", "login")
+        # The page's `curl -X PUT -d '{"status": 503}' .../-/faults/login`.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(f"{api.url}/-/faults/login", json={"status": 503}) as resp,
+        ):
+            assert resp.status in (200, 204), await resp.text()
         await wait_for(
-            lambda: _firing(stack, "ProberComponentDown", "login"), limit=DETECTION_LIMIT
+            lambda: _firing(prometheus, "ProberComponentDown", "login"), limit=DETECTION_LIMIT
         )
-        assert "ProberImpaired" not in await stack.alerts()
+        assert not await _firing(prometheus, "ProberImpaired")
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=30)
         await server.cleanup()
         await daemon.stop()
         await api.stop()
-        await canary.stop()
 
 
-async def _query(stack: Stack, expr: str) -> list[dict[str, object]]:
-    url = f"{stack.prometheus_url}/api/v1/query"
+async def _query(prometheus: str, expr: str) -> list[dict[str, object]]:
+    url = f"{prometheus}/api/v1/query"
     async with aiohttp.ClientSession() as session, session.get(url, params={"query": expr}) as r:
         result: list[dict[str, object]] = (await r.json())["data"]["result"]
     return result
 
 
-async def _firing(stack: Stack, alert: str, component: str) -> bool:
-    url = f"{stack.prometheus_url}/api/v1/alerts"
+async def _firing(prometheus: str, alert: str, component: str | None = None) -> bool:
+    url = f"{prometheus}/api/v1/alerts"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         alerts = (await resp.json())["data"]["alerts"]
     return any(
         a["labels"]["alertname"] == alert
-        and a["labels"].get("component") == component
+        and (component is None or a["labels"].get("component") == component)
         and a["state"] == "firing"
         for a in alerts
     )

@@ -114,10 +114,10 @@ async def test_bad_reload_keeps_running_config_until_a_good_one(
     daemon: Daemon, write_config: WriteConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     await wait_for(lambda: runs(daemon, "steady") >= 1)
-    write_config(BASE + "  - {name: broken, kind: http, url: 'http://127.0.0.1:9/'}\n")
+    write_config(BASE + "  - {name: broken, kind: http, component: api}\n")
     with pytest.raises(ConfigError) as caught:
         await daemon.reload()
-    assert "prober.yml:7: check 'broken': checks[1].component: Field required" in str(caught.value)
+    assert "prober.yml:7: check 'broken': checks[1].url: Field required" in str(caught.value)
     assert value(daemon, "prober_config_last_reload_successful") == 0.0
     assert any(
         r.levelno == logging.ERROR and "reload failed" in r.getMessage() for r in caplog.records

@@ -54,7 +54,7 @@ def in_order(seen: list[str], wanted: list[str]) -> bool:
 
 
 async def test_dec_2022_replay_goes_component_then_platform_wide_then_ok(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

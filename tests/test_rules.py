@@ -279,8 +279,11 @@ def test_queries_use_only_contract_metrics_and_defined_recording_rules() -> None
 
 
 def test_platform_aggregations_exclude_the_canary() -> None:
-    """Component and vantage rules that read per-check series leave the canary out."""
-    per_check = re.compile(r"(?<![\w:])(?:probe_success|prober_check_\w+|check:\w+:\w+)")
+    """Component and vantage rules that read per-check series or the daemon's
+    per-component state leave the canary out."""
+    per_check = re.compile(
+        r"(?<![\w:])(?:probe_success|prober_check_\w+|prober_component_state|check:\w+:\w+)"
+    )
     aggregations = [
         rule
         for rule in rules()
@@ -289,6 +292,21 @@ def test_platform_aggregations_exclude_the_canary() -> None:
     for rule in aggregations:
         if per_check.search(rule["expr"]):
             assert 'component!="canary"' in rule["expr"], rule["record"]
+
+
+def test_impaired_and_unscraped_probers_are_left_out() -> None:
+    """Alerts on one prober's series carry the exclusion; the job-wide alerts (component,
+    platform, vantage) read the vantage vote, whose per-vantage rules carry it."""
+    exclusion = "unless on (job, instance) (instance:prober_impaired:bool == 1 or up == 0)"
+    per_prober = re.compile(r"(?<![\w:])(?:check|component):\w+:\w+")
+    for rule in alerting_rules():
+        expr = " ".join(rule["expr"].split())
+        if per_prober.search(expr):
+            assert exclusion in expr, rule["alert"]
+    vantage_rules = [r for r in rules() if r.get("record", "").startswith("vantage_component:")]
+    assert vantage_rules
+    for rule in vantage_rules:
+        assert exclusion in " ".join(rule["expr"].split()), rule["record"]
 
 
 def test_alertmanager_inhibitions_name_existing_alerts() -> None:
@@ -304,6 +322,18 @@ def test_alertmanager_inhibitions_name_existing_alerts() -> None:
 def test_dashboard_rows_come_in_order() -> None:
     rows = [p["title"] for p in load_dashboard()["panels"] if p["type"] == "row"]
     assert rows == DASHBOARD_ROWS
+
+
+def test_dashboard_first_row_shows_scope_and_component_states() -> None:
+    panels = load_dashboard()["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
+    first_row = {p["title"]: p for p in panels[rows[0] + 1 : rows[1]]}
+    for title, series in (
+        ("Scope", "job_scope:prober_trouble:bool"),
+        ("Components", "prober_component_state"),
+    ):
+        assert title in first_row, f"no {title!r} panel in the {panels[rows[0]]['title']!r} row"
+        assert any(series in t["expr"] for t in first_row[title]["targets"]), title
 
 
 def test_dashboard_variables_and_datasource() -> None:

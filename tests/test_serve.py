@@ -72,7 +72,10 @@ async def test_json_logs_every_line_and_a_recovery_says_how_long_it_failed(
         "--log.format", "json",
     )  # fmt: skip
     try:
+        # Two failed runs in a row confirm the failure (the second is the confirming re-run);
+        # a check that was never confirmed failing has nothing to recover from.
         lines = await read_log_until(process, log_message("check failed"))
+        lines += await read_log_until(process, log_message("check failed"))
         target.status = 200
         lines += await read_log_until(process, log_message("check recovered"))
     finally:
@@ -135,7 +138,7 @@ async def test_invalid_config_is_logged_one_located_line_per_issue(
 ) -> None:
     config = write_config("""
         checks:
-          - {name: a, kind: http, url: "http://127.0.0.1:1/"}
+          - {name: a, kind: http}
           - {name: b, kind: http, component: api, url: "http://127.0.0.1:1/", retires: 3}
     """)
     process = await spawn_prober(
@@ -147,6 +150,6 @@ async def test_invalid_config_is_logged_one_located_line_per_issue(
     records = [json.loads(line) for line in err.decode().splitlines()]
     errors = [r["error"] for r in records if r["msg"] == "invalid configuration"]
     assert len(errors) == 2, records
-    assert errors[0].startswith(f"{config}:3: check 'a'")
+    assert errors[0].startswith(f"{config}:3: check 'a'") and "url: Field required" in errors[0]
     assert errors[1].startswith(f"{config}:4: check 'b'") and "retires: unknown key" in errors[1]
     assert "prober started" not in [r["msg"] for r in records]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from prober.cli import _parse_shard
-from prober.daemon import Daemon, Shard
+from prober.daemon import Daemon
+from prober.shard import Shard, shard_of
 from tests.conftest import WriteConfig, run_prober
 
 
@@ -44,7 +45,7 @@ async def test_three_shards_cover_every_check_exactly_once_and_checks_stay_put(
     try:
         before = [owned(d) for d in daemons]
         assert sorted(n for shard in before for n in shard) == names  # each exactly once
-        assert all(before), "crc32 left a shard empty for 30 checks"
+        assert all(before), "a shard got none of 30 checks"
         for daemon, shard in zip(daemons, before, strict=True):
             assert configured(daemon, "all") == 30
             assert configured(daemon, "owned") == len(shard)
@@ -101,3 +102,32 @@ def test_shard_auto_from_the_environment_in_the_cli(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "does not end in -N" in run.stderr and "Traceback" not in run.stderr
+
+
+TEN_THOUSAND = [f"{part}-{i:05d}" for i in range(2_500) for part in ("api", "login", "feed", "dm")]
+
+
+def test_a_ninth_shard_moves_about_a_ninth_of_the_checks_all_to_itself() -> None:
+    before = {name: shard_of(name, 8) for name in TEN_THOUSAND}
+    after = {name: shard_of(name, 9) for name in TEN_THOUSAND}
+    moved = [name for name in TEN_THOUSAND if before[name] != after[name]]
+    share = len(moved) / len(TEN_THOUSAND)
+    print(f"\nadding a 9th shard to 8 moved {len(moved)} of {len(TEN_THOUSAND)} checks")
+    assert share <= 0.15
+    assert abs(share - 1 / 9) < 0.02
+    assert {after[name] for name in moved} == {8}, "a check moved between two old shards"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8, 9])
+def test_each_check_has_exactly_one_shard(count: int) -> None:
+    shards = [Shard(index, count) for index in range(count)]
+    assert all(sum(s.owns(name) for s in shards) == 1 for name in TEN_THOUSAND)
+
+
+@pytest.mark.parametrize("count", [2, 3, 8, 9, 64])
+def test_shards_get_even_shares(count: int) -> None:
+    per_shard = [0] * count
+    for name in TEN_THOUSAND:
+        per_shard[shard_of(name, count)] += 1
+    fair = len(TEN_THOUSAND) / count
+    assert all(0.7 * fair <= n <= 1.3 * fair for n in per_shard), per_shard

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from prober.sim import DEMO_PASSWORD, DEMO_USER, RunningSim, SimOptions, start_sim
-from prober.sim.faults import FaultError, FaultSpec, parse_fault_args, plan_request
-from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
+from prober.sim import (
+    ACCOUNT_PATTERN,
+    DEMO_PASSWORD,
+    DEMO_USER,
+    Component,
+    RunningSim,
+    SimOptions,
+    account_name,
+    shard_share,
+    start_sim,
+)
+from prober.sim.faults import FaultError, FaultSpec, FaultTable, parse_fault_args, plan_request
+from prober.sim.scenarios import Phase, ScenarioError, builtin_scenarios, load_scenario
 from prober.sim.server import add_sim_arguments, run_sim
 from tests.conftest import REPO
 
@@ -58,11 +69,16 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def login(client: aiohttp.ClientSession, sim: RunningSim) -> dict[str, str]:
-    """Log in as the demo user; the Authorization header to use."""
-    creds = {"username": DEMO_USER, "password": DEMO_PASSWORD}
+async def login(
+    client: aiohttp.ClientSession,
+    sim: RunningSim,
+    username: str = DEMO_USER,
+    password: str = DEMO_PASSWORD,
+) -> dict[str, str]:
+    """Log in (as the demo user unless told); the Authorization header to use."""
+    creds = {"username": username, "password": password}
     async with client.post(f"{sim.url}/api/v1/login", json=creds) as resp:
-        assert resp.status == 200
+        assert resp.status == 200, (username, resp.status)
         body = await resp.json()
     return {"Authorization": f"Bearer {body['access_token']}"}
 
@@ -299,7 +315,8 @@ async def test_hung_request_does_not_delay_shutdown(
     await wait_for(lambda: _outcome_is(client, sim, "api", "hang"))
     started = time.perf_counter()
     await sim.stop()
-    assert time.perf_counter() - started < 1.5  # generous: hung handlers are released at once
+    # Hung handlers are released at once, not after aiohttp's 60 s shutdown timeout.
+    assert time.perf_counter() - started < 10.0
     with pytest.raises(aiohttp.ClientError):
         await request
 
@@ -485,6 +502,509 @@ def test_error_rates_of_all_and_a_component_fail_independently() -> None:
     assert 5700 <= failed <= 6300  # 1 - 0.8 * 0.5 = 60%
 
 
+# --- accounts and shards ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("username", "status"),
+    [
+        ("user-0001", 200),
+        ("user-0012", 200),
+        (DEMO_USER, 200),
+        ("user-0013", 401),
+        ("user-0000", 401),
+        ("user-1", 401),
+        ("user-00001", 401),
+        ("user-\uff10\uff1001", 401),
+    ],
+    ids=["first", "last", "demo", "past-the-end", "zero", "unpadded", "overpadded", "wide-digits"],
+)
+async def test_population_accounts_log_in_with_the_demo_password(
+    start: StartSim, client: aiohttp.ClientSession, username: str, status: int
+) -> None:
+    sim = await start(accounts=12)
+    creds = {"username": username, "password": DEMO_PASSWORD}
+    async with client.post(f"{sim.url}/api/v1/login", json=creds) as resp:
+        assert resp.status == status
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "status"),
+    [
+        ("user-0002", "rack-pass", 200),
+        ("user-0002", DEMO_PASSWORD, 401),
+        (DEMO_USER, DEMO_PASSWORD, 200),
+        ("user-0001", "own-pass", 200),
+        ("user-0001", "rack-pass", 401),
+    ],
+    ids=["population", "population-demo-password", "demo", "configured", "configured-shared"],
+)
+async def test_accounts_password_is_the_populations_and_configured_users_keep_their_own(
+    start: StartSim, client: aiohttp.ClientSession, username: str, password: str, status: int
+) -> None:
+    users = {DEMO_USER: DEMO_PASSWORD, "user-0001": "own-pass"}
+    sim = await start(accounts=3, accounts_password="rack-pass", users=users)
+    creds = {"username": username, "password": password}
+    async with client.post(f"{sim.url}/api/v1/login", json=creds) as resp:
+        assert resp.status == status
+
+
+@pytest.mark.parametrize(
+    ("accounts", "names"),
+    [
+        (100, ["user-0001", "user-0002", "user-0003", "user-0004", "user-0005"]),
+        (2, ["user-0001", "user-0002"]),
+        (0, []),
+    ],
+    ids=["default", "fewer-than-five", "none"],
+)
+async def test_accounts_endpoint_lists_the_population(
+    start: StartSim, client: aiohttp.ClientSession, accounts: int, names: list[str]
+) -> None:
+    sim = await start(accounts=accounts)
+    listing = await get_json(client, f"{sim.url}/-/accounts")
+    assert listing == {"accounts": accounts, "names": names, "pattern": "user-{i:04d}"}
+    assert [ACCOUNT_PATTERN.format(i=i) for i in range(1, len(names) + 1)] == names
+
+
+def test_default_population_is_a_hundred_accounts() -> None:
+    assert SimOptions().accounts == 100
+    assert account_name(100) == "user-0100"
+    assert account_name(12345) == "user-12345"
+
+
+def test_shard_share_is_the_crc32_of_the_name_as_a_share_of_2_to_the_32() -> None:
+    # Pinned values: the prober side and scenario files rely on these shares never moving.
+    assert shard_share(DEMO_USER) == pytest.approx(0.8369579091668129, abs=1e-12)
+    assert shard_share("user-0001") == pytest.approx(0.5080420677550137, abs=1e-12)
+    names = [account_name(i) for i in range(1, 1001)]
+    shares = [shard_share(name) for name in names]
+    assert shares == [zlib.crc32(name.encode()) / 2**32 for name in names]
+    assert all(0.0 <= share < 1.0 for share in shares)
+    assert 250 <= sum(share < 0.3 for share in shares) <= 350  # ~300, a usable spread
+
+
+def in_share(names: list[str], share: float) -> set[str]:
+    """The names whose shard falls in the failing share."""
+    return {name for name in names if shard_share(name) < share}
+
+
+async def status_of(
+    client: aiohttp.ClientSession, sim: RunningSim, component: str, headers: dict[str, str]
+) -> int:
+    """The status of one request of `component` (the login's own for login) as `headers`' user."""
+    method, path = ENDPOINT_OF[component]
+    async with client.request(method, sim.url + path, headers=headers, json={"text": "hi"}) as r:
+        return r.status
+
+
+ENDPOINT_OF = {
+    "api": ("POST", "/api/v1/posts"),
+    "timeline": ("GET", TIMELINE),
+    "notifications": ("GET", NOTIFICATIONS),
+}
+
+
+# --- account-scoped faults ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("component", ["api", "timeline", "notifications"])
+async def test_account_scoped_fault_hits_exactly_the_accounts_in_the_share(
+    start: StartSim, client: aiohttp.ClientSession, component: str
+) -> None:
+    sim = await start(accounts=40)
+    names = [*(account_name(i) for i in range(1, 41)), DEMO_USER]
+    failing = in_share(names, 0.3)
+    assert failing and len(failing) < len(names)  # both sides are tested
+    tokens = {name: await login(client, sim, name) for name in names}
+    await put_fault(client, sim, component, {"status": 503, "accounts": 0.3})
+    assert (await get_json(client, f"{sim.url}/-/faults"))["faults"] == {
+        component: {"status": 503, "accounts": 0.3}
+    }
+    statuses = {name: await status_of(client, sim, component, tokens[name]) for name in names}
+    assert {name for name, status in statuses.items() if status == 503} == failing
+    assert {statuses[name] for name in set(names) - failing} == {201 if component == "api" else 200}
+    stats = (await get_json(client, f"{sim.url}/-/stats"))["components"][component]
+    assert stats["outcomes"]["error_status"] == len(failing)
+    assert stats["accounts"] == {"seen": len(names), "hit": len(failing), "capped": False}
+
+
+async def test_account_scoped_login_fault_fails_the_logins_of_the_share_only(
+    start: StartSim, client: aiohttp.ClientSession
+) -> None:
+    sim = await start(accounts=40)
+    names = [account_name(i) for i in range(1, 41)]
+    await put_fault(client, sim, "login", {"status": 503, "accounts": 0.3})
+    failed = set()
+    for name in names:
+        creds = {"username": name, "password": DEMO_PASSWORD}
+        async with client.post(f"{sim.url}/api/v1/login", json=creds) as resp:
+            assert resp.status in (200, 503)
+            if resp.status == 503:
+                failed.add(name)
+    assert failed == in_share(names, 0.3)
+    accounts = (await get_json(client, f"{sim.url}/-/stats"))["components"]["login"]["accounts"]
+    assert (accounts["seen"], accounts["hit"]) == (len(names), len(failed))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/api/v1/health", {}, 200),
+        ("GET", "/api/v1/status", {}, 200),
+        ("POST", "/api/v1/login", {"data": "not json"}, 400),
+        ("POST", "/api/v1/login", {"json": {"password": DEMO_PASSWORD}}, 400),
+        ("POST", "/api/v1/login", {"json": {"username": 7, "password": "x"}}, 400),
+        ("GET", TIMELINE, {}, 401),
+        ("GET", NOTIFICATIONS, {"headers": {"Authorization": "Bearer not-a-token"}}, 401),
+        ("POST", "/api/v1/login", {"json": {"username": DEMO_USER, "password": "x"}}, 503),
+    ],
+    ids=[
+        "health",
+        "status",
+        "login-not-json",
+        "login-no-username",
+        "login-username-not-a-string",
+        "no-token",
+        "unknown-token",
+        "login-naming-an-account",
+    ],
+)
+async def test_account_scoped_fault_spares_requests_of_no_account(
+    sim: RunningSim,
+    client: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+) -> None:
+    await put_fault(client, sim, "all", {"status": 503, "accounts": 1.0})  # every account
+    async with client.request(method, sim.url + path, **kwargs) as resp:
+        assert resp.status == status
+
+
+async def test_expired_token_is_a_401_even_for_an_account_in_the_failing_share(
+    start: StartSim, client: aiohttp.ClientSession
+) -> None:
+    sim = await start(token_ttl_s=0.3)
+    headers = await login(client, sim)
+    await put_fault(client, sim, "timeline", {"status": 503, "accounts": 1.0})
+
+    async def expired() -> bool:
+        async with client.get(sim.url + TIMELINE, headers=headers) as resp:
+            return resp.status == 401
+
+    await wait_for(expired)
+
+
+async def test_fault_on_all_with_accounts_hits_every_component_for_the_share_only(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    names = [account_name(i) for i in range(1, 101)]
+    hit = sorted(in_share(names, 0.5))[0]
+    spared = sorted(set(names) - in_share(names, 0.5))[0]
+    tokens = {name: await login(client, sim, name) for name in (hit, spared)}
+    await put_fault(client, sim, "all", {"status": 503, "accounts": 0.5})
+    for component in ENDPOINT_OF:
+        assert await status_of(client, sim, component, tokens[hit]) == 503, component
+        assert await status_of(client, sim, component, tokens[spared]) in (200, 201), component
+    for name, status in ((hit, 503), (spared, 200)):
+        creds = {"username": name, "password": DEMO_PASSWORD}
+        async with client.post(f"{sim.url}/api/v1/login", json=creds) as resp:
+            assert resp.status == status, name
+    async with client.get(sim.url + "/api/v1/health") as resp:
+        assert resp.status == 200
+    stats = (await get_json(client, f"{sim.url}/-/stats"))["components"]
+    assert {c: stats[c]["accounts"]["hit"] for c in stats} == {
+        "api": 1,
+        "login": 1,
+        "timeline": 1,
+        "notifications": 1,
+    }
+
+
+HIT = account_name(2)  # share 0.106
+SPARED = account_name(1)  # share 0.508
+
+
+@pytest.mark.parametrize(
+    ("shared", "own", "account", "failure", "status"),
+    [
+        ({"status": 503, "accounts": 0.3}, {}, HIT, "error_status", 503),
+        ({"status": 503, "accounts": 0.3}, {}, SPARED, None, 500),
+        ({"status": 503, "accounts": 0.3}, {}, None, None, 500),
+        ({"status": 503, "accounts": 0.3}, {"status": 502}, SPARED, "error_status", 502),
+        ({"status": 503, "accounts": 0.3}, {"status": 502}, HIT, "error_status", 503),
+        ({}, {"hang": True, "accounts": 0.3}, HIT, "hang", 0),
+        ({}, {"hang": True, "accounts": 0.3}, SPARED, None, 500),
+        ({"status": 503}, {"hang": True, "accounts": 0.3}, SPARED, "error_status", 503),
+        ({}, {"status": 503, "accounts": 1.0}, DEMO_USER, "error_status", 503),
+    ],
+    ids=[
+        "all-hits-the-share",
+        "all-spares-the-rest",
+        "all-spares-no-account",
+        "own-fault-still-fails-the-rest",
+        "all-first-for-the-share",
+        "own-hang-for-the-share",
+        "own-hang-spares-the-rest",
+        "unscoped-all-applies-to-the-rest",
+        "whole-population",
+    ],
+)
+def test_account_scoped_layers_apply_only_to_their_share(
+    shared: dict[str, Any],
+    own: dict[str, Any],
+    account: str | None,
+    failure: str | None,
+    status: int,
+) -> None:
+    faults = {"all": FaultSpec(**shared)} if shared else {}
+    table = FaultTable({**faults, **({"timeline": FaultSpec(**own)} if own else {})})
+    plan = table.plan(Component.TIMELINE, random.Random(1), account)
+    assert (plan.failure, plan.status) == (failure, status)
+
+
+async def test_stats_count_distinct_known_accounts_per_component(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    names = [account_name(i) for i in range(1, 11)]
+    tokens = {name: await login(client, sim, name) for name in names}
+    await put_fault(client, sim, "timeline", {"status": 503, "accounts": 0.5})
+    for _ in range(2):
+        for name in names:
+            await status_of(client, sim, "timeline", tokens[name])
+    async with client.post(f"{sim.url}/api/v1/login", json={"username": "nobody", "password": "x"}):
+        pass
+    stats = (await get_json(client, f"{sim.url}/-/stats"))["components"]
+    assert stats["timeline"]["accounts"] == {
+        "seen": 10,
+        "hit": len(in_share(names, 0.5)),
+        "capped": False,
+    }
+    assert stats["timeline"]["outcomes"]["error_status"] == 2 * len(in_share(names, 0.5))
+    assert stats["login"]["accounts"]["seen"] == 10  # an unknown name is not remembered
+    assert stats["api"]["accounts"] == {"seen": 0, "hit": 0, "capped": False}
+    async with client.delete(f"{sim.url}/-/stats") as resp:
+        assert (await resp.json())["components"]["timeline"]["accounts"]["seen"] == 0
+
+
+# --- the write path -----------------------------------------------------------------------
+
+POSTS = "/api/v1/posts"
+
+
+async def publish(
+    client: aiohttp.ClientSession, sim: RunningSim, headers: dict[str, str], path: str, text: str
+) -> dict[str, Any]:
+    """POST a post or a reply; its JSON (the status must be 201)."""
+    async with client.post(sim.url + path, json={"text": text}, headers=headers) as resp:
+        assert resp.status == 201, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def timeline_ids(
+    client: aiohttp.ClientSession, sim: RunningSim, headers: dict[str, str]
+) -> list[str]:
+    async with client.get(f"{sim.url}{TIMELINE}?limit=100", headers=headers) as resp:
+        assert resp.status == 200
+        return [post["id"] for post in (await resp.json())["posts"]]
+
+
+async def notification_items(
+    client: aiohttp.ClientSession, sim: RunningSim, headers: dict[str, str]
+) -> Any:
+    async with client.get(sim.url + NOTIFICATIONS, headers=headers) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def post_status(
+    client: aiohttp.ClientSession, sim: RunningSim, headers: dict[str, str], post_id: str
+) -> int:
+    async with client.get(f"{sim.url}{POSTS}/{post_id}", headers=headers) as resp:
+        return resp.status
+
+
+async def test_a_reply_reaches_the_authors_notifications_and_the_timeline(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    alice, bob = await login(client, sim, "user-0001"), await login(client, sim, "user-0002")
+    post = await publish(client, sim, alice, POSTS, "who is on call?")
+    reply = await publish(client, sim, bob, f"{POSTS}/{post['id']}/replies", "me")
+    assert reply["in_reply_to"] == post["id"]
+    assert (reply["author"], reply["text"]) == ("user-0002", "me")
+    assert "in_reply_to" not in post
+    assert (await timeline_ids(client, sim, bob))[:2] == [reply["id"], post["id"]]
+    async with client.get(f"{sim.url}{POSTS}/{reply['id']}", headers=alice) as resp:
+        assert (resp.status, await resp.json()) == (200, reply)
+    inbox = await notification_items(client, sim, alice)
+    assert inbox["items"][0] == {
+        "id": f"n{reply['id']}",
+        "type": "reply",
+        "account": "user-0002",
+        "status_id": reply["id"],
+        "in_reply_to": post["id"],
+        "created_at": reply["created_at"],
+        "read": False,
+    }
+    assert inbox["unread_count"] == sum(1 for item in inbox["items"] if not item["read"])
+    # Only the author of the post replied to is notified.
+    for headers in (bob, await login(client, sim)):
+        items = (await notification_items(client, sim, headers))["items"]
+        assert reply["id"] not in {item["status_id"] for item in items}
+    assert (await outcomes(client, sim, "api"))["ok"] == 3
+
+
+async def test_a_reply_to_ones_own_post_notifies_nobody(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    headers = await login(client, sim, "user-0003")
+    post = await publish(client, sim, headers, POSTS, "thinking aloud")
+    reply = await publish(client, sim, headers, f"{POSTS}/{post['id']}/replies", "still thinking")
+    items = (await notification_items(client, sim, headers))["items"]
+    assert not [item for item in items if item["type"] == "reply"]
+    assert (await timeline_ids(client, sim, headers))[0] == reply["id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "auth", "status"),
+    [
+        ("/api/v1/posts/999/replies", {"text": "hi"}, True, 404),
+        ("/api/v1/posts/{seed}/replies", {"text": ""}, True, 400),
+        ("/api/v1/posts/{seed}/replies", {"text": "x" * 501}, True, 400),
+        ("/api/v1/posts/{seed}/replies", {"text": "hi", "to": "bob"}, True, 400),
+        ("/api/v1/posts/{seed}/replies", {"text": "hi"}, False, 401),
+    ],
+    ids=["unknown-post", "empty-text", "text-too-long", "extra-field", "no-token"],
+)
+async def test_bad_replies_are_refused(
+    sim: RunningSim,
+    client: aiohttp.ClientSession,
+    path: str,
+    body: dict[str, Any],
+    auth: bool,
+    status: int,
+) -> None:
+    headers = await login(client, sim)
+    before = await timeline_ids(client, sim, headers)
+    async with client.post(
+        sim.url + path.format(seed=before[-1]), json=body, headers=headers if auth else {}
+    ) as resp:
+        assert resp.status == status
+        assert "error" in await resp.json()
+    assert await timeline_ids(client, sim, headers) == before  # nothing was stored
+
+
+async def test_a_post_is_read_by_id_and_an_unknown_id_is_a_404(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    headers = await login(client, sim)
+    async with client.get(f"{sim.url}{TIMELINE}?limit=1", headers=headers) as resp:
+        newest = (await resp.json())["posts"][0]
+    async with client.get(f"{sim.url}{POSTS}/{newest['id']}", headers=headers) as resp:
+        assert (resp.status, await resp.json()) == (200, newest)
+    assert await post_status(client, sim, headers, "nope") == 404
+    async with client.get(f"{sim.url}{POSTS}/{newest['id']}") as resp:
+        assert resp.status == 401
+    assert (await outcomes(client, sim, "api"))["not_found"] == 1
+
+
+async def wait_until_visible(
+    read: Callable[[], Awaitable[bool]], written_at: float, delay_s: float
+) -> None:
+    """Read until the write shows; no read may show it before `delay_s` after `written_at`.
+
+    Sound on a loaded machine: the sim stamps the write after `written_at`, so a read that
+    shows it was served at least `delay_s` after that.
+    """
+
+    async def shown() -> bool:
+        visible = await read()
+        if visible:
+            assert time.monotonic() - written_at >= delay_s
+        return visible
+
+    await wait_for(shown, within_s=30.0)
+
+
+HIDDEN_MS = 600_000  # far longer than any test: the write must still be hidden at the end
+SHORT_MS = 500
+
+
+async def test_propagation_delay_on_timeline_hides_a_post_until_it_has_passed(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    headers = await login(client, sim, "user-0001")
+    await put_fault(client, sim, "timeline", {"propagation_delay_ms": HIDDEN_MS})
+    hidden = await publish(client, sim, headers, POSTS, "lost in the replica")
+    await put_fault(client, sim, "timeline", {"propagation_delay_ms": SHORT_MS})
+    written_at = time.monotonic()
+    shown = await publish(client, sim, headers, POSTS, "a little late")
+
+    async def in_timeline() -> bool:
+        return shown["id"] in await timeline_ids(client, sim, headers)
+
+    await wait_until_visible(in_timeline, written_at, SHORT_MS / 1000)
+    assert await post_status(client, sim, headers, shown["id"]) == 200
+    assert hidden["id"] not in await timeline_ids(client, sim, headers)
+    assert await post_status(client, sim, headers, hidden["id"]) == 404
+    # Clearing the fault does not hurry a write already stamped.
+    await put_fault(client, sim, "timeline", {})
+    assert hidden["id"] not in await timeline_ids(client, sim, headers)
+
+
+@pytest.mark.parametrize("component", ["notifications", "all"])
+async def test_propagation_delay_on_notifications_hides_a_reply_notice_until_it_has_passed(
+    sim: RunningSim, client: aiohttp.ClientSession, component: str
+) -> None:
+    alice, bob = await login(client, sim, "user-0001"), await login(client, sim, "user-0002")
+    post = await publish(client, sim, alice, POSTS, "ping")
+    await put_fault(client, sim, component, {"propagation_delay_ms": HIDDEN_MS})
+    hidden = await publish(client, sim, bob, f"{POSTS}/{post['id']}/replies", "pong 1")
+    await put_fault(client, sim, component, {"propagation_delay_ms": SHORT_MS})
+    written_at = time.monotonic()
+    shown = await publish(client, sim, bob, f"{POSTS}/{post['id']}/replies", "pong 2")
+
+    async def noticed() -> bool:
+        items = (await notification_items(client, sim, alice))["items"]
+        return shown["id"] in {item["status_id"] for item in items}
+
+    await wait_until_visible(noticed, written_at, SHORT_MS / 1000)
+    items = (await notification_items(client, sim, alice))["items"]
+    assert hidden["id"] not in {item["status_id"] for item in items}
+    # On notifications alone, the timeline shows the replies at once; `all` delays both.
+    in_timeline = hidden["id"] in await timeline_ids(client, sim, bob)
+    assert in_timeline is (component == "notifications")
+
+
+async def test_account_scoped_propagation_delay_lags_only_the_share(
+    sim: RunningSim, client: aiohttp.ClientSession
+) -> None:
+    lagging, prompt = await login(client, sim, HIT), await login(client, sim, SPARED)
+    spec = {"propagation_delay_ms": HIDDEN_MS, "accounts": 0.3}
+    await put_fault(client, sim, "timeline", spec)
+    late = await publish(client, sim, lagging, POSTS, "from the pulled rack")
+    on_time = await publish(client, sim, prompt, POSTS, "from a healthy rack")
+    ids = await timeline_ids(client, sim, prompt)
+    assert on_time["id"] in ids
+    assert late["id"] not in ids
+
+
+@pytest.mark.parametrize("component", ["api", "login"])
+async def test_propagation_delay_is_refused_where_writes_do_not_show(
+    sim: RunningSim, client: aiohttp.ClientSession, component: str
+) -> None:
+    url = f"{sim.url}/-/faults/{component}"
+    async with client.put(url, json={"propagation_delay_ms": 100}) as resp:
+        assert resp.status == 400
+        assert (
+            "propagation_delay_ms: only on timeline, notifications, all"
+            in (await resp.json())["error"]
+        )
+
+
 # --- admin API ---------------------------------------------------------------------------
 
 
@@ -519,6 +1039,9 @@ async def test_putting_an_empty_fault_clears_it(
         ("login", '{"status": 200}', 400, "status: Input should be greater than or equal to 400"),
         ("login", '{"malformed": "sometimes"}', 400, "malformed:"),
         ("login", '{"body_bytes": -1}', 400, "body_bytes:"),
+        ("login", '{"accounts": 0}', 400, "accounts: Input should be greater than 0"),
+        ("login", '{"accounts": 1.5}', 400, "accounts: Input should be less than or equal to 1"),
+        ("api", '{"propagation_delay_ms": -1}', 400, "propagation_delay_ms: Input should be"),
         ("login", "[1, 2]", 400, "expected a JSON object"),
         ("login", "{not json", 400, "not valid JSON"),
         ("search", '{"status": 503}', 404, "unknown component 'search'"),
@@ -530,6 +1053,9 @@ async def test_putting_an_empty_fault_clears_it(
         "status-not-error",
         "malformed-mode",
         "negative-body",
+        "no-accounts",
+        "accounts-above-1",
+        "negative-propagation",
         "not-an-object",
         "not-json",
         "unknown-component",
@@ -669,22 +1195,50 @@ def test_shipped_scenarios_load(name: str) -> None:
     assert scenario.description
 
 
-def _error_rate(faults: dict[Any, FaultSpec], component: str) -> float:
-    spec = faults.get(component)
-    return spec.failure_rate() if spec is not None else 0.0
+def _fails_for(phase: Phase, share: float) -> set[str]:
+    """The components that fail every request of an account at `share` in this phase."""
+    failing = set()
+    for component, spec in phase.faults.items():
+        if spec.hits(share) and (spec.failure_rate() >= 1.0 or spec.hang or spec.reset):
+            failing.add(str(component))
+    if "all" in failing:
+        failing |= {"login", "timeline", "notifications"}  # all: every account's endpoint
+    return failing - {"all"}
 
 
-def test_dec_2022_fails_notifications_then_login_then_everything_then_recovers() -> None:
+def _failing_share(phase: Phase, component: str) -> float:
+    """The share of accounts whose requests to `component` fail in this phase (or some do)."""
+    shares = [0.0]
+    for name in (component, "all"):
+        spec = phase.faults.get(Component(name))
+        if spec is not None and (spec.failure_rate() > 0 or spec.hang or spec.reset):
+            shares.append(spec.accounts or 1.0)
+    return max(shares)
+
+
+def test_dec_2022_is_a_rack_pull_that_grows_then_recovers() -> None:
     scenario = load_scenario("dec-2022")
     phases = scenario.phases
-    touched = [{str(c) for c in phase.faults} for phase in phases]
-    first = next(i for i, t in enumerate(touched) if t)
-    login = next(i for i, p in enumerate(phases) if 0 < _error_rate(p.faults, "login") < 1)
-    peak = max(range(len(phases)), key=lambda i: _error_rate(phases[i].faults, "all"))
-    assert touched[first] == {"notifications"}
-    assert first < login < peak < len(phases) - 1
-    assert "all" not in touched[login]
-    assert _error_rate(phases[peak].faults, "all") >= 0.5
+    demo = shard_share(DEMO_USER)
+    seen_by_demo = [_fails_for(phase, demo) for phase in phases]
+    first = next(i for i, p in enumerate(phases) if p.faults)
+    down = seen_by_demo.index({"notifications"})
+    peak = next(i for i, failing in enumerate(seen_by_demo) if len(failing) >= 2)
+    # Notifications first, and for few accounts: demo, logging in from one place, sees nothing.
+    assert set(phases[first].faults) == {Component.NOTIFICATIONS}
+    assert 0 < _failing_share(phases[first], "notifications") < demo
+    # Then notifications fail for demo alone; then login and timeline for a share of accounts
+    # without demo; then the API at large for demo too; then everything recovers.
+    login = next(i for i, p in enumerate(phases) if _failing_share(p, "login") > 0)
+    assert first < down < login < peak < len(phases) - 1
+    assert 0 < _failing_share(phases[login], "login") < demo
+    assert seen_by_demo[peak] == {"login", "timeline", "notifications"}
+    assert Component.ALL in phases[peak].faults
+    assert all(len(failing) < 2 for failing in seen_by_demo[:peak])
+    assert all(spec.accounts is not None for p in phases for spec in p.faults.values())
+    shares = [_failing_share(p, "login") for p in phases]
+    assert shares[: peak + 1] == sorted(shares[: peak + 1])  # the share only grows to the peak
+    assert not any(seen_by_demo[peak + 1 :])
     assert phases[-1].faults == {}
     assert 25 * 60 <= scenario.length_s <= 35 * 60  # ~30 min, ~3 min at --speed 10
 
@@ -723,6 +1277,19 @@ async def test_dec_2022_replays_every_phase_in_order(
         ),
         ("repeat: true\nphases:\n  - {at: 0, name: a}\n", ["repeat: true needs duration"]),
         ("phases:\n  - {name: a}\n", ["outage.yml:2", "phases[0].at: Field required"]),
+        (
+            "phases:\n  - at: 0\n    name: a\n    faults:\n      login:\n        accounts: 0\n",
+            ["outage.yml:6", "phases[0].faults.login.accounts", "greater than 0"],
+        ),
+        (
+            "phases:\n  - at: 0\n    name: a\n    faults:\n      login: {accounts: 1.2}\n",
+            ["outage.yml:5", "phases[0].faults.login.accounts", "less than or equal to 1"],
+        ),
+        (
+            "phases:\n  - at: 0\n    name: a\n    faults:\n"
+            "      login: {propagation_delay_ms: 100}\n",
+            ["outage.yml:5", "phases[0].faults: login: propagation_delay_ms: only on timeline"],
+        ),
     ],
     ids=[
         "bad-yaml",
@@ -734,6 +1301,9 @@ async def test_dec_2022_replays_every_phase_in_order(
         "phases-out-of-order",
         "repeat-without-duration",
         "missing-at",
+        "no-accounts",
+        "accounts-above-1",
+        "propagation-on-login",
     ],
 )
 def test_bad_scenario_files_give_a_located_one_line_error(
@@ -745,6 +1315,39 @@ def test_bad_scenario_files_give_a_located_one_line_error(
     assert "\n" not in message
     for fragment in expected:
         assert fragment in message
+
+
+RACK_SCENARIO = """\
+name: rack
+phases:
+  - {at: 0, name: calm, faults: {}}
+  - at: 1
+    name: rack-pulled
+    faults:
+      timeline: {status: 503, accounts: 0.3}
+      all: {propagation_delay_ms: 20000, accounts: 0.5}
+"""
+
+
+async def test_scenario_phases_scope_faults_to_accounts(
+    start: StartSim, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scenario = load_scenario(write(tmp_path, RACK_SCENARIO))
+    assert scenario.phases[1].faults[Component.TIMELINE] == FaultSpec(status=503, accounts=0.3)
+    sim = await start(scenario=write(tmp_path, RACK_SCENARIO), speed=100.0)
+    names = [account_name(i) for i in range(1, 41)]
+    tokens = {name: await login(client, sim, name) for name in names}
+
+    async def pulled() -> bool:
+        return bool((await get_json(client, f"{sim.url}/-/faults"))["faults"])
+
+    await wait_for(pulled)
+    assert (await get_json(client, f"{sim.url}/-/faults"))["faults"] == {
+        "timeline": {"status": 503, "accounts": 0.3},
+        "all": {"propagation_delay_ms": 20000.0, "accounts": 0.5},
+    }
+    failed = {n for n in names if await status_of(client, sim, "timeline", tokens[n]) == 503}
+    assert failed == in_share(names, 0.3)
 
 
 def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
@@ -787,8 +1390,23 @@ async def test_bad_scenario_requests_are_refused(
             ["login:error_rate=0.2", "login:status=503"],
             {"login": FaultSpec(error_rate=0.2, status=503)},
         ),
+        (["timeline:status=503,accounts=0.3"], {"timeline": FaultSpec(status=503, accounts=0.3)}),
+        (["all:hang,accounts=1"], {"all": FaultSpec(hang=True, accounts=1.0)}),
+        (
+            ["notifications:propagation_delay_ms=20000"],
+            {"notifications": FaultSpec(propagation_delay_ms=20000)},
+        ),
     ],
-    ids=["status", "latency", "bare-flag", "malformed-mode", "repeated-merge"],
+    ids=[
+        "status",
+        "latency",
+        "bare-flag",
+        "malformed-mode",
+        "repeated-merge",
+        "accounts",
+        "all-accounts",
+        "propagation",
+    ],
 )
 def test_fault_arguments_parse(args: list[str], expected: dict[str, FaultSpec]) -> None:
     assert parse_fault_args(args) == expected
@@ -804,8 +1422,22 @@ def test_fault_arguments_parse(args: list[str], expected: dict[str, FaultSpec]) 
         ("login:", "expected COMPONENT:KEY=VALUE"),
         ("login:=3", "empty key"),
         ("login:colour=red", "colour: unknown key"),
+        ("timeline:status=503,accounts=0", "--fault timeline: accounts: Input should be greater"),
+        ("timeline:accounts=30%", "accounts: Input should be a valid number"),
+        ("api:propagation_delay_ms=100", "--fault api: propagation_delay_ms: only on timeline"),
     ],
-    ids=["no-component", "unknown-component", "bad-int", "rate", "no-fields", "empty-key", "key"],
+    ids=[
+        "no-component",
+        "unknown-component",
+        "bad-int",
+        "rate",
+        "no-fields",
+        "empty-key",
+        "key",
+        "no-accounts",
+        "accounts-percent",
+        "propagation-on-api",
+    ],
 )
 def test_bad_fault_arguments_are_refused(arg: str, message: str) -> None:
     with pytest.raises(FaultError, match=message.replace("(", r"\(")):
@@ -826,8 +1458,11 @@ def _sim_args(*argv: str) -> argparse.Namespace:
         (["--listen", "localhost"], "bad --listen"),
         (["--user", "alice"], "bad --user"),
         (["--speed", "0"], "speed:"),
+        (["--accounts", "-1"], "accounts: Input should be greater than or equal to 0"),
+        (["--accounts-password", ""], "accounts_password: String should have at least 1"),
+        (["--fault", "login:propagation_delay_ms=5"], "propagation_delay_ms: only on"),
     ],
-    ids=["fault", "scenario", "listen", "user", "speed"],
+    ids=["fault", "scenario", "listen", "user", "speed", "accounts", "password", "propagation"],
 )
 def test_run_sim_rejects_bad_arguments_with_one_line(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
@@ -849,16 +1484,25 @@ async def test_sim_command_serves_until_sigint(client: aiohttp.ClientSession) ->
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "--listen", "127.0.0.1:0", "--latency-ms", "0",
-        "--fault", "notifications:status=503",
+        "--fault", "notifications:status=503", "--fault", "timeline:status=502,accounts=0.3",
+        "--accounts", "3", "--accounts-password", "Rack-Pa55-7f2c",
         stdout=asyncio.subprocess.PIPE, env=env, cwd=REPO,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
         assert f"demo user {DEMO_USER} / {DEMO_PASSWORD}" in line
+        assert "accounts user-0001..user-0003" in line
+        assert "Rack-Pa55-7f2c" not in line  # a chosen password is never printed
         url = line.split("serving ")[1].split()[0]
         async with client.get(url + NOTIFICATIONS) as resp:
             assert resp.status == 503
+        assert (await get_json(client, f"{url}/-/accounts"))["accounts"] == 3
+        creds = {"username": "user-0002", "password": "Rack-Pa55-7f2c"}
+        async with client.post(f"{url}/api/v1/login", json=creds) as resp:
+            token = (await resp.json())["access_token"]
+        async with client.get(url + TIMELINE, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 502  # user-0002's shard (0.106) is in the 30%
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:

@@ -46,7 +46,9 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def status_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+async def status_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> AsyncIterator[str]:
     sim = await start_sim(
         options=SimOptions(
             latency_ms=0, latency_jitter_ms=0, faults={"notifications": FaultSpec(status=503)}
@@ -97,6 +99,7 @@ async def test_status_page_shows_failing_first_with_uptime_sparkline_and_tooltip
     assert 'data-component="notifications" data-state="down"' in dom
     assert 'data-component="timeline" data-state="ok"' in dom
     assert "vantage <b>test-vantage</b>" in dom
+    assert 'scope <b data-scope="component">component</b>' in dom
     rows = ROW.findall(dom)
     assert len(rows) == 6, rows
     # Failing checks first: notifications (503) is the one failing.

@@ -245,7 +245,7 @@ async def test_tls_series_are_exported(
     )
     samples = {
         (name, tuple(sorted(labels))): value
-        for name, labels, value in exported_samples(result, "api")
+        for name, labels, value in exported_samples(result, "api", full=True)
     }
     base = (("check", "tls"), ("component", "api"))
     step = (*base, ("step", "request"))

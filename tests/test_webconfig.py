@@ -202,6 +202,118 @@ async def test_verified_password_is_cached_not_bcrypted_per_scrape(
     assert len(verifications) == 2
 
 
+async def test_unknown_user_costs_a_bcrypt_of_the_configured_users_cost(
+    serve_with: ServeWith,
+    write_web_config: WriteWebConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode()
+    served: Served = await serve_with(
+        write_web_config(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    )
+    checked: list[bytes] = []
+    real = webconfig._bcrypt_matches
+
+    def recording(password: bytes, against: bytes) -> bool:
+        checked.append(against)
+        return real(password, against)
+
+    monkeypatch.setattr(webconfig, "_bcrypt_matches", recording)
+    for user in ("prometheus", "nobody", "prometheus2", "Prometheus", ""):
+        assert (await served.get("/metrics", auth=basic_auth(user, "wrong")))[0] == 401
+    # Known or not, every wrong login pays one bcrypt at cost 05, never a cheaper one.
+    assert [h[:7] for h in checked] == [b"$2b$05$"] * 5
+    assert checked[0] == hashed.encode() and hashed.encode() not in checked[1:]
+
+
+# A TLS 1.2-only server: cipher_suites apply to TLS 1.0-1.2 only (as in Go).
+TLS12 = """
+    tls_server_config:
+      cert_file: {cert}
+      key_file: {key}
+      max_version: TLS12
+"""
+
+
+def tls12_client(pki: Pki, ciphers: str | None = None) -> ssl.SSLContext:
+    context = pki.client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if ciphers:
+        context.set_ciphers(ciphers)
+    return context
+
+
+async def negotiated(base: str, context: ssl.SSLContext) -> str | None:
+    """The cipher a handshake with the server settles on, None if the handshake fails."""
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    except (ssl.SSLError, ConnectionError):
+        return None
+    cipher = writer.get_extra_info("cipher")[0]
+    writer.close()
+    return str(cipher)
+
+
+AES128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
+AES256 = "ECDHE-ECDSA-AES256-GCM-SHA384"
+
+
+@pytest.mark.parametrize(
+    ("settings", "client", "expected"),
+    [
+        ("cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]", {}, AES256),
+        ("cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]", {"ciphers": AES128}, None),
+        (
+            "cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]",
+            {"ciphers": f"{AES256}:{AES128}"},
+            AES128,
+        ),
+        (
+            "cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\nprefer_server_cipher_suites: false",
+            {"ciphers": f"{AES256}:{AES128}"},
+            AES256,
+        ),
+    ],
+    ids=["suite-chosen", "suite-not-listed", "server-order", "client-order"],
+)
+async def test_exporter_toolkit_tls_algorithm_keys_are_applied(
+    serve_with: ServeWith,
+    write_web_config: WriteWebConfig,
+    pki: Pki,
+    settings: str,
+    client: dict[str, str],
+    expected: str | None,
+) -> None:
+    text = TLS12.format(cert=pki.cert, key=pki.key) + textwrap.indent(settings, " " * 6)
+    served: Served = await serve_with(write_web_config(text))
+    assert await negotiated(served.base, tls12_client(pki, **client)) == expected
+
+
+@pytest.mark.parametrize(
+    ("client_curve", "served"), [("secp384r1", True), ("prime256v1", False)], ids=["listed", "not"]
+)
+async def test_curve_preferences_limit_the_key_exchange(
+    serve_with: ServeWith,
+    write_web_config: WriteWebConfig,
+    pki: Pki,
+    client_curve: str,
+    served: bool,
+) -> None:
+    text = f"""
+        tls_server_config:
+          cert_file: {pki.cert}
+          key_file: {pki.key}
+          curve_preferences: [CurveP384]
+    """
+    base = (await serve_with(write_web_config(text))).base
+    context = pki.client_context()
+    context.set_ecdh_curve(client_curve)  # this client offers only that group (TLS 1.3)
+    assert (await negotiated(base, context) is not None) is served
+
+
 async def test_tls_with_basic_auth_on_metrics(
     serve_with: ServeWith, write_web_config: WriteWebConfig, pki: Pki
 ) -> None:
@@ -335,6 +447,22 @@ BAD_WEB_CONFIGS = [
         "web.yml:2: http_server_config.headers: header 'X-Powered-By' cannot be set",
     ),
     ("basic_auth_user: {{prometheus: x}}\n", "web.yml:1: basic_auth_user: unknown key"),
+    (
+        TLS + "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, AES128-SHA]\n",
+        "web.yml:4: tls_server_config.cipher_suites: unknown cipher suite 'AES128-SHA'",
+    ),
+    (
+        TLS + "  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n",
+        "web.yml:4: tls_server_config.cipher_suites: none of these is available in this OpenSSL",
+    ),
+    (
+        TLS + "  curve_preferences: [P256]\n",
+        "web.yml:4: tls_server_config.curve_preferences: unknown curve 'P256'",
+    ),
+    (
+        "basic_auth_users:\n  prometheus: $2b$03$" + "a" * 53 + "\n",
+        "web.yml:2: basic_auth_users.prometheus: bcrypt cost must be 04 to 31",
+    ),
     ("basic_auth_users: [\n", "web.yml:2: invalid YAML"),
 ]
 
@@ -351,6 +479,10 @@ BAD_WEB_CONFIGS = [
         "bad-tls-version",
         "header-not-allowed",
         "unknown-key",
+        "unknown-cipher-suite",
+        "unavailable-cipher-suite",
+        "unknown-curve",
+        "bcrypt-cost-too-low",
         "invalid-yaml",
     ],
 )

@@ -3,23 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.payload
+from aiohttp.abc import AbstractStreamWriter
 
 from prober.config_model import IpProtocol, TlsOptions
 from prober.probes.sessions import SessionStore
-from prober.probes.tls_client import PeerFacts, TimedSSLObject, build_context
+from prober.probes.tls_client import PeerFacts, TimedSSLObject, TlsSetupError, build_context
 from prober.result import StepResult
+from prober.secrets import Redactor
 
 FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+# How many wrapped errors `out_of_descriptors` follows (aiohttp wraps once or twice).
+_WRAP_DEPTH = 4
+
+
+def out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it wraps, says no file descriptor is left (EMFILE, ENFILE).
+
+    Such a run says nothing about the target: it is reported as Reason.RESOURCE. aiohttp keeps
+    the OSError of a failed connect in `os_error`; other code raises it `from` or inside an
+    `except` (even `from None` keeps it as the context), so all three links are followed.
+    """
+    for _ in range(_WRAP_DEPTH):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS:
+            return True
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
@@ -157,15 +180,20 @@ class HttpClients:
 
         CA and key files are read there, never on the loop nor per probe. A load error is
         kept and raised again until `forget_tls` (a reload): a broken file is not re-read
-        on every run.
+        on every run. A shortage of file descriptors is not kept: it says nothing of the files.
         """
         task = self._ssl.get(options)
         if task is None:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
             task.add_done_callback(_retrieve)
             self._ssl[options] = task
-        # Shielded: one probe's deadline must not cancel a build that others wait on.
-        return await asyncio.shield(task)
+        try:
+            # Shielded: one probe's deadline must not cancel a build that others wait on.
+            return await asyncio.shield(task)
+        except TlsSetupError as exc:
+            if out_of_descriptors(exc) and self._ssl.get(options) is task:
+                del self._ssl[options]  # a shortage passes: the next run builds it again
+            raise
 
     def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
         """Keep what a handshake with this target showed, for its reused connections."""
@@ -192,6 +220,41 @@ class HttpClients:
         self._sessions.clear()
 
 
+class RequestBody(aiohttp.payload.Payload):
+    """A request body whose connection can be cut off when its run gives up.
+
+    aiohttp closes a cancelled request's connection gracefully: the transport first sends
+    what it buffered, so a peer that never reads keeps the socket and the unsent body alive
+    until it lets go, one more per run. `abandon()` aborts the transport, freeing both.
+    """
+
+    _value: bytes
+    _autoclose = True  # bytes in memory: nothing to close, reusable on a redirect
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)  # Content-Type application/octet-stream unless a header says
+        self._size = len(data)
+        self._transport: asyncio.Transport | None = None
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._transport = getattr(writer, "transport", None)
+        data = self._value if content_length is None else self._value[:content_length]
+        await writer.write(data)
+
+    def abandon(self) -> None:
+        """Abort the connection this body went out on, dropping whatever is still unsent."""
+        if self._transport is not None:
+            self._transport.abort()
+
+
 def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
     """Mark a build's error as seen: the probes that await it report it."""
     if not task.cancelled():
@@ -200,15 +263,30 @@ def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
 
 @dataclass
 class ProbeContext:
-    """One run's context; `progress` keeps finished steps so a caller's timeout can report them."""
+    """One run's context; `progress` keeps finished steps so a caller's timeout can report them.
+
+    `redactor` hides the environment's secrets plus those the run learns (extracted values):
+    a flow widens it as it goes, so whatever ends the run can still hide them all.
+    """
 
     clients: HttpClients
     deadline: float
     values: Mapping[str, str]
-    sensitive: frozenset[str]
+    redactor: Redactor
     sessions: SessionStore
     progress: list[StepResult] = field(default_factory=list)
     current_step: str = ""
+    # Log in afresh even where a session is cached: a run made to re-check a component
+    # (a confirmation or a sweep) must exercise the login path, not reuse a token.
+    fresh_login: bool = False
+    # A pooled flow's accounts for this run, and (in each account's own context) the one
+    # it runs as: `${account}` in its templates, and its own login sessions.
+    accounts: tuple[str, ...] = ()
+    account: str = ""
+
+    def for_account(self, account: str) -> ProbeContext:
+        """A context of its own for one account of a pooled run: same deadline and clients."""
+        return replace(self, progress=[], current_step="", accounts=(), account=account)
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()

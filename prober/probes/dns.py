@@ -19,7 +19,7 @@ import dns.rcode
 import dns.resolver
 
 from prober.config_model import DnsCheck
-from prober.probes.context import ProbeContext
+from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.single_step import (
     Judgement,
     ProbeFailure,
@@ -92,7 +92,7 @@ async def run(check: DnsCheck, ctx: ProbeContext) -> Result:
 
 
 async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> Judgement:
-    return _judge(check, await _ask(check, ctx, state), state)
+    return _judge(check, await _ask(check, ctx, state), state, ctx)
 
 
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
@@ -113,7 +113,8 @@ async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message
     except ConnectionRefusedError as exc:
         raise ProbeFailure(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
     except OSError as exc:
-        raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot reach {state.server}: {exc}") from None
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.CONNECT_ERROR
+        raise ProbeFailure(reason, f"cannot reach {state.server}: {exc}") from None
     except dns.exception.DNSException as exc:
         raise ProbeFailure(Reason.PROTOCOL, f"bad answer from {state.server}: {exc}") from None
     state.answered = time.perf_counter()
@@ -148,7 +149,9 @@ def _read_system_nameservers() -> tuple[str, ...]:
         return ()
 
 
-def _judge(check: DnsCheck, response: dns.message.Message, state: _Query) -> Judgement:
+def _judge(
+    check: DnsCheck, response: dns.message.Message, state: _Query, ctx: ProbeContext
+) -> Judgement:
     """rcode first (a DNS failure), then the answer count and regexes (assertions)."""
     rcode = dns.rcode.to_text(response.rcode())
     answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
@@ -164,11 +167,10 @@ def _judge(check: DnsCheck, response: dns.message.Message, state: _Query) -> Jud
             )
         )
     for pattern in check.answer_regex:
-        matched = next((a for a in answers if pattern.search(a)), None)
+        matched = next((a for a in answers if pattern.found_in(a)), None)
         seen = matched if matched is not None else (answers[0] if answers else "<no answer>")
-        outcomes.append(
-            AssertionOutcome(f"answer ~= {pattern.pattern!r}", matched is not None, shown(seen))
-        )
+        text = f"answer ~= {pattern.pattern!r}"
+        outcomes.append(AssertionOutcome(text, matched is not None, shown(seen, ctx.redactor)))
     state.outcomes = outcomes
     if rcode not in valid:
         return Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prober.config_model import FlowCheck, RequestSpec, Step
 from prober.probes.context import ProbeContext
@@ -34,15 +35,71 @@ class FlowStep:
 
 @dataclass
 class _FlowState:
+    """What a run carries from step to step; the secrets it learns go to `ctx.redactor`."""
+
     variables: dict[str, str] = field(default_factory=dict)
-    secrets: set[str] = field(default_factory=set)
     cached_logins: dict[str, FlowStep] = field(default_factory=dict)
     relogged: bool = False
 
 
 async def run(check: FlowCheck, ctx: ProbeContext) -> Result:
-    """Run a flow check's steps in order; stop at the first failing critical step."""
-    return await run_steps(check.name, [FlowStep.of(s) for s in check.steps], ctx)
+    """Run a flow check's steps in order; stop at the first failing critical step.
+
+    A pooled flow runs once per account of this run, concurrently, each account in a
+    context of its own; the Result merges them (see `merge_accounts`).
+    """
+    steps = [FlowStep.of(s) for s in check.steps]
+    if not ctx.accounts:
+        return await run_steps(check.name, steps, ctx)
+    runs = await asyncio.gather(
+        *(run_steps(check.name, steps, ctx.for_account(a)) for a in ctx.accounts)
+    )
+    return merge_accounts(check.name, list(runs))
+
+
+def merge_accounts(check_name: str, runs: list[Result]) -> Result:
+    """One Result for a run made as several accounts: it passes when every account passed.
+
+    Each step is merged across the accounts that ran it: failed if any failed (its facts
+    from the first that failed), with how many accounts ran it and how many failed it. The
+    accounts' own Results ride along in `accounts` for the verdict's per-account counts.
+    """
+    failed = [r for r in runs if not r.success]
+    first = failed[0] if failed else runs[0]
+    per_step: dict[str, list[StepResult]] = {}
+    for run_result in runs:
+        last = {s.name: s for s in run_result.steps}  # a step retried after a re-login
+        for name, step in last.items():
+            per_step.setdefault(name, []).append(step)
+    steps = tuple(_merge_step(group) for group in per_step.values())
+    message = first.message
+    if failed:
+        message = f"{len(failed)} of {len(runs)} accounts failed; first: {message}"
+    return Result(
+        check=check_name,
+        success=not failed,
+        duration=max(r.duration for r in runs),
+        started_at=min(r.started_at for r in runs),
+        reason=first.reason,
+        message=message,
+        failed_step=first.failed_step,
+        steps=steps,
+        accounts=tuple(runs),
+    )
+
+
+def _merge_step(group: list[StepResult]) -> StepResult:
+    ran = [s for s in group if not s.cached]
+    failed = [s for s in ran if not s.success]
+    shown = failed[0] if failed else (ran[0] if ran else group[0])
+    return replace(
+        shown,
+        success=not failed,
+        duration=max(s.duration for s in group),
+        cached=not ran,
+        accounts=len(ran),
+        accounts_failed=len(failed),
+    )
 
 
 async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContext) -> Result:
@@ -50,6 +107,8 @@ async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContex
     started_at = time.time()
     start = time.perf_counter()
     state = _FlowState()
+    if ctx.account:
+        state.variables["account"] = ctx.account
     failed: StepResult | None = None
     for step in steps:
         if failed is not None and not step.always_run:
@@ -91,23 +150,21 @@ async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> Step
 
 
 async def _request(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepOutcome:
-    outcome = await run_step(
-        step.name, step.spec, state.variables, ctx, step.critical, frozenset(state.secrets)
-    )
-    state.variables.update(outcome.variables)
-    state.secrets |= outcome.secret_values
+    outcome = await run_step(step.name, step.spec, state.variables, ctx, step.critical)
+    state.variables.update(outcome.variables)  # its secret values widened ctx.redactor
     return outcome
 
 
 async def _login(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
     """Reuse the session's cached login, or log in and cache what the step extracts."""
-    session = step.session
-    assert session is not None
+    assert step.session is not None
+    # Each account of a pool has sessions of its own; events are counted per session name.
+    session = f"{step.session}@{ctx.account}" if ctx.account else step.session
     async with ctx.sessions.lock(session):
-        cached = ctx.sessions.get(session)
+        cached = None if ctx.fresh_login else ctx.sessions.get(session)
         if cached is not None:
             state.variables.update(cached.variables)
-            state.secrets |= set(cached.variables.values())
+            ctx.redactor = ctx.redactor.with_secrets(cached.variables.values())
             state.cached_logins[session] = step
             ctx.sessions.record(session, "reused")
             return StepResult(

@@ -14,10 +14,20 @@ class CachedLogin:
     expires_at: float
 
 
+# Logins kept at most (pooled flows keep one per account): the oldest go first.
+MAX_LOGINS = 10_000
+
+
+def session_name(key: str) -> str:
+    """The configured session name of a key: `demo@user-0001` (a pool's account) -> `demo`."""
+    return key.split("@", 1)[0]
+
+
 class SessionStore:
-    """Daemon-owned cache of login results, keyed by session name.
+    """Daemon-owned cache of login results, keyed by session name (and account, in pools).
 
     The lock per session makes concurrent checks of one session log in once, not N times.
+    Event counts are kept per configured session name, so a pool adds no label values.
     """
 
     def __init__(self) -> None:
@@ -34,11 +44,16 @@ class SessionStore:
             return None
         if cached.expires_at <= time.monotonic():
             del self._logins[session]
-            self.events[(session, "expired")] += 1
+            self.events[(session_name(session), "expired")] += 1
             return None
         return cached
 
     def put(self, session: str, variables: dict[str, str], ttl: float) -> None:
+        self._logins.pop(session, None)
+        while len(self._logins) >= MAX_LOGINS:
+            oldest = next(iter(self._logins))
+            del self._logins[oldest]
+            self._locks.pop(oldest, None)
         self._logins[session] = CachedLogin(dict(variables), time.monotonic() + ttl)
 
     def invalidate(self, session: str) -> None:
@@ -46,15 +61,15 @@ class SessionStore:
 
     def record(self, session: str, result: str) -> None:
         """Count a session event: success/failure of a login, reused, expired, rejected."""
-        self.events[(session, result)] += 1
+        self.events[(session_name(session), result)] += 1
 
     def forget_unused(self, sessions: set[str]) -> None:
         """Drop sessions no check names any more (after a reload): logins, locks, counts."""
         for name in list(self._logins):
-            if name not in sessions:
+            if session_name(name) not in sessions:
                 del self._logins[name]
         for name in list(self._locks):
-            if name not in sessions:
+            if session_name(name) not in sessions and not self._locks[name].locked():
                 del self._locks[name]
         for key in list(self.events):
             if key[0] not in sessions:

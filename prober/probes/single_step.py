@@ -2,7 +2,7 @@
 
 A failure is raised as `ProbeFailure` where it is understood, the work runs within the run's
 deadline, the target's name is resolved with the check's ip_protocol, and the finished step
-becomes the run's Result with its message and assertion values redacted.
+becomes the run's Result with its message redacted.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from prober.config_model import IpProtocol
-from prober.probes.context import FAMILIES, ProbeContext, family_mismatch
+from prober.probes.context import FAMILIES, ProbeContext, family_mismatch, out_of_descriptors
 from prober.result import Reason, Result, StepResult
-from prober.secrets import redact
 
 # (family, sockaddr) as getaddrinfo gives them.
 Address = tuple[
@@ -64,16 +63,18 @@ async def resolve(
         infos = await loop.getaddrinfo(host, port, family=FAMILIES[ip_protocol], type=kind)
     except socket.gaierror as exc:
         raise ProbeFailure(Reason.DNS, f"cannot resolve {what}: {exc.strerror}") from None
+    except OSError as exc:  # EAI_SYSTEM: getaddrinfo's own system call failed
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.DNS
+        raise ProbeFailure(reason, f"cannot resolve {what}: {exc.strerror}") from None
     return [(info[0], info[4]) for info in infos]
 
 
 def finish_run(check_name: str, started_at: float, step: StepResult, ctx: ProbeContext) -> Result:
-    """The run's Result from its one step, secrets redacted; the step joins `ctx.progress`."""
-    step = replace(
-        step,
-        message=redact(step.message, ctx.sensitive),
-        assertions=tuple(o.redacted(ctx.sensitive) for o in step.assertions),
-    )
+    """The run's Result from its one step, secrets redacted; the step joins `ctx.progress`.
+
+    Assertion values are redacted where they are made (`shown(text, ctx.redactor)`).
+    """
+    step = replace(step, message=ctx.redactor(step.message))
     ctx.progress.append(step)
     ctx.current_step = ""
     return Result(

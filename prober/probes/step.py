@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -16,9 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from prober.assertions import Response
-from prober.config_model import Extraction, RequestSpec
+from prober.config_model import NEVER_REDIRECTED, Extraction, RequestSpec
 from prober.extract import MISSING, TemplateError, compile_template
-from prober.probes.context import PhaseTimer, ProbeContext, family_mismatch
+from prober.probes.context import (
+    PhaseTimer,
+    ProbeContext,
+    RequestBody,
+    family_mismatch,
+    out_of_descriptors,
+)
 from prober.probes.tls_client import (
     PeerFacts,
     TlsSetupError,
@@ -27,35 +34,55 @@ from prober.probes.tls_client import (
     tls_reason,
 )
 from prober.result import AssertionOutcome, Phases, Reason, StepResult
-from prober.secrets import REDACTED, redact
+from prober.secrets import REDACTED
 
 _SHOWN_VALUE_CHARS = 48
+# A URL inside an exception's text (aiohttp quotes the whole URL, query and userinfo too).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# Standard headers that carry no credential and follow a redirect to any origin.
+_FOLLOW_ANYWHERE = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "user-agent",
+    }
+)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
+class _InvalidUrl(Exception):
+    """A rendered URL that cannot be requested; the message never quotes the URL."""
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
-    """A step's result plus the variables it extracted (raw: they feed later requests)."""
+    """A step's result plus the variables it extracted (raw: they feed later requests).
+
+    The secret ones among them were added to the run's redactor (`ctx.redactor`).
+    """
 
     result: StepResult
     variables: dict[str, str]
-    secret_values: frozenset[str]
 
 
 def display_url(url: str) -> str:
     """The URL without userinfo and with query values hidden: safe for logs and traces."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<invalid url>"
     netloc = parts.hostname or ""
     if ":" in netloc:
         netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    if port is not None:
+        netloc += f":{port}"
     query = "&".join(f"{p.split('=', 1)[0]}={REDACTED}" for p in parts.query.split("&") if p)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
@@ -79,18 +106,63 @@ class _Request:
 
 
 def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
+    """Render the request; a value that is not UTF-8 text is a TemplateError."""
     url = spec.url.render(values)
     headers = {name: t.render(values) for name, t in spec.headers.items()}
     data: bytes | None = None
-    if spec.body is not None:
-        data = spec.body.render(values).encode()
-    elif spec.json_body is not None:
-        data = json.dumps(_render_json(spec.json_body, values)).encode()
-        headers.setdefault("Content-Type", "application/json")
+    try:
+        for text in (url, *headers.values()):
+            text.encode()
+        if spec.body is not None:
+            data = spec.body.render(values).encode()
+        elif spec.json_body is not None:
+            data = json.dumps(_render_json(spec.json_body, values)).encode()
+            headers.setdefault("Content-Type", "application/json")
+    except UnicodeEncodeError:
+        raise TemplateError("a value used in the request is not valid UTF-8 text") from None
     if spec.hostname:
         headers["Host"] = spec.hostname
     proxy = spec.proxy_url.render(values) if spec.proxy_url is not None else None
     return _Request(url, headers, data, proxy)
+
+
+def _check_url(url: str, what: str) -> None:
+    """Raise _InvalidUrl unless `url` is http(s) with a host and a port that parses."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        part = (
+            "port is not a number from 1 to 65535"
+            if "port" in str(exc).lower()
+            else "host is not valid"
+        )
+        raise _InvalidUrl(f"invalid {what}: the {part}") from None
+    if port == 0:
+        raise _InvalidUrl(f"invalid {what}: the port is not a number from 1 to 65535")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _InvalidUrl(f"invalid {what}: it needs http:// or https:// and a host")
+
+
+def _error_message(exc: BaseException) -> str:
+    """An exception as text with every URL in it shown as display_url shows it."""
+    text = f"{type(exc).__name__}: {exc}"
+    return _URL_IN_TEXT.sub(lambda match: display_url(match.group(0)), text)
+
+
+def _header_text(value: str) -> str:
+    """A response header value as text: UTF-8 if its bytes are UTF-8, else Latin-1.
+
+    aiohttp decodes header bytes as UTF-8 with surrogateescape; a Latin-1 value would keep
+    lone surrogates that no page or log can encode.
+    """
+    if value.isascii():
+        return value
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -116,6 +188,8 @@ def _status_expected(status: int, expected: list[int | str]) -> bool:
 
 def _classify(exc: BaseException) -> Reason:
     """Map an aiohttp/OS failure to a bounded reason."""
+    if out_of_descriptors(exc):
+        return Reason.RESOURCE
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return tls_reason(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
@@ -149,14 +223,7 @@ def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str
         morsel = cookies.get(rule.cookie)
         return morsel.value if morsel is not None else None
     assert rule.regex is not None
-    match = rule.regex.search(response.body.decode("utf-8", "replace"))
-    return match.group(1) if match else None
-
-
-def _shown(value: str, secret: bool) -> str:
-    if secret:
-        return REDACTED
-    return value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "..."
+    return rule.regex.first_group(response.body.decode("utf-8", "replace"))
 
 
 class _Step:
@@ -177,7 +244,7 @@ class _Step:
         self.http_version: str | None = None
         self.content_length: int | None = None
         self.body_length: int | None = None
-        self.secrets: set[str] = set(ctx.sensitive)
+        self.redactor = ctx.redactor
 
     def phases(self) -> Phases:
         timer = self.timer
@@ -207,13 +274,13 @@ class _Step:
             success=reason is None,
             duration=self.end - self.timer.start,
             reason=reason,
-            message=redact(message, self.secrets),
+            message=self.redactor(message),
             status_code=self.status,
             phases=self.phases(),
             assertions=assertions,
             extracted=extracted,
             critical=self.critical,
-            request_line=redact(self.request_line, self.secrets),
+            request_line=self.redactor(self.request_line),
             tls_expiry=self.tls_expiry,
             tls_version=self.tls_version,
             redirects=self.timer.redirects,
@@ -224,7 +291,7 @@ class _Step:
 
     def failed(self, reason: Reason, message: str) -> StepOutcome:
         """The step's outcome when it fails before extracting anything."""
-        return StepOutcome(self.finish(reason, message), {}, frozenset())
+        return StepOutcome(self.finish(reason, message), {})
 
 
 async def run_step(
@@ -233,16 +300,19 @@ async def run_step(
     variables: Mapping[str, str],
     ctx: ProbeContext,
     critical: bool = True,
-    extra_secrets: frozenset[str] = frozenset(),
 ) -> StepOutcome:
     """Send one request within the context's deadline and judge the response."""
     step = _Step(name, spec, ctx, critical)
-    step.secrets |= extra_secrets
     values = {**ctx.values, **variables}
     try:
         request = _build_request(spec, values)
+        _check_url(request.url, "url")
+        if request.proxy is not None:
+            _check_url(request.proxy, "proxy_url")
     except TemplateError as exc:
         return step.failed(Reason.TEMPLATE, str(exc))
+    except _InvalidUrl as exc:
+        return step.failed(Reason.INVALID_URL, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
     if mismatch:
@@ -256,9 +326,9 @@ async def run_step(
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
         return step.failed(Reason.BODY_TOO_LARGE, message)
     except TlsSetupError as exc:
-        return step.failed(Reason.TLS, str(exc))
+        return step.failed(Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return step.failed(_classify(exc), f"{type(exc).__name__}: {exc}")
+        return step.failed(_classify(exc), _error_message(exc))
     return _judge(step, raw)
 
 
@@ -272,25 +342,36 @@ async def _send(step: _Step, request: _Request) -> _Raw:
     spec = step.spec
     session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
-    with collect_handshakes(step.timer.handshakes):
-        return await _exchange(step, request, session, ssl_context)
+    body = RequestBody(request.data) if request.data is not None else None
+    try:
+        with collect_handshakes(step.timer.handshakes):
+            return await _exchange(step, request, session, ssl_context, body)
+    except asyncio.CancelledError:  # the deadline: a peer that never reads keeps nothing
+        if body is not None:
+            body.abandon()
+        raise
 
 
 async def _exchange(
-    step: _Step, request: _Request, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext
+    step: _Step,
+    request: _Request,
+    session: aiohttp.ClientSession,
+    ssl_context: ssl.SSLContext,
+    payload: RequestBody | None,
 ) -> _Raw:
     spec = step.spec
     async with session.request(
         spec.method,
         request.url,
         headers=request.headers,
-        data=request.data,
+        data=payload,
         allow_redirects=spec.follow_redirects,
         max_redirects=10,
         ssl=ssl_context,
         server_hostname=spec.tls.server_name or spec.hostname,
         proxy=request.proxy,
         trace_request_ctx=step.timer,
+        middlewares=_redirect_guard(spec),
     ) as resp:
         step.headers_at = time.perf_counter()
         step.status = resp.status
@@ -300,7 +381,7 @@ async def _exchange(
         body = await _read_capped(resp, spec.max_body_bytes)
         step.end = time.perf_counter()
         step.body_length = len(body)
-        headers = {k.lower(): v for k, v in resp.headers.items()}
+        headers = {k.lower(): _header_text(v) for k, v in resp.headers.items()}
         cookies: SimpleCookie = SimpleCookie()
         for value in resp.headers.getall("Set-Cookie", []):
             cookies.load(value)
@@ -314,6 +395,50 @@ async def _exchange(
             tls_version=step.tls_version,
         )
         return _Raw(response, cookies)
+
+
+def _redirect_guard(spec: RequestSpec) -> tuple[_RedirectGuard, ...]:
+    """The middleware that guards this request's redirects, when it has headers to guard."""
+    if not spec.follow_redirects:
+        return ()
+    guarded = {name.lower() for name in spec.headers} - _FOLLOW_ANYWHERE - NEVER_REDIRECTED
+    if spec.hostname is None and not guarded - set(spec.redirect_headers):
+        return ()  # aiohttp itself drops Authorization, Cookie and Proxy-Authorization
+    return (_RedirectGuard(spec),)
+
+
+class _RedirectGuard:
+    """A client middleware that keeps a request's credentials at their origin.
+
+    aiohttp drops Authorization and Cookie on a redirect to another origin but sends every
+    other header on, an X-Api-Key too. From the first hop that leaves the first request's
+    origin on, only standard headers and those named in `redirect_headers` go on; a Host
+    set by `hostname` becomes the new target's.
+    """
+
+    def __init__(self, spec: RequestSpec) -> None:
+        configured = {name.lower() for name in spec.headers}
+        kept = _FOLLOW_ANYWHERE | set(spec.redirect_headers)
+        self._dropped = ((configured - kept) | NEVER_REDIRECTED) - {"host"}
+        self._own_host = spec.hostname is not None
+        self._origin: object = None
+        self._left = False
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        origin = request.url.origin()
+        if self._origin is None:
+            self._origin = origin
+        elif origin != self._origin:
+            self._left = True
+        if self._left:
+            for name in self._dropped:
+                request.headers.popall(name, None)
+            host = request.url.host_port_subcomponent
+            if self._own_host and host is not None:
+                request.headers["Host"] = host
+        return await handler(request)
 
 
 def _host(url: str) -> str:
@@ -371,9 +496,10 @@ def _judge(step: _Step, raw: _Raw) -> StepOutcome:
             response = replace(response, document=json.loads(response.body))
         except (ValueError, UnicodeDecodeError) as exc:
             return step.failed(Reason.INVALID_JSON, f"response is not JSON: {exc}")
+        except RecursionError:  # nested deeper than the interpreter's recursion limit
+            return step.failed(Reason.INVALID_JSON, "response is not JSON: nested too deeply")
     variables: dict[str, str] = {}
     secret_values: set[str] = set()
-    shown: list[tuple[str, str]] = []
     for var, rule in spec.extract.items():
         value = _extract(rule, response, raw.cookies)
         if value is None:
@@ -381,11 +507,18 @@ def _judge(step: _Step, raw: _Raw) -> StepOutcome:
         variables[var] = value
         if rule.secret:
             secret_values.add(value)
-        shown.append((var, _shown(value, rule.secret)))
-    step.secrets |= secret_values
-    outcomes = tuple(a.evaluate(response).redacted(step.secrets) for a in spec.assertions)
+    # Widen the run's redactor too: whatever ends the run later still hides these values.
+    step.redactor = step.ctx.redactor = step.ctx.redactor.with_secrets(secret_values)
+    shown = tuple(
+        (
+            var,
+            REDACTED if rule.secret else step.redactor.excerpt(variables[var], _SHOWN_VALUE_CHARS),
+        )
+        for var, rule in spec.extract.items()
+    )
+    outcomes = tuple(a.evaluate(response, step.redactor) for a in spec.assertions)
     failed = [o for o in outcomes if not o.passed]
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
-    result = step.finish(reason, message, outcomes, tuple(shown))
-    return StepOutcome(result, variables if not failed else {}, frozenset(secret_values))
+    result = step.finish(reason, message, outcomes, shown)
+    return StepOutcome(result, variables if not failed else {})

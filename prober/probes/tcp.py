@@ -8,7 +8,6 @@ processing for the whole exchange of lines.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 import time
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prober.config_model import TcpCheck
-from prober.probes.context import ProbeContext
+from prober.extract import Regex
+from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.single_step import (
     Address,
     Judgement,
@@ -111,7 +111,7 @@ async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> Judgemen
                 writer.write(check.send[index].encode() + b"\n")
                 await _io(writer.drain())
             if index < len(check.expect):
-                await _expect(reader, check.expect[index], state)
+                await _expect(reader, check.expect[index], state, ctx)
     finally:
         # Abort, not close: a TLS close would wait in the background for the peer's reply.
         writer.transport.abort()
@@ -126,7 +126,8 @@ async def _secure(
     try:
         context = await ctx.clients.ssl_for(check.tls)
     except TlsSetupError as exc:
-        raise ProbeFailure(Reason.TLS, str(exc)) from None
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS
+        raise ProbeFailure(reason, str(exc)) from None
     state.tls_started = True
     try:
         await writer.start_tls(context, server_hostname=check.tls.server_name or host)
@@ -148,7 +149,11 @@ async def _connect(
     loop = asyncio.get_running_loop()
     last: OSError | None = None
     for family, address in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.CONNECT_ERROR
+            raise ProbeFailure(reason, f"cannot open a socket: {exc}") from None
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, address)
@@ -166,8 +171,13 @@ async def _connect(
     raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot connect: {last}")
 
 
-async def _expect(reader: asyncio.StreamReader, pattern: re.Pattern[str], state: _Run) -> None:
-    """Read lines until one matches; the connection closing first fails the expectation."""
+async def _expect(
+    reader: asyncio.StreamReader, pattern: Regex, state: _Run, ctx: ProbeContext
+) -> None:
+    """Read lines until one matches; the connection closing first fails the expectation.
+
+    RE2 matches in time linear in the line, so a hostile line cannot stall the loop.
+    """
     state.stage = f"waiting for a line matching {pattern.pattern!r}"
     text = f"expect {pattern.pattern!r}"
     last = ""
@@ -177,7 +187,8 @@ async def _expect(reader: asyncio.StreamReader, pattern: re.Pattern[str], state:
         except ValueError:  # a line longer than the stream's limit
             raise ProbeFailure(Reason.PROTOCOL, f"a line longer than {_LINE_LIMIT} bytes") from None
         if not raw:
-            state.outcomes.append(AssertionOutcome(text, False, shown(last) or "<closed>"))
+            seen = shown(last, ctx.redactor) or "<closed>"
+            state.outcomes.append(AssertionOutcome(text, False, seen))
             raise ProbeFailure(
                 Reason.ASSERTION, f"connection closed before a line matched {pattern.pattern!r}"
             )
@@ -185,8 +196,8 @@ async def _expect(reader: asyncio.StreamReader, pattern: re.Pattern[str], state:
         if state.read_bytes > _MAX_READ_BYTES:
             raise ProbeFailure(Reason.BODY_TOO_LARGE, f"more than {_MAX_READ_BYTES} bytes read")
         last = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if pattern.search(last):
-            state.outcomes.append(AssertionOutcome(text, True, shown(last)))
+        if pattern.found_in(last):
+            state.outcomes.append(AssertionOutcome(text, True, shown(last, ctx.redactor)))
             return
 
 

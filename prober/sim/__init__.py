@@ -3,12 +3,14 @@
 See docs/SIMULATOR.md. `start_sim()` serves it in-process; `prober sim` serves it from the CLI.
 """
 
+from prober.sim.accounts import ACCOUNT_PATTERN, account_name, shard_share
 from prober.sim.app import DEMO_PASSWORD, DEMO_USER, SimOptions, create_app
 from prober.sim.faults import Component, FaultSpec, Outcome
 from prober.sim.scenarios import Scenario, ScenarioError, load_scenario
 from prober.sim.server import RunningSim, add_sim_arguments, run_sim, start_sim
 
 __all__ = [
+    "ACCOUNT_PATTERN",
     "DEMO_PASSWORD",
     "DEMO_USER",
     "Component",
@@ -18,9 +20,11 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SimOptions",
+    "account_name",
     "add_sim_arguments",
     "create_app",
     "load_scenario",
     "run_sim",
+    "shard_share",
     "start_sim",
 ]

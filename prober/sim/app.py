@@ -1,8 +1,9 @@
 """The simulated social platform: its JSON API, per-component faults and the `/-/` admin API.
 
 Every platform endpoint belongs to one component (api, login, timeline, notifications). A
-request first draws its fault plan, then is answered (or not) as the plan says, and its
-outcome is counted so tests can compare what the prober saw with what the platform did.
+request first names its account (the login's username, the token's user, or none), then draws
+its fault plan for that account, then is answered (or not) as the plan says, and its outcome
+is counted so tests can compare what the prober saw with what the platform did.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import json
 import random
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prober.sim.accounts import MAX_ACCOUNTS, AccountTally, Population
 from prober.sim.faults import (
+    INJECTED_OUTCOMES,
     PLATFORM_COMPONENTS,
     Component,
     FaultError,
@@ -36,15 +38,21 @@ from prober.sim.faults import (
     parse_component,
     parse_fault_spec,
     pause,
+    refuse_misplaced_fields,
     reset_connection,
     send_body,
 )
+from prober.sim.posts import Inbox, Notice, Post, PostStore
 from prober.sim.scenarios import ScenarioError, ScenarioRunner, load_scenario
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # a documented demo credential, not a secret
 _TOKEN_CAPACITY = 100_000
-_POST_CAPACITY = 200
+_POST_CAPACITY = 1000
+_NOTICES_PER_ACCOUNT = 50
+_NOTICE_RECIPIENTS = 10_000
+# Distinct accounts counted per component in the stats; beyond it the counts are lower bounds.
+_TALLY_CAPACITY = 10_000
 _MAX_TIMELINE_LIMIT = 100
 _DEFAULT_TIMELINE_LIMIT = 20
 _NOTIFICATION_COUNT = 8
@@ -57,6 +65,9 @@ class SimOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     users: dict[str, str] = Field(default_factory=lambda: {DEMO_USER: DEMO_PASSWORD})
+    # The population `user-0001` ... besides `users` (a name in both takes its `users` password).
+    accounts: int = Field(default=100, ge=0, le=MAX_ACCOUNTS)
+    accounts_password: str = Field(default=DEMO_PASSWORD, min_length=1, repr=False)
     token_ttl_s: float = Field(default=3600.0, gt=0.0)
     latency_ms: float = Field(default=2.0, ge=0.0)
     latency_jitter_ms: float = Field(default=3.0, ge=0.0)
@@ -69,7 +80,12 @@ class SimOptions(BaseModel):
     @classmethod
     def _known_components(cls, faults: dict[str, FaultSpec]) -> dict[str, FaultSpec]:
         """Fault keys must name a component (or `all`), caught at start rather than per request."""
-        return {parse_component(name).value: spec for name, spec in faults.items()}
+        checked = {}
+        for name, spec in faults.items():
+            component = parse_component(name)
+            refuse_misplaced_fields(component, spec)
+            checked[component.value] = spec
+        return checked
 
 
 class _Rejected(Exception):
@@ -117,6 +133,13 @@ class TokenStore:
         self._tokens[token] = (username, now + self._ttl_s)
         return token
 
+    def peek(self, header: str | None) -> str | None:
+        """The user behind a valid `Authorization` header, or None (the endpoint says why)."""
+        try:
+            return self.user_for(header)
+        except _Rejected:
+            return None
+
     def user_for(self, header: str | None) -> str:
         """The user behind an `Authorization: Bearer` header, or raise a 401."""
         scheme, _, token = (header or "").partition(" ")
@@ -138,65 +161,49 @@ class TokenStore:
             del self._tokens[oldest]
 
 
-class Stats:
-    """Requests served per component and outcome, for `GET /-/stats`."""
+@dataclass(slots=True)
+class _ComponentStats:
+    """One component's counts: outcomes, and the distinct accounts served and hit by a fault."""
 
-    def __init__(self) -> None:
-        self._counts: dict[Component, Counter[Outcome]] = {
-            c: Counter() for c in PLATFORM_COMPONENTS
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    seen: AccountTally = field(default_factory=lambda: AccountTally(_TALLY_CAPACITY))
+    hit: AccountTally = field(default_factory=lambda: AccountTally(_TALLY_CAPACITY))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every outcome, zeros included, so readers need no defaults."""
+        return {
+            "total": self.outcomes.total(),
+            "outcomes": {o.value: self.outcomes[o] for o in Outcome},
+            "accounts": {
+                "seen": len(self.seen),
+                "hit": len(self.hit),
+                "capped": self.seen.capped or self.hit.capped,
+            },
         }
 
-    def count(self, component: Component, outcome: Outcome) -> None:
-        self._counts[component][outcome] += 1
+
+class Stats:
+    """Requests served per component and outcome, and accounts per component: `GET /-/stats`."""
+
+    def __init__(self) -> None:
+        self._components = {c: _ComponentStats() for c in PLATFORM_COMPONENTS}
+
+    def count(self, component: Component, outcome: Outcome, account: str | None = None) -> None:
+        """Count one request; `account` is a known user's name or None."""
+        stats = self._components[component]
+        stats.outcomes[outcome] += 1
+        if account is not None:
+            stats.seen.add(account)
+            if outcome in INJECTED_OUTCOMES:
+                stats.hit.add(account)
 
     def reset(self) -> None:
-        for counter in self._counts.values():
-            counter.clear()
+        self._components = {c: _ComponentStats() for c in PLATFORM_COMPONENTS}
 
     def snapshot(self) -> dict[str, Any]:
         """Every component and every outcome, zeros included, so readers need no defaults."""
-        components = {
-            c.value: {
-                "total": counter.total(),
-                "outcomes": {o.value: counter[o] for o in Outcome},
-            }
-            for c, counter in self._counts.items()
-        }
+        components = {c.value: stats.snapshot() for c, stats in self._components.items()}
         return {"total": sum(c["total"] for c in components.values()), "components": components}
-
-
-@dataclass(frozen=True, slots=True)
-class Post:
-    """One post on the platform."""
-
-    id: str
-    author: str
-    text: str
-    created_at: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "id": self.id,
-            "author": self.author,
-            "text": self.text,
-            "created_at": self.created_at,
-        }
-
-
-_SEED_TEXTS = (
-    ("alice", "Morning! Coffee first, then the on-call handover."),
-    ("bob", "Deployed the new timeline cache, p99 looks happier."),
-    ("carol", "Does anyone else get a blank notifications tab?"),
-    ("dave", "Reminder: the status page is not a monitoring system."),
-    ("erin", "Rate limits doubled for the holidays, enjoy."),
-    ("alice", "Lunch. Pager stays on the desk this time."),
-    ("bob", "Canary checks green across all regions."),
-    ("carol", "Writing a runbook is a gift to your 3 a.m. self."),
-)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class SimState:
@@ -204,6 +211,7 @@ class SimState:
 
     def __init__(self, options: SimOptions) -> None:
         self.options = options
+        self.population = Population(options.accounts, options.accounts_password)
         self.rng = random.Random(options.seed)
         self.faults = FaultTable(options.faults)
         self.stats = Stats()
@@ -211,16 +219,31 @@ class SimState:
         self.runner = ScenarioRunner(self.faults.replace)
         self.closing = asyncio.Event()
         self.started = time.monotonic()
-        self._post_ids = itertools.count(100_001)
-        self.posts: deque[Post] = deque(maxlen=_POST_CAPACITY)
-        now = datetime.now(UTC)
-        for minutes, (author, text) in reversed(list(enumerate(_SEED_TEXTS * 3))):
-            self.add_post(author, text, now - timedelta(minutes=7 * minutes))
+        self.posts = PostStore(_POST_CAPACITY)
+        self.inbox = Inbox(_NOTICES_PER_ACCOUNT, _NOTICE_RECIPIENTS)
 
-    def add_post(self, author: str, text: str, moment: datetime | None = None) -> Post:
-        """Publish a post; the oldest drop off once the store is full."""
-        post = Post(str(next(self._post_ids)), author, text, _iso(moment or datetime.now(UTC)))
-        self.posts.appendleft(post)
+    def password_of(self, username: str) -> str | None:
+        """The password of a configured user or of one of the population, else None."""
+        known = self.options.users.get(username)
+        return known if known is not None else self.population.password_for(username)
+
+    def knows(self, username: str | None) -> bool:
+        """True for a name that can log in, the only names the stats remember."""
+        return username is not None and self.password_of(username) is not None
+
+    def publish(self, author: str, text: str, parent: Post | None = None) -> Post:
+        """Store a post (a reply when `parent` is given), visible once the timeline catches up.
+
+        A reply to another account's post notifies that account, once its own notifications
+        catch up: each lag is the propagation fault that hits the account whose data it is.
+        """
+        now = time.monotonic()
+        lag = self.faults.propagation_delay_s(Component.TIMELINE, author)
+        in_reply_to = parent.id if parent is not None else None
+        post = self.posts.add(author, text, in_reply_to=in_reply_to, visible_at=now + lag)
+        if parent is not None and parent.author != author:
+            lag = self.faults.propagation_delay_s(Component.NOTIFICATIONS, parent.author)
+            self.inbox.deliver(parent.author, Notice(post, now + lag))
         return post
 
     def base_delay_s(self) -> float:
@@ -233,6 +256,7 @@ class SimState:
 
 SIM_STATE = web.AppKey("sim_state", SimState)
 Endpoint = Callable[[web.Request, SimState], Awaitable[Reply]]
+AccountOf = Callable[[web.Request, SimState], Awaitable[str | None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -268,7 +292,7 @@ async def login(request: web.Request, state: SimState) -> Reply:
         creds = _Credentials.model_validate(await _read_json(request))
     except ValidationError as exc:
         raise _bad_request("; ".join(describe_validation_error(exc))) from None
-    known = state.options.users.get(creds.username)
+    known = state.password_of(creds.username)
     if known is None or not hmac.compare_digest(known.encode(), creds.password.encode()):
         raise _Rejected(
             Reply(
@@ -289,14 +313,45 @@ class _NewPost(BaseModel):
     text: str = Field(min_length=1, max_length=500)
 
 
+def _not_found(message: str) -> _Rejected:
+    return _Rejected(Reply({"error": "not_found", "message": message}, 404, Outcome.NOT_FOUND))
+
+
+async def _new_post_text(request: web.Request) -> str:
+    """The `text` of a post or reply body, or raise a 400 saying why not."""
+    try:
+        return _NewPost.model_validate(await _read_json(request)).text
+    except ValidationError as exc:
+        raise _bad_request("; ".join(describe_validation_error(exc))) from None
+
+
+def _visible_post(request: web.Request, state: SimState) -> Post:
+    """The post named in the path, if stored and already visible, or raise a 404."""
+    post = state.posts.get(request.match_info["post_id"], time.monotonic())
+    if post is None:
+        raise _not_found("no such post (unknown, or not visible yet)")
+    return post
+
+
 async def create_post(request: web.Request, state: SimState) -> Reply:
     """Publish a post as the token's user."""
     user = state.tokens.user_for(request.headers.get("Authorization"))
-    try:
-        new = _NewPost.model_validate(await _read_json(request))
-    except ValidationError as exc:
-        raise _bad_request("; ".join(describe_validation_error(exc))) from None
-    return Reply(state.add_post(user, new.text).to_json(), status=201)
+    text = await _new_post_text(request)
+    return Reply(state.publish(user, text).to_json(), status=201)
+
+
+async def create_reply(request: web.Request, state: SimState) -> Reply:
+    """Reply to a visible post as the token's user; its author is notified."""
+    user = state.tokens.user_for(request.headers.get("Authorization"))
+    text = await _new_post_text(request)
+    parent = _visible_post(request, state)
+    return Reply(state.publish(user, text, parent).to_json(), status=201)
+
+
+async def get_post(request: web.Request, state: SimState) -> Reply:
+    """One post, once it is visible (it reads the same replicas as the home timeline)."""
+    state.tokens.user_for(request.headers.get("Authorization"))
+    return Reply(_visible_post(request, state).to_json())
 
 
 def _timeline_limit(request: web.Request) -> int:
@@ -308,18 +363,21 @@ def _timeline_limit(request: web.Request) -> int:
 
 
 async def home_timeline(request: web.Request, state: SimState) -> Reply:
-    """The newest posts, newest first."""
+    """The newest visible posts and replies, newest first."""
     state.tokens.user_for(request.headers.get("Authorization"))
     limit = _timeline_limit(request)
-    return Reply({"posts": [post.to_json() for post in itertools.islice(state.posts, limit)]})
+    posts = itertools.islice(state.posts.visible(time.monotonic()), limit)
+    return Reply({"posts": [post.to_json() for post in posts]})
 
 
 async def notifications(request: web.Request, state: SimState) -> Reply:
-    """Recent activity of others, the first few unread."""
+    """Replies to the user's posts (unread), then recent activity of others, the first unread."""
     user = state.tokens.user_for(request.headers.get("Authorization"))
+    replies = state.inbox.visible(user, time.monotonic())[:_NOTIFICATION_COUNT]
     kinds = ("mention", "favourite", "reblog", "follow")
-    others = (post for post in state.posts if post.author != user)
-    items = [
+    others = (post for post in state.posts.seeds if post.author != user)
+    items = [notice.to_json() for notice in replies]
+    items += [
         {
             "id": f"n{post.id}",
             "type": kinds[index % len(kinds)],
@@ -332,6 +390,26 @@ async def notifications(request: web.Request, state: SimState) -> Reply:
     ]
     unread = sum(1 for item in items if not item["read"])
     return Reply({"items": items, "unread_count": unread})
+
+
+async def no_account(request: web.Request, state: SimState) -> None:
+    """Public endpoints serve no account, so account-scoped faults spare them."""
+    return None
+
+
+async def login_account(request: web.Request, state: SimState) -> str | None:
+    """The `username` of a login body, or None when it names nobody (the login is a 400)."""
+    try:
+        data = await request.json()  # aiohttp keeps the body, so the endpoint reads it again
+    except ValueError:
+        return None
+    name = data.get("username") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+async def token_account(request: web.Request, state: SimState) -> str | None:
+    """The bearer token's user, or None for a missing, unknown or expired token (a 401)."""
+    return state.tokens.peek(request.headers.get("Authorization"))
 
 
 async def _answer(endpoint: Endpoint, request: web.Request, state: SimState) -> Reply:
@@ -357,24 +435,42 @@ async def _send_failure(request: web.Request, plan: Plan, state: SimState) -> we
     return web.json_response(payload, status=plan.status)
 
 
-def platform_route(component: Component, endpoint: Endpoint) -> Handler:
-    """Wrap an endpoint so its component's faults, latency and stats apply to every request."""
+def _outcome(plan: Plan, reply: Reply | None) -> Outcome:
+    """What the platform did: the injected failure, the body fault, or the endpoint's answer."""
+    if reply is None:
+        return plan.failure or Outcome.ERROR_STATUS
+    if _shaped(plan, reply):
+        return plan.body.outcome
+    return reply.outcome
+
+
+def _shaped(plan: Plan, reply: Reply) -> bool:
+    """Body faults shape successful answers only; a 401 or 400 is sent as is."""
+    return reply.status < 300 and plan.body.outcome is not Outcome.OK
+
+
+def platform_route(
+    component: Component, endpoint: Endpoint, account_of: AccountOf = no_account
+) -> Handler:
+    """Wrap an endpoint so its component's faults, latency and stats apply to every request.
+
+    The account comes first, so that a fault scoped to a share of accounts can spare the rest.
+    """
 
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[SIM_STATE]
-        plan = state.faults.plan(component, state.rng)
+        account = await account_of(request, state)
+        plan = state.faults.plan(component, state.rng, account)
         reply = None if plan.failure else await _answer(endpoint, request, state)
-        shaped = reply is not None and reply.status < 300 and plan.body.outcome is not Outcome.OK
-        if reply is None:
-            state.stats.count(component, plan.failure or Outcome.ERROR_STATUS)
-        else:
-            state.stats.count(component, plan.body.outcome if shaped else reply.outcome)
+        state.stats.count(
+            component, _outcome(plan, reply), account if state.knows(account) else None
+        )
         delay = state.base_delay_s() + plan.delay_s
         if delay > 0:
             await pause(delay, state.closing)
         if reply is None:
             return await _send_failure(request, plan, state)
-        if shaped:
+        if _shaped(plan, reply):
             body = json.dumps(reply.payload).encode()
             return await send_body(request, body, plan.body, state.closing)
         return _json_response(reply)
@@ -407,7 +503,7 @@ async def put_fault(request: web.Request) -> web.Response:
     except ValueError:
         return _admin_error(400, "body is not valid JSON")
     try:
-        spec = parse_fault_spec(data, component.value)
+        spec = parse_fault_spec(data, component.value, component)
     except FaultError as exc:
         return _admin_error(400, str(exc))
     state.faults.set(component, spec)
@@ -430,6 +526,11 @@ async def delete_faults(request: web.Request) -> web.Response:
     """Clear every fault."""
     request.app[SIM_STATE].faults.clear()
     return web.json_response({"faults": {}})
+
+
+async def get_accounts(request: web.Request) -> web.Response:
+    """The population: how many accounts, the first names and the pattern of the rest."""
+    return web.json_response(request.app[SIM_STATE].population.describe())
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -487,17 +588,26 @@ async def stop_scenario(request: web.Request) -> web.Response:
 
 def _add_platform_routes(app: web.Application) -> None:
     router = app.router
-    router.add_get("/api/v1/health", platform_route(Component.API, health))
-    router.add_get("/api/v1/status", platform_route(Component.API, status))
-    router.add_post("/api/v1/posts", platform_route(Component.API, create_post))
-    router.add_post("/api/v1/login", platform_route(Component.LOGIN, login))
-    router.add_get("/api/v1/timeline/home", platform_route(Component.TIMELINE, home_timeline))
-    router.add_get("/api/v1/notifications", platform_route(Component.NOTIFICATIONS, notifications))
+    api, timeline = Component.API, Component.TIMELINE
+    router.add_get("/api/v1/health", platform_route(api, health))
+    router.add_get("/api/v1/status", platform_route(api, status))
+    router.add_post("/api/v1/posts", platform_route(api, create_post, token_account))
+    router.add_get("/api/v1/posts/{post_id}", platform_route(api, get_post, token_account))
+    router.add_post(
+        "/api/v1/posts/{post_id}/replies", platform_route(api, create_reply, token_account)
+    )
+    router.add_post("/api/v1/login", platform_route(Component.LOGIN, login, login_account))
+    router.add_get("/api/v1/timeline/home", platform_route(timeline, home_timeline, token_account))
+    router.add_get(
+        "/api/v1/notifications",
+        platform_route(Component.NOTIFICATIONS, notifications, token_account),
+    )
 
 
 def _add_admin_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/-/healthy", healthy)
+    router.add_get("/-/accounts", get_accounts)
     router.add_get("/-/faults", get_faults)
     router.add_delete("/-/faults", delete_faults)
     router.add_put("/-/faults/{component}", put_fault)

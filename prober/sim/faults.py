@@ -4,6 +4,8 @@ A `FaultSpec` says what is wrong with a component. The `FaultTable` holds the cu
 for each request it draws a `Plan` (delay, failure, body shape) from the component's own spec
 and the `all` spec, which act as two layers: `all` is a load balancer in front of every
 component, the component's own spec is the service behind it, and a request passes both.
+A spec with `accounts: F` is a pulled rack: it is a layer only for requests of accounts whose
+shard share is below F, so the table needs the request's account before it draws the plan.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prober.sim.accounts import shard_share
 
 _MAX_LATENCY_MS = 600_000.0
 _MAX_BODY_BYTES = 10 * 1024**3
@@ -42,6 +46,8 @@ class Component(StrEnum):
 
 
 PLATFORM_COMPONENTS: tuple[Component, ...] = tuple(c for c in Component if c is not Component.ALL)
+# Where a write becomes visible, so where its propagation can lag.
+PROPAGATING_COMPONENTS = (Component.TIMELINE, Component.NOTIFICATIONS, Component.ALL)
 
 
 class Outcome(StrEnum):
@@ -51,12 +57,27 @@ class Outcome(StrEnum):
     ERROR_STATUS = "error_status"
     UNAUTHORIZED = "unauthorized"
     BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
     HANG = "hang"
     RESET = "reset"
     MALFORMED = "malformed"
     WRONG_CONTENT = "wrong_content"
     HUGE_BODY = "huge_body"
     SLOW_BODY = "slow_body"
+
+
+# What a fault did to a request; the other outcomes are the endpoint's own answers.
+INJECTED_OUTCOMES = frozenset(
+    {
+        Outcome.ERROR_STATUS,
+        Outcome.HANG,
+        Outcome.RESET,
+        Outcome.MALFORMED,
+        Outcome.WRONG_CONTENT,
+        Outcome.HUGE_BODY,
+        Outcome.SLOW_BODY,
+    }
+)
 
 
 class FaultError(ValueError):
@@ -78,6 +99,8 @@ class FaultSpec(BaseModel):
     body_bytes: int | None = Field(default=None, ge=16, le=_MAX_BODY_BYTES)
     malformed: Literal["json", "truncated"] | None = None
     wrong_content: bool = False
+    accounts: float | None = Field(default=None, gt=0.0, le=1.0)
+    propagation_delay_ms: float | None = Field(default=None, ge=0.0, le=_MAX_LATENCY_MS)
 
     @field_validator("malformed", mode="before")
     @classmethod
@@ -98,6 +121,16 @@ class FaultSpec(BaseModel):
         if self.error_rate is not None:
             return self.error_rate
         return 1.0 if self.status is not None else 0.0
+
+    def hits(self, share: float | None) -> bool:
+        """True when this fault applies to a request whose account has shard `share`.
+
+        An account-scoped fault spares requests with no account (`share` None): health checks,
+        status, a login whose body names nobody.
+        """
+        if self.accounts is None:
+            return True
+        return share is not None and share < self.accounts
 
 
 _HEALTHY = FaultSpec()
@@ -128,14 +161,32 @@ def format_key_path(loc: Iterable[int | str]) -> str:
     return text
 
 
-def parse_fault_spec(data: object, target: str = "fault") -> FaultSpec:
-    """Validate user input into a FaultSpec, or raise a one-line FaultError."""
+def parse_fault_spec(
+    data: object, target: str = "fault", component: Component | None = None
+) -> FaultSpec:
+    """Validate user input into a FaultSpec (for `component` if given), or raise a FaultError."""
     if not isinstance(data, Mapping):
         raise FaultError(f"{target}: expected a JSON object of fault fields")
     try:
-        return FaultSpec.model_validate(data)
+        spec = FaultSpec.model_validate(data)
     except ValidationError as exc:
         raise FaultError(f"{target}: " + "; ".join(describe_validation_error(exc))) from None
+    if component is not None:
+        try:
+            refuse_misplaced_fields(component, spec)
+        except FaultError as exc:
+            raise FaultError(f"{target}: {exc}") from None
+    return spec
+
+
+def refuse_misplaced_fields(component: Component, spec: FaultSpec) -> None:
+    """Raise a FaultError for a field that would do nothing on `component`, not ignore it."""
+    if spec.propagation_delay_ms is not None and component not in PROPAGATING_COMPONENTS:
+        where = ", ".join(c.value for c in PROPAGATING_COMPONENTS)
+        raise FaultError(
+            f"propagation_delay_ms: only on {where} (where writes become visible), "
+            f"not on {component.value}"
+        )
 
 
 def parse_component(name: str) -> Component:
@@ -168,7 +219,7 @@ def parse_fault_args(texts: Iterable[str]) -> dict[str, FaultSpec]:
     for text in texts:
         component, fields = parse_fault_arg(text)
         raw.setdefault(component, {}).update(fields)
-    return {c.value: parse_fault_spec(fields, f"--fault {c.value}") for c, fields in raw.items()}
+    return {c.value: parse_fault_spec(fields, f"--fault {c.value}", c) for c, fields in raw.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +290,10 @@ def _draw_delay(layers: list[FaultSpec], rng: random.Random) -> float:
 
 
 def plan_request(own: FaultSpec | None, shared: FaultSpec | None, rng: random.Random) -> Plan:
-    """Draw what happens to one request of a component from its own spec and the `all` spec."""
+    """Draw what happens to one request of a component from its own spec and the `all` spec.
+
+    Both apply as given: choosing the layers that hit the request's account is the table's job.
+    """
     layers = [spec for spec in (shared, own) if spec is not None]
     if not layers:
         return NO_FAULT
@@ -287,11 +341,30 @@ class FaultTable:
         for name, spec in faults.items():
             self.set(parse_component(name), spec)
 
-    def plan(self, component: Component, rng: random.Random) -> Plan:
-        """Draw the plan for one request of `component`; cheap when nothing is injected."""
+    def plan(self, component: Component, rng: random.Random, account: str | None = None) -> Plan:
+        """Draw the plan for one request of `component` by `account` (None: anonymous)."""
         if not self._specs:
-            return NO_FAULT
-        return plan_request(self._specs.get(component), self._specs.get(Component.ALL), rng)
+            return NO_FAULT  # cheap when nothing is injected
+        own, shared = self._layers(component, account)
+        return plan_request(own, shared, rng)
+
+    def propagation_delay_s(self, component: Component, account: str) -> float:
+        """How long a write by (or for) `account` takes to show in `component`; layers add."""
+        if not self._specs:
+            return 0.0
+        layers = (spec for spec in self._layers(component, account) if spec is not None)
+        return sum(spec.propagation_delay_ms or 0.0 for spec in layers) / 1000.0
+
+    def _layers(
+        self, component: Component, account: str | None
+    ) -> tuple[FaultSpec | None, FaultSpec | None]:
+        """The component's own spec and the `all` spec, each only if it hits `account`."""
+        share = shard_share(account) if account is not None else None
+        own, shared = self._specs.get(component), self._specs.get(Component.ALL)
+        return (
+            own if own is not None and own.hits(share) else None,
+            shared if shared is not None and shared.hits(share) else None,
+        )
 
 
 async def pause(seconds: float, closing: asyncio.Event) -> bool:

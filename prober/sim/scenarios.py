@@ -20,7 +20,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from prober.sim.faults import Component, FaultSpec, format_key_path
+from prober.sim.faults import (
+    Component,
+    FaultError,
+    FaultSpec,
+    format_key_path,
+    refuse_misplaced_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,17 @@ class Phase(BaseModel):
     at: float = Field(ge=0.0)
     name: str = Field(min_length=1)
     faults: dict[Component, FaultSpec] = Field(default_factory=dict)
+
+    @field_validator("faults")
+    @classmethod
+    def _fields_fit(cls, faults: dict[Component, FaultSpec]) -> dict[Component, FaultSpec]:
+        """A field that means nothing on its component is an error, as on the admin API."""
+        for component, spec in faults.items():
+            try:
+                refuse_misplaced_fields(component, spec)
+            except FaultError as exc:
+                raise ValueError(f"{component.value}: {exc}") from None
+        return faults
 
 
 class Scenario(BaseModel):

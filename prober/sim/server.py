@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import ValidationError
 
+from prober.sim.accounts import ACCOUNT_PATTERN, account_name
 from prober.sim.app import DEMO_PASSWORD, DEMO_USER, SimOptions, create_app
 from prober.sim.faults import FaultError, describe_validation_error, parse_fault_args
 from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
@@ -95,6 +96,14 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         "--user", action="append", default=[], metavar="NAME:PASSWORD",
         help=f"add a user (repeatable); {DEMO_USER}/{DEMO_PASSWORD} always exists",
     )  # fmt: skip
+    parser.add_argument(
+        "--accounts", type=int, default=100, metavar="N",
+        help=f"a population of N accounts, {ACCOUNT_PATTERN.format(i=1)} ... (default 100)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accounts-password", default=DEMO_PASSWORD, metavar="PASSWORD",
+        help=f"the population's password (default {DEMO_PASSWORD})",
+    )  # fmt: skip
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -121,6 +130,8 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
     try:
         return SimOptions(
             users=_parse_users(args.user),
+            accounts=args.accounts,
+            accounts_password=args.accounts_password,
             token_ttl_s=args.token_ttl,
             latency_ms=args.latency_ms,
             latency_jitter_ms=args.latency_jitter_ms,
@@ -163,8 +174,15 @@ async def _serve(host: str, port: int, options: SimOptions) -> int:
     scenario = (
         f", replaying {options.scenario} at speed {options.speed:g}" if options.scenario else ""
     )
+    # The population's password is not printed: unlike the demo one it may have been chosen.
+    population = (
+        f", accounts {account_name(1)}..{account_name(options.accounts)}"
+        if options.accounts
+        else ", no accounts"
+    )
     print(
-        f"prober sim: serving {sim.url} (demo user {DEMO_USER} / {DEMO_PASSWORD}){scenario}",
+        f"prober sim: serving {sim.url} (demo user {DEMO_USER} / {DEMO_PASSWORD}{population})"
+        f"{scenario}",
         flush=True,
     )
     try:
