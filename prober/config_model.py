@@ -313,6 +313,15 @@ class RequestSpec(Model):
         return self
 
 
+class Poll(Model):
+    """Send a step again until it passes: for a write to become visible (propagation)."""
+
+    every: PositiveDuration = 0.5
+    within: PositiveDuration = 10.0
+    # A step that passes only after this long marks the run degraded (slow propagation).
+    degraded_after: PositiveDuration | None = None
+
+
 class Step(RequestSpec):
     """One request of a flow."""
 
@@ -323,6 +332,7 @@ class Step(RequestSpec):
     always_run: bool = False
     session: Name | None = None
     session_ttl: PositiveDuration = 300.0
+    poll: Poll | None = None
 
 
 class CheckBase(Model):

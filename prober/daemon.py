@@ -146,6 +146,7 @@ class Daemon:
         )
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._extra: dict[str, asyncio.Task[None]] = {}  # confirmation and sweep runs due
+        self._recheck: dict[str, frozenset[str]] = {}  # their components, to log in afresh
         self._semaphore = asyncio.Semaphore(1)
         self._reload_lock = asyncio.Lock()
         self._lag = LoopLagMonitor()
@@ -223,7 +224,7 @@ class Daemon:
         daemon.reload_ok.set(1)
         daemon.reload_time.set(time.time())
 
-    async def _run_job(self, name: str, extra: bool = False) -> None:
+    async def _run_job(self, name: str, recheck: frozenset[str] = frozenset()) -> None:
         """Run and record the check, in the task the scheduler made for this run.
 
         A reload or shutdown cancels that task (it is the one in `_inflight`); the scheduler
@@ -240,20 +241,20 @@ class Daemon:
             return
         self._inflight[name] = run
         try:
-            await self._run_and_record(name, check, env, extra)
+            await self._run_and_record(name, check, env, recheck)
         finally:
             if self._inflight.get(name) is run:
                 del self._inflight[name]
 
     async def _run_and_record(
-        self, name: str, check: Check, env: RunEnvironment, extra: bool
+        self, name: str, check: Check, env: RunEnvironment, recheck: frozenset[str]
     ) -> None:
-        """Run the check and record it; an extra run (confirm, sweep) logs in afresh."""
+        """Run the check and record it; an extra run logs in afresh where it re-checks."""
         if self._semaphore.locked():
             self.metrics.daemon.probes_delayed.inc()
         async with self._semaphore:
             started = time.perf_counter()
-            result = await run_check(check, env, fresh_login=extra)
+            result = await run_check(check, env, fresh_for=recheck)
         if self._lag.over_budget_at >= started:
             result = replace(result, loop_lag_exceeded=True)
             self.metrics.daemon.lag_exceeded.inc()
@@ -269,16 +270,21 @@ class Daemon:
         elif failing_since is not None and self.status.failing_since(name) is None:
             log_recovery(result, check.component, failing_since)
         if followup.confirm:
-            self.run_soon(name, "confirm", min(CONFIRM_DELAY, float(check.interval or 0) / 4))
-        for other in followup.sweep:
-            self.run_soon(other, "sweep", 0.0)
+            delay = min(CONFIRM_DELAY, float(check.interval or 0) / 4)
+            self.run_soon(name, "confirm", delay, followup.confirm)
+        for other, components in followup.sweep.items():
+            self.run_soon(other, "sweep", 0.0, components)
 
-    def run_soon(self, name: str, trigger: str, delay: float) -> None:
+    def run_soon(
+        self, name: str, trigger: str, delay: float, recheck: frozenset[str] = frozenset()
+    ) -> None:
         """Run a check once more, besides its schedule, unless such a run is already due.
 
-        A run of the check still going when this one is due is waited for first: the extra
-        run still follows it (a request for one made meanwhile was folded into this one).
+        `recheck` names the components the run is for: its session steps of those log in
+        afresh. A request folded into one already due adds its components to it. A run of
+        the check still going when this one is due is waited for first.
         """
+        self._recheck[name] = self._recheck.get(name, frozenset()) | recheck
         if name in self._extra or not self.ready:
             return
 
@@ -290,7 +296,7 @@ class Daemon:
                 if name in self._checks:
                     self.metrics.daemon.extra_runs.labels(trigger=trigger).inc()
                     del self._extra[name]  # a run that disagrees again may ask for another
-                    await self._run_job(name, extra=True)
+                    await self._run_job(name, self._recheck.pop(name, frozenset()))
             finally:
                 if self._extra.get(name) is task:
                     del self._extra[name]

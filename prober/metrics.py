@@ -141,12 +141,15 @@ class _StepSeries(_Facts):
     tls_version: str | None = None
     accounts_failed: float | None = None  # a pooled flow's step: accounts it failed for
     reused: float | None = None  # a session step: 1 if its last run reused a login
+    waited: float | None = None  # a polled step: how long its write took to show
 
     def update(self, step: StepResult) -> None:
         """Protocol facts of one run: http series for http steps, phases for tcp steps."""
         self.success = 1.0 if step.success else 0.0
         if step.accounts:
             self.accounts_failed = float(step.accounts_failed)
+        if step.waited is not None:
+            self.waited = step.waited
         if self.reused is not None:
             self.reused = 0.0
         if step.tls_version is not None:  # the last negotiated: a failed run keeps it
@@ -424,6 +427,12 @@ FAMILIES = (
         "gauge",
         "1 if the session step's last run reused a cached login instead of logging in",
         _per_step(lambda st: st.reused, full_only=False),
+    ),
+    _Family(
+        "prober_step_propagation_seconds",
+        "gauge",
+        "A polled step's last run: seconds until what an earlier step wrote could be read",
+        _per_step(lambda st: st.waited, full_only=False),
     ),
     _Family(
         "prober_check_accounts_probed",

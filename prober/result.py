@@ -106,6 +106,10 @@ class StepResult:
     # A pooled flow's step: how many of the run's accounts ran it, and how many failed it.
     accounts: int = 0
     accounts_failed: int = 0
+    # A polled step: seconds from its first request to the one that passed (or gave up),
+    # and whether that was over its `degraded_after`.
+    waited: float | None = None
+    slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +136,10 @@ class Result:
     failures: tuple[AttemptFailure, ...] = ()
     degraded: bool = False
     loop_lag_exceeded: bool = False
-    # A pooled flow's run: the Result of each account it ran as (empty otherwise).
+    # A pooled flow's run: the Result of each account it ran as (empty otherwise); in such
+    # an account's own Result, the account.
     accounts: tuple[Result, ...] = ()
+    account: str = ""
 
     @property
     def accounts_failed(self) -> int:

@@ -63,10 +63,13 @@ class RunEnvironment:
         return tuple(names[(start + k) % len(names)] for k in range(fanout))
 
 
-async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False) -> Result:
+async def run_check(
+    check: Check, env: RunEnvironment, fresh_for: frozenset[str] = frozenset()
+) -> Result:
     """Run the check with its timeout per attempt and its retries; count every failed attempt.
 
-    `fresh_login` makes session steps log in again instead of reusing a cached login.
+    Session steps of the components in `fresh_for` log in again instead of reusing a cached
+    login (a run made to re-check those components).
     """
     assert check.timeout is not None
     failures: list[AttemptFailure] = []
@@ -74,7 +77,7 @@ async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False
     accounts = env.accounts_for(check)
     while True:
         attempts += 1
-        result = await _attempt(check, env, check.timeout, fresh_login, accounts)
+        result = await _attempt(check, env, check.timeout, fresh_for, accounts)
         if result.success or attempts > check.retries:
             break
         failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
@@ -82,9 +85,9 @@ async def run_check(check: Check, env: RunEnvironment, fresh_login: bool = False
             await asyncio.sleep(check.retry_backoff * attempts)
     if not result.success:
         failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
-    degraded = bool(
-        result.success and check.degraded_latency and result.duration > check.degraded_latency
-    )
+    slow = bool(check.degraded_latency and result.duration > check.degraded_latency)
+    # A write that took longer than its step's `poll.degraded_after` to show is slow too.
+    degraded = result.success and (slow or any(step.slow for step in result.steps))
     return replace(result, attempts=attempts, failures=tuple(failures), degraded=degraded)
 
 
@@ -92,14 +95,14 @@ async def _attempt(
     check: Check,
     env: RunEnvironment,
     budget: float,
-    fresh_login: bool,
+    fresh_for: frozenset[str],
     accounts: tuple[str, ...] = (),
 ) -> Result:
     """One attempt within `budget` seconds; a Result whatever happens but cancellation."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     ctx = ProbeContext(env.clients, deadline, env.values, env.redactor, env.sessions)
-    ctx.fresh_login = fresh_login
+    ctx.fresh_for = fresh_for
     ctx.accounts = accounts
     started_at = time.time()
     start = time.perf_counter()

@@ -71,8 +71,8 @@ class _Vote:
     confirmed: bool | None = None
     streak: int = 0  # runs in a row that disagreed with `confirmed`
     seen_at: float = 0.0  # monotonic time of the last run that exercised the component
-    disagreeing_since: float = 0.0  # start of the first run of the current streak
-    failing_since: float = 0.0  # start of the first failing run, once confirmed failing
+    disagreeing_since: float = 0.0  # end of the first run of the current streak
+    failing_since: float = 0.0  # end of the first failing run, once confirmed failing
     degraded: bool = False
     counted: CheckState | None = None  # what the component's tally holds for it now
     # A pooled flow's account samples (True: the account failed), newest last.
@@ -81,7 +81,7 @@ class _Vote:
     clean_run: int = 0  # account samples in a row that passed
     last_failed: int = 0  # accounts the last pooled run failed for
 
-    def sample(self, failed: int, probed: int, started: float) -> bool:
+    def sample(self, failed: int, probed: int, now: float) -> bool:
         """Count one pooled run's accounts; True when the partial state flips."""
         assert self.samples is not None
         self.samples.extend([True] * failed + [False] * (probed - failed))
@@ -90,7 +90,7 @@ class _Vote:
         if not self.partial:
             share = wilson_lower_bound(sum(self.samples), len(self.samples))
             if share > PARTIAL_MIN and failed < probed:
-                self.partial, self.failing_since = True, started
+                self.partial, self.failing_since = True, now
                 return True
         elif self.clean_run >= RECOVERY_SAMPLES or failed == probed:
             self.partial = False  # over, or worse: every account fails (the down machinery)
@@ -110,15 +110,19 @@ class _Vote:
             return False
         return (self.last_failed > 0 and not self.partial) or (self.partial and self.clean_run > 0)
 
-    def add(self, ok: bool, started: float, now: float) -> bool:
-        """Count the word of one run that started at `started`; True when the confirmed
-        state flips."""
+    def add(self, ok: bool, now: float) -> bool:
+        """Count the word of one run that ended `now`; True when the confirmed state flips.
+
+        The streak is dated by when its first run ended, not started: only a canary run
+        that starts after a failure was seen can vouch that the prober was fine then (a
+        canary that passed while a run which later failed was still waiting proves nothing).
+        """
         self.seen_at = now
         if ok == self.confirmed:
             self.streak = 0
             return False
         if not self.streak:
-            self.disagreeing_since = started
+            self.disagreeing_since = now
         self.streak += 1
         # An unknown check turns ok on its first success, but failing only when confirmed.
         if self.streak >= (1 if self.confirmed is None and ok else CONFIRM_RUNS):
@@ -154,18 +158,23 @@ class _CheckStatus:
     uptime: Uptime = field(default_factory=Uptime)
 
     @property
-    def suspect(self) -> bool:
-        """A run disagreed with the confirmed state, or a pooled run's accounts left its
-        partial state unsettled: the daemon should run it again now."""
-        return any(v.streak or v.unsettled for v in self.votes.values())
+    def suspect(self) -> frozenset[str]:
+        """The components on which a run disagreed with the confirmed state, or on which a
+        pooled run's accounts left the partial state unsettled: run it again now."""
+        return frozenset(c for c, v in self.votes.items() if v.streak or v.unsettled)
 
 
 @dataclass(frozen=True, slots=True)
 class Followup:
-    """What the daemon should run now after recording a result."""
+    """What the daemon should run now after recording a result.
 
-    confirm: bool = False  # re-run this check to confirm or refute its change
-    sweep: frozenset[str] = frozenset()  # other checks of a component that changed state
+    Each entry names the components the extra run is for: its session steps of those
+    components log in afresh, so the run exercises what it is re-checking (a cached token's
+    success says nothing about login now), while its other steps reuse their sessions.
+    """
+
+    confirm: frozenset[str] = frozenset()  # re-run this check, for these components
+    sweep: Mapping[str, frozenset[str]] = field(default_factory=dict)  # other checks
 
 
 # Failures of the prober itself, not of what it probes: they vote on no component.
@@ -288,9 +297,9 @@ class StatusSink:
             before = self._tallies[component].state()
             was_suspect = vote.streak > 0
             # The down machinery: the run is failing when every account it tried failed.
-            changed = vote.add(failed < probed, started, now)
+            changed = vote.add(failed < probed, now)
             if vote.samples is not None:
-                changed = vote.sample(failed, probed, started) or changed
+                changed = vote.sample(failed, probed, now) or changed
             self._recount(vote, stale=False)
             after = self._tallies[component].state()
             # A component that changed state is re-checked at once; becoming known and ok
@@ -301,7 +310,7 @@ class StatusSink:
                 vote.unsettled and failed > 0
             )
         self._note_failing_since(status, result)
-        sweep = self._sweep(result.check, flipped)
+        sweep = dict.fromkeys(self._sweep(result.check, flipped), frozenset(flipped))
         if (
             status.watched.component != CANARY
             and (newly_suspect or self.held_components())
@@ -311,7 +320,7 @@ class StatusSink:
             # vouched by the time the failure is confirmed; and again while a component
             # is held for want of a canary run since it began to fail (at most once a
             # second, however many checks report meanwhile).
-            sweep |= self._canaries()
+            sweep.update(dict.fromkeys(self._canaries(), frozenset({CANARY})))
         return Followup(status.suspect, sweep)
 
     def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
@@ -473,7 +482,7 @@ class StatusSink:
             "component": status.watched.component,
             "kind": status.watched.kind,
             "state": state,
-            "confirming": status.suspect,
+            "confirming": bool(status.suspect),
             "last_run_ok": None if last is None else last.success,
             "degraded": bool(last and last.degraded),
             "reason": str(last.reason) if last and last.reason else None,

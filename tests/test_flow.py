@@ -18,7 +18,7 @@ from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.runner import RunEnvironment, run_check
-from prober.sim import SimOptions, start_sim
+from prober.sim import SimOptions, shard_share, start_sim
 from prober.sim.server import RunningSim
 from prober.trace import format_result, metric_lines
 from prober.web import build_app, start_web
@@ -31,7 +31,12 @@ CANARY = "Canary-Pa55word-9d1e"
 async def sim() -> AsyncIterator[RunningSim]:
     running = await start_sim(
         options=SimOptions(
-            latency_ms=0, latency_jitter_ms=0, seed=1, users={"demo": CANARY}, token_ttl_s=3600
+            latency_ms=0,
+            latency_jitter_ms=0,
+            seed=1,
+            users={"demo": CANARY},
+            accounts_password=CANARY,
+            token_ttl_s=3600,
         )
     )
     yield running
@@ -88,23 +93,31 @@ async def test_wrong_password_fails_at_login_with_status(sim: RunningSim, env_fa
 async def test_session_token_is_reused_across_checks(sim: RunningSim, env_factory: Any) -> None:
     config = shipped(sim)
     env = env_factory(config)
+    env.rotation.update(timeline=0, notifications=0)  # both start at the pool's first account
     first = await run_check(config.check("timeline"), env)
     second = await run_check(config.check("notifications"), env)
     assert first.success and second.success
-    assert second.steps[0].cached
-    assert env.sessions.events[("demo", "success")] == 1
-    assert env.sessions.events[("demo", "reused")] == 1
+    assert second.steps[0].cached  # every account of the run reused its session
+    assert [run.account for run in first.accounts] == [run.account for run in second.accounts]
+    # One session per account, counted under the configured session name.
+    assert env.sessions.events[("user", "success")] == 3
+    assert env.sessions.events[("user", "reused")] == 3
 
 
 async def test_expired_token_triggers_exactly_one_relogin(env_factory: Any) -> None:
     sim = await start_sim(
         options=SimOptions(
-            latency_ms=0, latency_jitter_ms=0, users={"demo": CANARY}, token_ttl_s=0.2
+            latency_ms=0,
+            latency_jitter_ms=0,
+            users={"demo": CANARY},
+            accounts_password=CANARY,
+            token_ttl_s=0.2,
         )
     )
     try:
         config = shipped(sim)
         env = env_factory(config)
+        env.rotation["timeline"] = 0
         assert (await run_check(config.check("timeline"), env)).success
 
         async def token_expired() -> bool:
@@ -115,12 +128,14 @@ async def test_expired_token_triggers_exactly_one_relogin(env_factory: Any) -> N
                     return resp.status == 401
 
         await wait_for(token_expired, limit=5)
+        env.rotation["timeline"] = 0  # the same three accounts, whose tokens expired
         result = await run_check(config.check("timeline"), env)
         assert result.success, format_result(result)
-        assert env.sessions.events[("demo", "rejected")] == 1
-        assert env.sessions.events[("demo", "success")] == 2
-        logins = [s for s in result.steps if s.name == "login"]
-        assert [s.cached for s in logins] == [True, False]
+        assert env.sessions.events[("user", "rejected")] == 3  # once per account
+        assert env.sessions.events[("user", "success")] == 6
+        for run in result.accounts:
+            logins = [s for s in run.steps if s.name == "login"]
+            assert [s.cached for s in logins] == [True, False]
     finally:
         await sim.stop()
 
@@ -155,8 +170,8 @@ async def test_broken_notifications_fail_only_that_step(sim: RunningSim, env_fac
     ) in text
     # What the prober saw matches what the platform did.
     stats = (await sim_stats(sim))["components"]
-    assert stats["notifications"]["outcomes"]["error_status"] == 1
-    assert stats["timeline"]["outcomes"]["ok"] == 1
+    assert stats["notifications"]["outcomes"]["error_status"] == 3  # fanout: 3 accounts
+    assert stats["timeline"]["outcomes"]["ok"] == 3
 
 
 FLOW_OPTIONS = """
@@ -224,7 +239,7 @@ async def test_secret_never_appears_in_any_output(
         outputs.append(format_result(result))
         outputs.append(metric_lines(config, result))
         outputs.append(caplog.text)
-        tokens = [v for c in [daemon.sessions.get("demo")] if c for v in c.variables.values()]
+        tokens = [v for c in daemon.sessions._logins.values() for v in c.variables.values()]
     finally:
         await runner.cleanup()
         await daemon.stop()
@@ -246,3 +261,66 @@ def test_reload_forgets_sessions_no_check_names() -> None:
     store.forget_unused({"kept"})
     assert store.get("old") is None
     assert set(store.events) == {("kept", "reused")}
+
+
+async def test_a_pooled_flow_runs_as_fanout_accounts_rotating_through_the_pool(
+    sim: RunningSim, env_factory: Any
+) -> None:
+    config = shipped(sim)
+    check = config.check("timeline")
+    env = env_factory(config)
+    seen: list[str] = []
+    for _ in range(4):
+        result = await run_check(check, env)
+        assert result.success, result.message
+        assert len(result.accounts) == 3
+        seen += [run.account for run in result.accounts]
+        (login, home) = result.steps
+        assert (login.name, home.name, home.accounts, home.accounts_failed) == (
+            "login",
+            "home-timeline",
+            3,
+            0,
+        )
+    assert len(set(seen)) == 12  # rotating: no account twice in 4 runs of 3
+    assert all(name.startswith("user-") for name in seen)
+
+
+async def test_an_account_scoped_fault_fails_exactly_the_accounts_on_that_shard(
+    sim: RunningSim, env_factory: Any
+) -> None:
+    await set_fault(sim, "timeline", status=503, accounts=0.3)
+    config = shipped(sim)
+    check = config.check("timeline")
+    env = env_factory(config)
+    outcomes: dict[str, bool] = {}
+    for _ in range(10):
+        result = await run_check(check, env)
+        for run in result.accounts:
+            outcomes[run.account] = run.success
+        failing = sum(1 for run in result.accounts if not run.success)
+        assert result.success == (failing == 0)
+        assert result.steps[-1].accounts_failed == failing
+    assert len(outcomes) == 30
+    assert {name: shard_share(name) >= 0.3 for name in outcomes} == outcomes
+    assert 0 < sum(1 for ok in outcomes.values() if not ok) < 30
+
+
+async def test_the_write_journey_measures_propagation_and_degrades_when_it_is_slow(
+    sim: RunningSim, env_factory: Any
+) -> None:
+    config = shipped(sim)
+    check = config.check("reply-journey")
+    env = env_factory(config)
+    quick = await run_check(check, env)
+    assert quick.success and not quick.degraded, format_result(quick)
+    await set_fault(sim, "notifications", propagation_delay_ms=2500)
+    slow = await run_check(check, env)
+    notified = next(s for s in slow.steps if s.name == "reply-notified")
+    assert slow.success, format_result(slow)
+    assert notified.waited is not None and notified.waited >= 2.5  # it waited for the write
+    assert slow.degraded  # over the step's degraded_after (2 s)
+    await set_fault(sim, "notifications", propagation_delay_ms=60_000)
+    lost = await run_check(check, env)
+    assert not lost.success
+    assert lost.failed_step == "reply-notified"  # the write never showed within 4 s

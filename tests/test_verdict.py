@@ -120,7 +120,7 @@ def test_a_component_that_changes_state_sweeps_its_other_checks() -> None:
         sink.record(_result(name, OK))
     sink.record(_result("a", FAIL))
     followup = sink.record(_result("a", FAIL))
-    assert followup.sweep == {"b", "c"}
+    assert set(followup.sweep) == {"b", "c"}
 
 
 def _step(name: str, success: bool, cached: bool = False) -> StepResult:
@@ -188,6 +188,25 @@ def test_an_outage_is_reported_only_once_a_canary_vouches_for_the_prober() -> No
     sink.record(_result("canary", OK))  # it started after the first failing run of `a`
     assert sink.component_conditions()["api"] is Condition.DOWN
     assert sink.evaluate(0.0, 0.1).state == "component_down"
+
+
+def test_a_canary_that_passed_while_a_failing_run_was_still_waiting_does_not_vouch() -> None:
+    """Cut off mid-run: a platform run started before the cut, hung, and failed after it;
+    a canary run that passed meanwhile (before the cut) must not vouch for that failure."""
+    clock = Clock()
+    sink = StatusSink(clock)
+    sink.apply({"a": Watched("api", "http", 15.0), "canary": Watched("canary", "http", 15.0)})
+    sink.record(_result("a", OK))
+    clock.now += 6
+    sink.record(_result("canary", OK))  # started at 1005.99, before the cut
+    clock.now += 4
+    hung = Result("a", False, 5.0, 1.0, reason=Reason.TIMEOUT)  # started at 1005, ended now
+    sink.record(hung)
+    clock.now += 1
+    sink.record(Result("a", False, 0.5, 1.0, reason=Reason.TIMEOUT))
+    assert sink.states()[0].success is False
+    assert sink.component_conditions()["api"] is Condition.PENDING  # held, not down
+    assert sink.evaluate(0.0, 0.1).state == "pending"
 
 
 def test_a_held_component_asks_the_canaries_again() -> None:

@@ -276,9 +276,9 @@ class ProbeContext:
     sessions: SessionStore
     progress: list[StepResult] = field(default_factory=list)
     current_step: str = ""
-    # Log in afresh even where a session is cached: a run made to re-check a component
-    # (a confirmation or a sweep) must exercise the login path, not reuse a token.
-    fresh_login: bool = False
+    # Components whose session steps log in afresh even where a login is cached: a run made
+    # to re-check a component (a confirmation or a sweep) must exercise it, not reuse a token.
+    fresh_for: frozenset[str] = frozenset()
     # A pooled flow's accounts for this run, and (in each account's own context) the one
     # it runs as: `${account}` in its templates, and its own login sessions.
     accounts: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from prober.config_model import FlowCheck, RequestSpec, Step
+from prober.config_model import FlowCheck, Poll, RequestSpec, Step
 from prober.probes.context import ProbeContext
 from prober.probes.step import StepOutcome, run_step
 from prober.result import Result, StepResult
@@ -25,11 +25,20 @@ class FlowStep:
     always_run: bool = False
     session: str | None = None
     session_ttl: float = 300.0
+    poll: Poll | None = None
+    component: str = ""  # the component the step exercises
 
     @classmethod
-    def of(cls, step: Step) -> FlowStep:
+    def of(cls, step: Step, component: str = "") -> FlowStep:
         return cls(
-            step.name, step, not step.allow_failure, step.always_run, step.session, step.session_ttl
+            step.name,
+            step,
+            not step.allow_failure,
+            step.always_run,
+            step.session,
+            step.session_ttl,
+            step.poll,
+            step.component or component,
         )
 
 
@@ -48,7 +57,7 @@ async def run(check: FlowCheck, ctx: ProbeContext) -> Result:
     A pooled flow runs once per account of this run, concurrently, each account in a
     context of its own; the Result merges them (see `merge_accounts`).
     """
-    steps = [FlowStep.of(s) for s in check.steps]
+    steps = [FlowStep.of(s, check.component) for s in check.steps]
     if not ctx.accounts:
         return await run_steps(check.name, steps, ctx)
     runs = await asyncio.gather(
@@ -128,10 +137,28 @@ async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContex
         message=failed.message if failed else "",
         failed_step=failed.name if failed else "",
         steps=tuple(ctx.progress),
+        account=ctx.account,
     )
 
 
 async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
+    """Run the step once, or with `poll` again every so often until it passes."""
+    if step.poll is None:
+        return await _run_once(step, state, ctx)
+    poll = step.poll
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        result = await _run_once(step, state, ctx)
+        waited = loop.time() - started
+        late = waited + poll.every > poll.within or ctx.remaining() <= poll.every
+        if result.success or late:
+            slow = poll.degraded_after is not None and waited > poll.degraded_after
+            return replace(result, waited=waited, slow=slow)
+        await asyncio.sleep(poll.every)
+
+
+async def _run_once(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
     if step.session is not None:
         return await _login(step, state, ctx)
     outcome = await _request(step, state, ctx)
@@ -161,7 +188,8 @@ async def _login(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepRe
     # Each account of a pool has sessions of its own; events are counted per session name.
     session = f"{step.session}@{ctx.account}" if ctx.account else step.session
     async with ctx.sessions.lock(session):
-        cached = None if ctx.fresh_login else ctx.sessions.get(session)
+        fresh = step.component in ctx.fresh_for
+        cached = None if fresh else ctx.sessions.get(session)
         if cached is not None:
             state.variables.update(cached.variables)
             ctx.redactor = ctx.redactor.with_secrets(cached.variables.values())

@@ -388,6 +388,9 @@ async def notifications(request: web.Request, state: SimState) -> Reply:
         }
         for index, post in enumerate(itertools.islice(others, _NOTIFICATION_COUNT))
     ]
+    wanted = request.query.get("status_id")
+    if wanted is not None:  # one notice, as a client deep-linking to it asks
+        items = [item for item in items if item["status_id"] == wanted]
     unread = sum(1 for item in items if not item["read"])
     return Reply({"items": items, "unread_count": unread})
 
