@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import logging
 import os
 import re
 import socket
-import subprocess
+import ssl
 import sys
-import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 
@@ -17,9 +18,12 @@ from prober import __version__
 from prober.config import ConfigError, load_config, shared_fate_warnings
 from prober.config_model import parse_duration
 from prober.daemon import UVLOOP_MODES, use_event_loop
-from prober.logs import setup_logging
-from prober.serve import parse_listen_address, serve
+from prober.listen import parse_listen_address
+from prober.logs import LOG_LEVELS, setup_logging
+from prober.serve import serve
 from prober.shard import Shard
+
+log = logging.getLogger("prober")
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
@@ -40,7 +44,8 @@ def _add_logging(parser: argparse.ArgumentParser) -> None:
         "--log.level",
         dest="log_level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
+        help="debug, info, warn (or warning), error (default: info)",
     )
     parser.add_argument(
         "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
@@ -57,21 +62,38 @@ def _parse_interval(text: str) -> float:
         ) from None
 
 
+def _add_listen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="where to serve /metrics and /status: HOST:PORT, :PORT (every interface, IPv4 "
+        "and IPv6) or [::1]:PORT; repeat the flag for several (default: "
+        f"PROBER_WEB_LISTEN_ADDRESS, comma-separated, else {DEFAULT_LISTEN})",
+    )
+
+
+def _listen_addresses(flags: list[str] | None, env: Mapping[str, str] = os.environ) -> list[str]:
+    """The flags, else PROBER_WEB_LISTEN_ADDRESS (so a container's HEALTHCHECK can read the
+    same value), else the default."""
+    if flags:
+        return flags
+    from_env = [a.strip() for a in env.get("PROBER_WEB_LISTEN_ADDRESS", "").split(",")]
+    return [a for a in from_env if a] or [DEFAULT_LISTEN]
+
+
 def _add_daemon(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     _add_logging(parser)
+    _add_listen(parser)
     parser.add_argument(
         "--uvloop",
         choices=UVLOOP_MODES,
         default=None,
         help="event loop: auto uses uvloop when installed (the fast extra); "
         "default from PROBER_UVLOOP, else auto",
-    )
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen",
-        default=DEFAULT_LISTEN,
-        help=f"where to serve /metrics and /status (default: {DEFAULT_LISTEN})",
     )
     parser.add_argument(
         "--web.enable-lifecycle",
@@ -136,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="run one check once and show a trace")
     _add_config(probe)
     probe.add_argument("check", help="name of the check to run")
+    probe.add_argument(
+        "--metrics", action="store_true", help="also print the series this run would export"
+    )
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if the daemon on the listen address answers /-/healthy"
+    )
+    _add_listen(health)
     from prober.sim.server import add_sim_arguments
 
     add_sim_arguments(commands.add_parser("sim", help="run the simulated platform"))
@@ -148,9 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the simulated platform, the canary's reference endpoint and the daemon"
     )
     _add_daemon(demo)
-    demo.add_argument("--sim.listen-address", dest="sim_listen", default=DEFAULT_SIM_LISTEN)
     demo.add_argument(
-        "--reference.listen-address", dest="reference_listen", default=DEFAULT_REFERENCE_LISTEN
+        "--sim.listen-address",
+        dest="sim_listen",
+        default=DEFAULT_SIM_LISTEN,
+        help=f"where the simulated platform listens (default: {DEFAULT_SIM_LISTEN}; port 0 "
+        "picks a free one)",
+    )
+    demo.add_argument(
+        "--reference.listen-address",
+        dest="reference_listen",
+        default=DEFAULT_REFERENCE_LISTEN,
+        help="where the canary's reference endpoint listens (default: "
+        f"{DEFAULT_REFERENCE_LISTEN}; port 0 picks a free one)",
     )
     demo.add_argument("--scenario", default=None, help="outage replay to start in the sim")
     demo.add_argument("--speed", default="1", help="replay speed factor")
@@ -165,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "probe":
             from prober.trace import probe_once
 
-            return asyncio.run(probe_once(args.config_file, args.check))
+            return asyncio.run(probe_once(args.config_file, args.check, args.metrics))
         if args.command == "sim":
             from prober.sim.server import run_sim
 
@@ -174,15 +213,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from prober.sim.reference import run_reference
 
             return run_reference(args)
+        args.listen = _listen_addresses(args.listen)
+        if args.command == "healthcheck":
+            return _healthcheck(args.listen[0])
+        setup_logging(args.log_level, args.log_format)
         try:
             # Bad flags are usage errors; a ValueError from the running daemon is a bug and
             # keeps its traceback.
             shard = _parse_shard(args.shard)
-            parse_listen_address(args.listen)
+            for text in args.listen:
+                parse_listen_address(text)
         except ValueError as exc:
-            print(f"prober: {exc}", file=sys.stderr)
+            log.error(str(exc))
             return 2
-        setup_logging(args.log_level, args.log_format)
         if args.command == "demo":
             return _demo(args, shard)
         return _run(args, shard)
@@ -204,6 +247,35 @@ def _run(args: argparse.Namespace, shard: Shard | None) -> int:
     )
 
 
+def _healthcheck(listen: str) -> int:
+    """GET /-/healthy on `listen` (every interface: loopback), over http, else over https.
+
+    For a container HEALTHCHECK: it follows PROBER_WEB_LISTEN_ADDRESS, and works with a web
+    config's TLS too (no certificate check: it is a liveness check on this machine, and
+    /-/healthy needs no credentials and says nothing but "OK").
+    """
+    try:
+        address = parse_listen_address(listen)
+    except ValueError as exc:
+        print(f"prober healthcheck: {exc}", file=sys.stderr)
+        return 2
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    failures = []
+    for scheme, context in (("http", None), ("https", unverified)):
+        url = f"{scheme}://{address.local_host()}:{address.port}/-/healthy"
+        try:
+            with urllib.request.urlopen(url, timeout=4, context=context) as response:
+                if response.status == 200:
+                    return 0
+                failures.append(f"{url}: status {response.status}")
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+    print(f"prober healthcheck: {'; '.join(failures)}", file=sys.stderr)
+    return 1
+
+
 def _validate(path: str) -> int:
     try:
         config = load_config(path)
@@ -217,49 +289,8 @@ def _validate(path: str) -> int:
 
 
 def _demo(args: argparse.Namespace, shard: Shard | None) -> int:
-    """Start the simulated platform and the canary's reference endpoint, each in a child
-    process of its own (stopping one leaves the other up), point the checks at them, run."""
-    command = [sys.executable, "-m", "prober", "sim", "--listen", args.sim_listen]
-    if args.scenario:
-        command += ["--scenario", args.scenario, "--speed", args.speed]
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        for what, argv, listen, env_name in (
-            ("the simulated platform", command, args.sim_listen, "PLATFORM_URL"),
-            (
-                "the reference endpoint",
-                [sys.executable, "-m", "prober", "reference", "--listen", args.reference_listen],
-                args.reference_listen,
-                "CANARY_URL",
-            ),
-        ):
-            children.append(subprocess.Popen(argv))
-            host, _, port = listen.rpartition(":")
-            url = f"http://{host}:{port}"
-            if not _wait_healthy(f"{url}/-/healthy", children[-1]):
-                print(f"prober: {what} did not start on {listen}", file=sys.stderr)
-                return 1
-            os.environ.setdefault(env_name, url)
-        return _run(args, shard)
-    finally:
-        for child in children:
-            _stop_child(child)
+    """The simulated platform and the canary's reference endpoint, each in a child process
+    of its own (stopping one leaves the other up), and the daemon probing them."""
+    from prober.demo import run_demo
 
-
-def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
-    try:
-        child.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        child.kill()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float = 15.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            time.sleep(0.1)
-    return False
+    return run_demo(args, lambda: _run(args, shard))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prober.config import Config, ConfigError, load_config, load_off_loop, shared_fate_warnings
 from prober.config_model import Check, FlowCheck
-from prober.logs import Throttled, log_failure
+from prober.logs import Throttled, log_failure, log_recovery
 from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
@@ -261,11 +261,14 @@ class Daemon:
         if self._checks.get(name) is not check:
             return  # changed or removed by a reload while it ran
         self.metrics.record(result)
+        failing_since = self.status.failing_since(name)
         followup = self.status.record(result)
         if result.reason is Reason.RESOURCE:
             self._fd_shortage.note(check=name)  # one line a minute, not one per run
         elif not result.success:
             log_failure(result, check.component)
+        elif failing_since is not None and self.status.failing_since(name) is None:
+            log_recovery(result, check.component, failing_since)
         if followup.confirm:
             delay = min(CONFIRM_DELAY, float(check.interval or 0) / 4)
             self.run_soon(name, "confirm", delay, followup.confirm)

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from prober.config import ConfigError
 from prober.result import Result
 
 log = logging.getLogger("prober")
@@ -40,21 +41,49 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def _logfmt_value(value: Any) -> str:
-    text = str(value)
+    text = str(value).lower() if isinstance(value, bool) else str(value)
     if text and not any(c in text for c in ' ="\n\\'):
         return text
     return json.dumps(text)
 
 
+# Prometheus tools spell the level `warn`; Python's name is `warning`. Both are accepted.
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+
+
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
-    """Route all logs to stderr in one structured format; quiet APScheduler's per-run chatter."""
+    """Route all logs to stderr in one structured format; quiet APScheduler's per-run chatter.
+
+    Python warnings go through the logger too, so in JSON mode every line is JSON.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel("WARNING" if level == "warn" else level.upper())
+    logging.captureWarnings(True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def log_config_error(what: str, error: ConfigError) -> None:
+    """One line per located issue (`file:line: key: message`); issues never echo values."""
+    for issue in error.issues:
+        log.error(what, extra={"error": str(issue)})
+
+
+def log_recovery(result: Result, component: str, failing_since: float) -> None:
+    """One line when a check confirmed failing is confirmed passing again, with how long it
+    was failing: from `failing_since` (the start of the run that confirmed the failure) to
+    the start of this one."""
+    log.info(
+        "check recovered",
+        extra={
+            "check": result.check,
+            "component": component,
+            "failing_seconds": round(max(result.started_at - failing_since, 0.0), 1),
+        },
+    )
 
 
 def log_failure(result: Result, component: str) -> None:

@@ -28,6 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from prober import __version__
 from prober.config_model import Check
@@ -42,6 +43,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RENDER_CHUNK = 1 << 20
+# prometheus-client's OpenMetrics writer has no type hints; this is its signature.
+_openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics_exposition.generate_latest
 VERDICT_STATES = tuple(state.value for state in reversed(VerdictState))
 TCP_PHASE_NAMES = PHASE_NAMES[:4]  # resolve, connect, tls, processing: no transfer for tcp
 
@@ -498,6 +501,18 @@ FAMILIES = (
 )
 
 
+def _head(family: _Family, openmetrics: bool) -> bytes:
+    """HELP and TYPE lines; OpenMetrics names a counter family without its `_total` suffix."""
+    name = family.name
+    if openmetrics and family.kind == "counter":
+        name = name.removesuffix("_total")
+    return f"# HELP {name} {family.help}\n# TYPE {name} {family.kind}\n".encode()
+
+
+_TEXT_HEADS = tuple(_head(f, openmetrics=False) for f in FAMILIES)
+_OPENMETRICS_HEADS = tuple(_head(f, openmetrics=True) for f in FAMILIES)
+
+
 def _render_check(s: _CheckSeries) -> tuple[bytes, ...]:
     """The check's text, one chunk per family in FAMILIES order."""
     return tuple(_render_family(s, family).encode() for family in FAMILIES)
@@ -730,18 +745,19 @@ class MetricsSink:
         """
         return b"".join(self.render_chunks(1 << 62))
 
-    def render_chunks(self, size: int = RENDER_CHUNK) -> Iterator[bytes]:
+    def render_chunks(self, size: int = RENDER_CHUNK, openmetrics: bool = False) -> Iterator[bytes]:
         """The exposition in pieces of about `size` bytes, for a handler that streams it.
 
         A handler that yields to the event loop between pieces keeps a scrape of 10,000
-        checks from stalling probes for the whole join.
+        checks from stalling probes for the whole join. With `openmetrics` it is OpenMetrics
+        1.0 from the same cached per-check text (see prober/exposition.py).
         """
         columns = [s.chunks or self._cache(s) for s in self._checks.values()]
+        heads = _OPENMETRICS_HEADS if openmetrics else _TEXT_HEADS
         parts: list[bytes] = []
         pending = 0
-        for index, family in enumerate(FAMILIES):
-            head = f"# HELP {family.name} {family.help}\n# TYPE {family.name} {family.kind}\n"
-            parts.append(head.encode())
+        for index, head in enumerate(heads):
+            parts.append(head)
             for column in columns:
                 chunk = column[index]
                 parts.append(chunk)
@@ -749,7 +765,9 @@ class MetricsSink:
                 if pending >= size:
                     yield b"".join(parts)
                     parts, pending = [], 0
-        parts.append(generate_latest(self.registry))
+        parts.append(
+            _openmetrics_latest(self.registry) if openmetrics else generate_latest(self.registry)
+        )
         yield b"".join(parts)
 
     @staticmethod

@@ -7,30 +7,22 @@ import contextlib
 import logging
 import resource
 import signal
-import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prober.config import Config, ConfigError, ConfigIssue, load_off_loop
 from prober.daemon import Daemon
-from prober.logs import Throttled
+from prober.listen import ListenError, bind_all, describe, parse_listen_address, url_host
+from prober.logs import Throttled, log_config_error
 from prober.probes.context import out_of_descriptors
 from prober.shard import Shard
 from prober.watch import watch, watched_files
-from prober.web import build_app, start_web
+from prober.web import WebServer, build_app, serve_on
 from prober.webconfig import WebSecurity, load_web_config, security_middleware
 
 log = logging.getLogger("prober")
-
-
-def parse_listen_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `:PORT` (all interfaces) or `[::1]:PORT` -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {text!r} must be HOST:PORT, e.g. 127.0.0.1:9797")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 class _Reloader:
@@ -103,31 +95,30 @@ def _quiet_fd_shortage(loop: asyncio.AbstractEventLoop) -> None:
 
 async def serve(
     config_path: str,
-    listen: str,
+    listen: Sequence[str],
     enable_lifecycle: bool = False,
     shard: Shard | None = None,
     *,
     web_config_file: str | None = None,
     auto_reload_interval: float = 0.0,
 ) -> int:
-    """Start, serve until a stop signal, then shut down in stages. Returns the exit code."""
-    host, port = parse_listen_address(listen)
+    """Bind, start, serve until a stop signal, then shut down in stages. Returns the exit code.
+
+    The addresses are bound first, so a busy port ends the start before any probe runs.
+    """
     raise_open_file_limit()
     _quiet_fd_shortage(asyncio.get_running_loop())
-    security = None
-    if web_config_file:
-        try:
-            load = partial(load_web_config, web_config_file)
-            security = WebSecurity(await load_off_loop(load, web_config_file))
-        except ConfigError as exc:
-            print(f"prober: invalid web configuration:\n{exc}", file=sys.stderr)
-            return 1
-    daemon = Daemon(config_path, shard=shard)
     try:
-        await daemon.start()
-    except ConfigError as exc:
-        print(f"prober: invalid configuration:\n{exc}", file=sys.stderr)
+        sockets = bind_all(parse_listen_address(text) for text in listen)
+    except ListenError as exc:
+        log.error(str(exc))
         return 1
+    started = await _start(config_path, shard, web_config_file)
+    if started is None:
+        for sock in sockets:
+            sock.close()
+        return 1
+    daemon, security = started
     reloader = _Reloader(daemon, security)
     middlewares = [security_middleware(security)] if security else []
     app = build_app(
@@ -138,18 +129,12 @@ async def serve(
         response_headers=(lambda: security.config.headers) if security else None,
     )
     try:
-        runner = await start_web(app, host, port, security.ssl_context if security else None)
+        runner = await serve_on(app, sockets, security.ssl_context if security else None)
     except OSError as exc:
-        print(f"prober: cannot listen on {listen}: {exc.strerror}", file=sys.stderr)
+        log.error("cannot serve", extra={"error": exc.strerror or str(exc)})
         await daemon.stop()
         return 1
-    scheme = "https" if security and security.ssl_context else "http"
-    base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{runner.port}"
-    print(
-        f"prober: {len(daemon.status.states())} checks; metrics {base}/metrics, "
-        f"status {base}/status, JSON {base}/api/status",
-        flush=True,
-    )
+    _announce(runner, len(daemon.status.states()), bool(security and security.ssl_context))
     async with asyncio.TaskGroup() as background:
         watcher = None
         if auto_reload_interval > 0:
@@ -170,6 +155,43 @@ async def serve(
     await runner.cleanup()
     await daemon.stop()
     return 0
+
+
+async def _start(
+    config_path: str, shard: Shard | None, web_config_file: str | None
+) -> tuple[Daemon, WebSecurity | None] | None:
+    """Load the web config, then start the daemon; None (errors logged) if either is invalid."""
+    security = None
+    if web_config_file:
+        try:
+            load = partial(load_web_config, web_config_file)
+            security = WebSecurity(await load_off_loop(load, web_config_file))
+        except ConfigError as exc:
+            log_config_error("invalid web configuration", exc)
+            return None
+    daemon = Daemon(config_path, shard=shard)
+    try:
+        await daemon.start()
+    except ConfigError as exc:
+        log_config_error("invalid configuration", exc)
+        return None
+    return daemon, security
+
+
+def _announce(server: WebServer, checks: int, tls: bool) -> None:
+    """One line per listening socket, then where to look: the start banner, as a log line."""
+    for sock in server.sockets:
+        log.info("listening", extra={"address": describe(sock), "tls": tls})
+    base = f"{'https' if tls else 'http'}://{url_host(server.sockets[0])}:{server.port}"
+    log.info(
+        "serving",
+        extra={
+            "checks": checks,
+            "metrics": f"{base}/metrics",
+            "status": f"{base}/status",
+            "api": f"{base}/api/status",
+        },
+    )
 
 
 async def _wait_for_stop(reloader: _Reloader) -> None:

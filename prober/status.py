@@ -8,9 +8,10 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prober.result import Reason, Result, StepResult
+from prober.uptime import Uptime
 from prober.verdict import CANARY, CheckState, Condition, Tally, Verdict, VerdictState, judge
 
 HISTORY = 30
@@ -139,6 +140,15 @@ class _Vote:
         return CheckState(self.check, self.component, success, self.degraded and not stale, partial)
 
 
+class Run(NamedTuple):
+    """One run as the history keeps it: when, whether it passed, why not, how long."""
+
+    started_at: float
+    success: bool
+    reason: str
+    duration: float
+
+
 @dataclass
 class _CheckStatus:
     watched: Watched
@@ -147,7 +157,8 @@ class _CheckStatus:
     last_success_at: float | None = None
     failing_since: float | None = None
     votes: dict[str, _Vote] = field(default_factory=dict)
-    history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[Run] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    uptime: Uptime = field(default_factory=Uptime)
 
     @property
     def suspect(self) -> frozenset[str]:
@@ -272,7 +283,11 @@ class StatusSink:
             return Followup()
         now = self._clock()
         status.last, status.last_run_at = result, now
-        status.history.append((result.started_at, result.success, str(result.reason or "")))
+        status.history.append(
+            Run(result.started_at, result.success, str(result.reason or ""), result.duration)
+        )
+        if result.reason not in PROBER_OWN_FAILURES:  # the prober's trouble is not downtime
+            status.uptime.record(result.started_at, result.success)
         if result.success:
             status.last_success_at = result.started_at + result.duration
         if status.watched.component == CANARY and result.success:
@@ -413,6 +428,11 @@ class StatusSink:
             for vote in status.votes.values():
                 self._recount(vote, stale=now - vote.seen_at > limit)
 
+    def failing_since(self, name: str) -> float | None:
+        """When the check's confirmed failure began (unix time); None while not failing."""
+        status = self._checks.get(name)
+        return status.failing_since if status is not None else None
+
     def states(self) -> list[CheckState]:
         """Each check as confirmed: failing when any component it exercises is confirmed
         failing, ok when the others are ok, None while nothing is known."""
@@ -461,11 +481,16 @@ class StatusSink:
             for name, tally in self._tallies.items()
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free."""
+    def snapshot(self, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Plain JSON for /api/status: verdict, components, checks. Messages are secret-free.
+
+        `labels` are the config's global labels (`vantage`, ...), shown with the verdict.
+        """
         verdict = self.verdict
         shares = self.component_shares()
+        now = time.time()
         return {
+            "labels": dict(labels or {}),
             "verdict": verdict.state.value,
             "scope": verdict.scope.value,
             "summary": verdict.summary,
@@ -480,10 +505,10 @@ class StatusSink:
                 }
                 for c in verdict.components
             ],
-            "checks": [self._check_json(name, s) for name, s in sorted(self._checks.items())],
+            "checks": [self._check_json(name, s, now) for name, s in sorted(self._checks.items())],
         }
 
-    def _check_json(self, name: str, status: _CheckStatus) -> dict[str, Any]:
+    def _check_json(self, name: str, status: _CheckStatus, now: float) -> dict[str, Any]:
         last = status.last
         confirmed = self._check_state(name, status).success
         state = "pending" if confirmed is None else ("ok" if confirmed else "failing")
@@ -502,5 +527,18 @@ class StatusSink:
             "last_run": last.started_at if last else None,
             "last_success": status.last_success_at,
             "failing_since": status.failing_since,
-            "history": [ok for _, ok, _ in status.history],
+            "uptime_24h": status.uptime.share(now, 24),
+            "uptime_7d": status.uptime.share(now, 24 * 7),
+            "history": [run.success for run in status.history],
+            "recent_runs": [_run_json(run) for run in status.history],
         }
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """One history entry for the status page's dots, tooltips and response-time sparkline."""
+    return {
+        "at": run.started_at,
+        "ok": run.success,
+        "reason": run.reason or None,
+        "seconds": round(run.duration, 6),
+    }

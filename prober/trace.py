@@ -1,7 +1,8 @@
 """`prober probe`: run one check once and show what happened, step by step.
 
 Like blackbox_exporter's `debug=true`: the request, status, phase timings, assertion
-outcomes and reason, then the metric lines this run would export. Secrets are hidden.
+outcomes and reason; with `--metrics`, the metric lines this run would export too.
+Secrets are hidden.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ def metric_lines(config: Config, result: Result) -> str:
     )
 
 
-async def probe_once(config_path: str, check_name: str) -> int:
-    """Run one check once; exit 0 on success, 1 on failure, 2 on bad input."""
+async def probe_once(config_path: str, check_name: str, show_metrics: bool = False) -> int:
+    """Run one check once and print its trace (and, if asked, its series).
+
+    Exit 0 on success, 1 on failure, 2 on bad input.
+    """
     try:
         config = load_config(config_path)
         check = config.check(check_name)
@@ -99,6 +103,7 @@ async def probe_once(config_path: str, check_name: str) -> int:
     finally:
         await clients.close()
     print(format_result(result))
-    print("\nmetrics:")
-    print(metric_lines(config, result))
+    if show_metrics:
+        print("\nmetrics:")
+        print(metric_lines(config, result))
     return 0 if result.success else 1

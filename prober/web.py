@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from aiohttp import web, web_response
+from aiohttp import hdrs, web, web_response
 from aiohttp.typedefs import Handler, Middleware
 
 from prober.config import Config, ConfigError
 from prober.daemon import Daemon
+from prober.exposition import negotiate
+from prober.listen import ListenAddress, bind
 from prober.logs import Throttled
-from prober.metrics import CONTENT_TYPE
 from prober.status_page import render_status_page
 
 log = logging.getLogger("prober.web")
@@ -38,14 +40,22 @@ class _Handlers:
         self.reload_config = reload
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        """Stream the exposition in pieces, yielding to the loop between them.
+        """Stream the exposition in the format asked for, yielding to the loop between pieces.
 
         At 10,000 checks the text is tens of megabytes; sending it in one go would stall
         every probe in flight for the whole join and write.
         """
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        exposition = negotiate(
+            request.headers.get(hdrs.ACCEPT), request.headers.get(hdrs.ACCEPT_ENCODING)
+        )
+        response = web.StreamResponse(
+            headers={"Content-Type": exposition.content_type, "Vary": "Accept, Accept-Encoding"}
+        )
+        if exposition.gzip:
+            # aiohttp compresses each piece off the event loop (in its executor).
+            response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
-        for chunk in self.daemon.metrics.render_chunks():
+        for chunk in self.daemon.metrics.render_chunks(openmetrics=exposition.openmetrics):
             await response.write(chunk)
             await asyncio.sleep(0)
         await response.write_eof()
@@ -59,11 +69,16 @@ class _Handlers:
             return web.Response(text="Ready\n")
         return web.Response(text="Not ready\n", status=503)
 
+    def _snapshot(self) -> dict[str, Any]:
+        """The status snapshot with the config's global labels (the vantage point)."""
+        config = self.daemon.config
+        return self.daemon.status.snapshot(config.settings.labels if config else None)
+
     async def api_status(self, _: web.Request) -> web.Response:
-        return web.json_response(self.daemon.status.snapshot())
+        return web.json_response(self._snapshot())
 
     async def status_page(self, _: web.Request) -> web.Response:
-        html = render_status_page(self.daemon.status.snapshot())
+        html = render_status_page(self._snapshot())
         return web.Response(text=html, content_type="text/html")
 
     async def reload(self, _: web.Request) -> web.Response:
@@ -245,18 +260,21 @@ def _track(connections: _Connections) -> Middleware:
 
 
 class WebServer:
-    """The listening web server: aiohttp's runner behind our own listening socket."""
+    """The listening web server: aiohttp's runner behind our own listening sockets."""
 
-    def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
+    def __init__(self, runner: web.AppRunner, servers: Sequence[asyncio.Server]) -> None:
         self.runner = runner
-        self.server = server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.servers = tuple(servers)
+        self.sockets = [sock for server in servers for sock in server.sockets]
+        self.port = int(self.sockets[0].getsockname()[1])
 
     async def cleanup(self) -> None:
         """Stop listening, then let aiohttp finish in-flight requests and shut the app down."""
-        self.server.close()
+        for server in self.servers:
+            server.close()
         await self.runner.cleanup()
-        await self.server.wait_closed()
+        for server in self.servers:
+            await server.wait_closed()
 
 
 async def start_web(
@@ -266,23 +284,43 @@ async def start_web(
     ssl_context: ssl.SSLContext | None = None,
     limits: WebLimits = WebLimits(),
 ) -> WebServer:
-    """Listen on host:port (port 0 picks a free one), over TLS if given, within `limits`."""
+    """Listen on host:port (port 0 picks a free one; "" every interface), over TLS if given."""
+    return await serve_on(app, [bind(ListenAddress(host, port))], ssl_context, limits)
+
+
+async def serve_on(
+    app: web.Application,
+    sockets: Sequence[socket.socket],
+    ssl_context: ssl.SSLContext | None = None,
+    limits: WebLimits = WebLimits(),
+) -> WebServer:
+    """Serve the app on sockets already bound and listening (`prober.listen.bind_all`),
+    within `limits` (shared by all the sockets).
+
+    The sockets belong to the returned server from here on, even if this raises.
+    """
     connections = _Connections(limits)
     app.middlewares.insert(0, _track(connections))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     handler_factory = runner.server
     assert handler_factory is not None
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
     try:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(handler_factory(), connections),
-            host,
-            port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=limits.head_seconds if ssl_context else None,
-            reuse_address=True,
-        )
-    except OSError:
+        for sock in sockets:
+            server = await loop.create_server(
+                lambda: _Connection(handler_factory(), connections),
+                sock=sock,
+                ssl=ssl_context,
+                ssl_handshake_timeout=limits.head_seconds if ssl_context else None,
+            )
+            servers.append(server)
+    except BaseException:
+        for server in servers:
+            server.close()
+        for sock in sockets[len(servers) :]:
+            sock.close()
         await runner.cleanup()
         raise
-    return WebServer(runner, server)
+    return WebServer(runner, servers)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -30,7 +32,7 @@ from prober.config_model import HttpCheck
 from prober.metrics import MetricsSink, SeriesPlan
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.result import Result
+from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
 from prober.runner import RunEnvironment
 from prober.sim.reference import create_reference_app
 from tests.certs import CertFactory
@@ -326,6 +328,46 @@ def sample_value(samples: Iterable[Sample], name: str, **labels: str) -> float |
     return None
 
 
+def login_result(check: str, success: bool, duration: float) -> Result:
+    """A one-step (`login`) run that passed (status 200) or failed (503), with phases."""
+    step = StepResult(
+        "login",
+        success,
+        duration,
+        None if success else Reason.STATUS,
+        status_code=200 if success else 503,
+        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+    )
+    return Result(
+        check,
+        success,
+        duration,
+        started_at=1_700_000_000.0,
+        steps=(step,),
+        reason=None if success else Reason.STATUS,
+        failed_step="" if success else "login",
+        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
+    )
+
+
+@pytest.fixture
+def sink() -> MetricsSink:
+    """A MetricsSink with two checks (quotes and backslashes in labels, the second with
+    `detail: full`) after three runs."""
+    sink = MetricsSink()
+    sink.apply(
+        {
+            "a": SeriesPlan((("component", "api"),)),
+            'b "q"': SeriesPlan((("component", "login"), ("team", "x\\y")), full=True),
+        },
+        {"vantage": "eu"},
+    )
+    sink.record(login_result("a", True, 0.02))
+    sink.record(login_result("a", False, 0.3))
+    sink.record(login_result('b "q"', True, 7.5))
+    return sink
+
+
 def exported_samples(result: Result, component: str, full: bool = False) -> list[Sample]:
     """The samples a fresh MetricsSink exports after recording this one result (of a check
     with `detail: full` if `full`)."""
@@ -367,9 +409,46 @@ async def spawn_prober(
     )
 
 
+async def read_log_until(
+    process: asyncio.subprocess.Process, done: Callable[[dict[str, object]], bool]
+) -> list[str]:
+    """stderr lines of a `prober` child up to and including the first whose log fields satisfy
+    `done`; fails if the child exits first."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
+        if not line:
+            pytest.fail(f"prober exited before the expected line: {''.join(lines)}")
+        lines.append(line)
+        if done(log_fields(line)):
+            return lines
+
+
+def log_message(text: str) -> Callable[[dict[str, object]], bool]:
+    """A `read_log_until` condition: the line's `msg` is `text`."""
+    return lambda fields: fields.get("msg") == text
+
+
 async def read_base_url(process: asyncio.subprocess.Process, scheme: str = "http") -> str:
-    """The base URL a `prober run` child prints in its first line once it serves."""
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-    assert f"metrics {scheme}://" in line, line
-    return line.split("metrics ", 1)[1].split("/metrics", 1)[0]
+    """The base URL a `prober run` child logs (stderr) in its "serving" line once it serves."""
+    lines = await read_log_until(process, log_message("serving"))
+    metrics = str(log_fields(lines[-1])["metrics"])
+    assert metrics.startswith(f"{scheme}://"), lines[-1]
+    return metrics.removesuffix("/metrics")
+
+
+def log_fields(line: str) -> dict[str, object]:
+    """One log line of the daemon (JSON, or logfmt with JSON-quoted values) as a dict."""
+    line = line.strip()
+    if line.startswith("{"):
+        fields: dict[str, object] = json.loads(line)
+        return fields
+    return {key: _logfmt_value(value) for key, value in _LOGFMT_PAIR.findall(line)}
+
+
+_LOGFMT_PAIR = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _logfmt_value(text: str) -> str:
+    return str(json.loads(text)) if text.startswith('"') else text

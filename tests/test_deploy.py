@@ -368,12 +368,27 @@ def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     (healthcheck,) = [arg for op, arg in final if op == "HEALTHCHECK"]
-    assert "/-/healthy" in healthcheck
     entrypoint = json.loads(next(arg for op, arg in final if op == "ENTRYPOINT"))
     command = json.loads(next(arg for op, arg in final if op == "CMD"))
     assert entrypoint == ["prober"]
     _parses_as_prober_command(command)
-    assert "--web.listen-address=:9797" in command
+    # The address comes from the environment, which the HEALTHCHECK reads too.
+    assert not any(arg.startswith("--web.listen-address") for arg in command)
+    env = " ".join(arg for op, arg in final if op == "ENV").split()
+    assert "PROBER_WEB_LISTEN_ADDRESS=:9797" in env
+    # `prober healthcheck` GETs /-/healthy there (tests/test_cli.py runs it).
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["prober", "healthcheck"]
+
+
+def test_dockerfile_installs_dependencies_only_from_the_hashed_lock() -> None:
+    runs = [arg for op, arg in _instructions() if op == "RUN" and "pip " in arg]
+    installs = [arg for arg in runs if "pip install" in arg]
+    (locked,) = [arg for arg in installs if "-r /tmp/requirements.lock" in arg]
+    assert "--require-hashes" in locked and "--no-deps" in locked
+    # Everything else pip touches is prober's own wheel, without resolving dependencies.
+    for arg in runs:
+        assert arg is locked or "--no-deps" in arg, arg
+    assert any("pip check" in arg for arg in runs)
 
 
 def test_dockerfile_copies_only_files_the_dockerignore_lets_through() -> None:

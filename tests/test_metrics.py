@@ -9,44 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from prober.metrics import MetricsSink, SeriesPlan
 from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
-from tests.conftest import parse_samples, require_tool
-
-
-def _result(check: str, success: bool, duration: float) -> Result:
-    step = StepResult(
-        "login",
-        success,
-        duration,
-        None if success else Reason.STATUS,
-        status_code=200 if success else 503,
-        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
-    )
-    return Result(
-        check,
-        success,
-        duration,
-        started_at=1_700_000_000.0,
-        steps=(step,),
-        reason=None if success else Reason.STATUS,
-        failed_step="" if success else "login",
-        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
-    )
-
-
-@pytest.fixture
-def sink() -> MetricsSink:
-    sink = MetricsSink()
-    sink.apply(
-        {
-            "a": SeriesPlan((("component", "api"),)),
-            'b "q"': SeriesPlan((("component", "login"), ("team", "x\\y")), full=True),
-        },
-        {"vantage": "eu"},
-    )
-    sink.record(_result("a", True, 0.02))
-    sink.record(_result("a", False, 0.3))
-    sink.record(_result('b "q"', True, 7.5))
-    return sink
+from tests.conftest import login_result, parse_samples, require_tool
 
 
 def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
@@ -61,7 +24,7 @@ def test_fast_render_equals_stock_registry(sink: MetricsSink) -> None:
 
 def test_rerender_after_new_result_is_fresh(sink: MetricsSink) -> None:
     sink.render()
-    sink.record(_result("a", True, 0.01))
+    sink.record(login_result("a", True, 0.01))
     samples = set(parse_samples(sink.render().decode()))
     runs = [
         v
@@ -174,7 +137,7 @@ def test_basic_exports_only_the_latest_failure_and_keeps_every_count() -> None:
         failed_step="request",
         failures=(AttemptFailure(Reason.TIMEOUT, "request"),),
     )
-    for result in (_result("a", False, 0.3), _result("a", False, 0.3), timeout):
+    for result in (login_result("a", False, 0.3), login_result("a", False, 0.3), timeout):
         sink.record(result)
 
     def failures() -> dict[frozenset[tuple[str, str]], float]:
@@ -185,7 +148,7 @@ def test_basic_exports_only_the_latest_failure_and_keeps_every_count() -> None:
         }
 
     assert failures() == {frozenset({("reason", "timeout"), ("failed_step", "request")}): 1}
-    sink.record(_result("a", False, 0.3))  # status again: its series comes back, count kept
+    sink.record(login_result("a", False, 0.3))  # status again: its series comes back, count kept
     assert failures() == {frozenset({("reason", "status"), ("failed_step", "login")}): 3}
 
 
@@ -193,7 +156,7 @@ def test_full_detail_exports_every_failure_pair_and_series_per_step() -> None:
     sink = MetricsSink()
     sink.apply({"flow": SeriesPlan((("component", "timeline"),), full=True, steps=True)}, {})
     sink.record(_flow(success=False))
-    sink.record(_result("flow", False, 0.3))
+    sink.record(login_result("flow", False, 0.3))
     samples = _samples_of(sink, "flow")
     failed = {labels for n, labels in samples if n == "prober_check_failures_total"}
     assert failed == {
@@ -222,7 +185,7 @@ def test_attempts_and_degraded_series_exist_only_where_configured(
 ) -> None:
     sink = MetricsSink()
     sink.apply({"a": plan}, {})
-    sink.record(_result("a", True, 0.02))
+    sink.record(login_result("a", True, 0.02))
     names = {n for n, _ in _samples_of(sink, "a")}
     assert names & {"prober_check_attempts_total", "prober_check_degraded"} == expected
 
@@ -230,7 +193,7 @@ def test_attempts_and_degraded_series_exist_only_where_configured(
 def test_a_changed_plan_starts_the_check_again() -> None:
     sink = MetricsSink()
     sink.apply({"a": SeriesPlan()}, {})
-    sink.record(_result("a", True, 0.02))
+    sink.record(login_result("a", True, 0.02))
     sink.apply({"a": SeriesPlan(full=True)}, {})
     samples = _samples_of(sink, "a")
     assert samples[("prober_check_runs_total", frozenset({("result", "success")}))] == 0

@@ -41,8 +41,10 @@ from tests.conftest import (
     WriteConfig,
     free_port,
     http_check,
+    log_message,
     parse_samples,
     read_base_url,
+    read_log_until,
     sample_value,
     spawn_prober,
     wait_for,
@@ -207,14 +209,15 @@ async def test_run_raises_the_soft_fd_limit_to_the_hard_one(write_config: WriteC
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await read_base_url(process)
+        # The daemon logs to stderr: its lines up to "serving" are read here, the rest below.
+        started = await read_log_until(process, log_message("serving"))
         limits = await asyncio.to_thread(Path(f"/proc/{process.pid}/limits").read_text)
     finally:
         process.terminate()
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     (line,) = [row for row in limits.splitlines() if row.startswith("Max open files")]
     assert line.split()[3:5] == [str(hard), str(hard)], line
-    assert "open file limit raised" in err.decode()
+    assert "open file limit raised" in "".join(started)
     assert process.returncode == 0, err.decode()
 
 

@@ -38,7 +38,7 @@ DASHBOARD_ROWS = [
     "Latency heatmap",
     "Prober self-health",
 ]
-DASHBOARD_VARIABLES = ["datasource", "instance", "component", "check"]
+DASHBOARD_VARIABLES = ["datasource", "vantage", "instance", "component", "check"]
 
 # Sample values for Grafana's template variables, so dashboard queries become PromQL.
 GRAFANA_SAMPLES = {
@@ -46,6 +46,7 @@ GRAFANA_SAMPLES = {
     "__interval": "15s",
     "__range": "1h",
     "datasource": "prometheus",
+    "vantage": "local",
     "instance": "127.0.0.1:9797",
     "component": "api",
     "check": "api-health",

@@ -108,7 +108,9 @@ async def test_canary_secrets_appear_in_no_output(
             "secret-in-query-and-userinfo",
         ):
             path.write_text(CONFIG)
-            outputs.append(await run_cli("probe", "--config.file", str(path), check, env=env))
+            outputs.append(
+                await run_cli("probe", "--config.file", str(path), check, "--metrics", env=env)
+            )
         path.write_text(CONFIG.replace("interval: 0.5s", "interval: ${API_TOKEN}"))
         outputs.append(await run_cli("validate", "--config.file", str(path), env=env))
         with pytest.raises(ConfigError) as caught:

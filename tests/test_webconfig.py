@@ -552,6 +552,9 @@ async def test_cli_serves_tls_and_basic_auth_and_sighup_rotates_the_password(
 
         await wait_for(scraped, limit=15)
         assert (await served.get("/metrics", ssl_context=trusted))[0] == 401
+        # The container HEALTHCHECK finds the daemon over TLS too, without credentials.
+        health = await spawn_prober("healthcheck", "--web.listen-address", base.split("//")[1])
+        assert await asyncio.wait_for(health.wait(), timeout=30) == 0
 
         write_web_config(f"""
             tls_server_config: {{cert_file: {pki.cert}, key_file: {pki.key}}}
