@@ -134,6 +134,13 @@ def _uptime(share: float | None, window: str) -> str:
     return f'<td class="num" style="color:{colour}" title="runs passed, last {window}">{text}</td>'
 
 
+def _disagrees(check: dict[str, Any]) -> bool:
+    """The last run said otherwise than the confirmed state, and a re-run will settle it."""
+    last_ok = check.get("last_run_ok")
+    known = check["state"] in ("ok", "failing")
+    return bool(check.get("confirming")) and known and last_ok is not (check["state"] == "ok")
+
+
 def _state_cell(check: dict[str, Any]) -> str:
     state = "degraded" if check["state"] == "ok" and check["degraded"] else check["state"]
     since = ""
@@ -144,10 +151,10 @@ def _state_cell(check: dict[str, Any]) -> str:
             f"{time.strftime('%H:%M:%S UTC', time.gmtime(started))} "
             f"({_span(time.time() - started)})</small>"
         )
-    if check.get("confirming"):
+    if _disagrees(check):
         since += (
-            '<br><small class="confirming" title="a run disagreed with the confirmed state: '
-            'the check is run again at once to confirm it">confirming</small>'
+            '<br><small class="confirming" title="the last run disagreed with the confirmed '
+            'state: the check is run again at once to confirm it">confirming</small>'
         )
     return f'<td style="color:{_colour(state)}"><b>{escape(state)}</b>{since}</td>'
 
@@ -225,7 +232,7 @@ def _render(snapshot: dict[str, Any], refresh_seconds: int) -> str:
  style="background:{_colour(verdict)}">{escape(snapshot["summary"])}</div>
 <div class="grid" id="components">{components}</div>
 <table id="checks"><thead><tr><th>check</th><th>component</th><th>state</th><th>why</th>
-<th>uptime 24 h</th><th>uptime 7 d</th><th>response time</th><th>last success</th>
+<th>uptime 24&nbsp;h</th><th>uptime 7&nbsp;d</th><th>response time</th><th>last success</th>
 <th>recent runs</th></tr></thead><tbody>{rows}</tbody></table>
 <p><small>Refreshes every {refresh_seconds}s. Uptime: the share of runs that passed since
 the daemon started, over the current hour and the 23 (24 h) or 167 (7 d) before it. Hover a

@@ -112,3 +112,14 @@ def test_the_page_shows_scope_partial_and_pending_components_and_their_failing_s
     assert "25% of accounts failing" in page
     assert 'data-component="login" data-state="pending"' in page
     assert page.count("of accounts failing") == 1  # none where there is no pooled flow
+
+
+def test_the_page_says_confirming_only_while_the_last_run_disagrees(sink: StatusSink) -> None:
+    now = time.time()
+    sink.record(result("api", True, now - 30))
+    sink.record(result("api", False, now - 20))  # disagrees with the confirmed ok
+    row = render_status_page(sink.snapshot()).split('data-check="api"', 1)[1].split("</tr>")[0]
+    assert ">confirming</small>" in row
+    sink.record(result("api", False, now - 10))  # confirmed failing: nothing left to confirm
+    row = render_status_page(sink.snapshot()).split('data-check="api"', 1)[1].split("</tr>")[0]
+    assert ">confirming</small>" not in row and "failing since" in row

@@ -101,10 +101,13 @@ async def test_status_page_shows_failing_first_with_uptime_sparkline_and_tooltip
     assert "vantage <b>test-vantage</b>" in dom
     assert 'scope <b data-scope="component">component</b>' in dom
     rows = ROW.findall(dom)
-    assert len(rows) == 6, rows
-    # Failing checks first: notifications (503) is the one failing.
-    assert rows[0] == ("notifications", "failing"), rows
-    assert all(state == "ok" for _, state in rows[1:]), rows
+    assert len(rows) == 7, rows
+    # Failing checks first: notifications (503), and the reply journey, which waits for a
+    # notification, fail; every other check is ok.
+    failing = [name for name, state in rows if state == "failing"]
+    assert sorted(failing) == ["notifications", "reply-journey"], rows
+    assert rows[: len(failing)] == [(name, "failing") for name in failing], rows
+    assert all(state == "ok" for _, state in rows[len(failing) :]), rows
     first_row = dom.split('<tr data-check="notifications"', 1)[1].split("</tr>", 1)[0]
     assert "failing since " in first_row
     assert FAILED_DOT.search(first_row), first_row
