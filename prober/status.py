@@ -240,7 +240,7 @@ class StatusSink:
         # failure being first seen and last seen: the prober was fine while the platform
         # failed. Otherwise a prober that was cut off (or has just been mended, with its
         # failures from while it was cut off still standing) would blame the platform.
-        self._vouches: deque[float] = deque(maxlen=VOUCHES_KEPT)
+        self._vouches: deque[tuple[float, float]] = deque(maxlen=VOUCHES_KEPT)
         self.verdict = Verdict(VerdictState.PENDING, "no results yet")
         self.verdict_at = 0.0
 
@@ -291,7 +291,7 @@ class StatusSink:
         if result.success:
             status.last_success_at = result.started_at + result.duration
         if status.watched.component == CANARY and result.success:
-            self._vouches.append(now - result.duration)
+            self._vouches.append((now - result.duration, now))
         flipped: set[str] = set()
         newly_suspect = False
         for component, (probed, failed) in account_votes(result, status.watched).items():
@@ -416,7 +416,10 @@ class StatusSink:
                 continue
             first = max(v.failing_since for v in failing)
             last = max(v.seen_at for v in failing)
-            if not any(first <= start <= last for start in self._vouches):
+            # The pass must start after the failure was first seen and end before it was
+            # last seen: a canary request that hung through a cut and was answered once
+            # the prober was mended proves nothing about the time of the failures.
+            if not any(first <= start and end <= last for start, end in self._vouches):
                 held.add(name)
         return frozenset(held)
 

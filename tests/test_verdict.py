@@ -236,6 +236,23 @@ def test_failures_from_while_the_prober_was_cut_off_are_not_vouched_when_it_is_m
     assert sink.component_conditions()["api"] is Condition.DOWN
 
 
+def test_a_canary_request_that_hung_through_a_cut_does_not_vouch_when_answered() -> None:
+    """Cut off: a canary request sent during the cut is answered once the prober is mended;
+    it started while the platform failed, but proves nothing about that time."""
+    clock = Clock()
+    sink = StatusSink(clock)
+    sink.apply({"a": Watched("api", "http", 15.0), "canary": Watched("canary", "http", 15.0)})
+    sink.record(_result("a", OK))
+    sink.record(_result("canary", OK))
+    clock.now += 1
+    sink.record(_result("a", FAIL))
+    clock.now += 1
+    sink.record(_result("a", FAIL))  # confirmed during the cut
+    clock.now += 4  # mended: the canary request sent 4.5 s ago is answered now
+    sink.record(Result("canary", True, 4.5, 1.0))
+    assert sink.component_conditions()["api"] is Condition.PENDING
+
+
 def test_a_held_component_asks_the_canaries_again() -> None:
     """A canary that ran just before the first failure cannot vouch for it, and was not
     re-run then (it had just run): once the component is confirmed down and held, the
