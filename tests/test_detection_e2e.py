@@ -1,7 +1,7 @@
 """The proof: the platform, the canary's reference endpoint, daemons and a real Prometheus
 with the shipped rules, every one of them a process of its own (bench/stack.py).
 
-Short intervals here (2 s checks, 1 s scrape and evaluation) so the suite stays quick; the
+Short intervals here (3 s checks, 1 s scrape and evaluation) so the suite stays quick; the
 figures at the shipped 15 s come from `make detect` (docs/DETECTION.md). Each phase injects
 one kind of outage the way it happens (a fault, a stopped host, a prober cut off, one
 vantage's path cut) and asserts which alert fires and which never fires.
@@ -47,10 +47,10 @@ KEY_QUERIES = (
 async def stack_of(directory: Path, **options: object) -> AsyncIterator[Stack]:
     stack = await start_stack(
         directory,
-        # 2 s checks with a 1.5 s timeout: short, yet a loaded CI machine does not make the
+        # 3 s checks with a 2.5 s timeout: short, yet a loaded CI machine does not make the
         # healthy vantages time out and join a cut-off one in a vote.
-        check_interval="2s",
-        check_timeout="1.5s",
+        check_interval="3s",
+        check_timeout="2.5s",
         prometheus_interval="1s",
         prometheus=require_tool("prometheus"),
         **options,  # type: ignore[arg-type]
