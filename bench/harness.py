@@ -23,11 +23,11 @@ import aiohttp
 from bench.load import paced
 from bench.procs import Child, sample
 from bench.stage import Stage, TargetFigures
-from prober.config_model import HttpCheck
-from prober.daemon import use_event_loop
+from prober.config.model import HttpCheck
+from prober.engine.daemon import use_event_loop
+from prober.engine.runner import RunEnvironment, run_check
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.runner import RunEnvironment, run_check
 
 
 async def _run(url: str, rate: float, seconds: float, window: float) -> dict[str, object]:

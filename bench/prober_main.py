@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from prober.cli import main
-from prober.daemon import use_event_loop
+from prober.cli.main import main
+from prober.engine.daemon import use_event_loop
 
 if __name__ == "__main__":
     use_event_loop()

@@ -2,7 +2,7 @@
 
 `python -m bench.regex` prints how long one search of `^(a+)+$` takes against `n` a's
 followed by `!`: Python's `re` doubles its time with every extra character, RE2 (what
-prober compiles user regexes with, `prober.extract.compile_regex`) stays linear up to the
+prober compiles user regexes with, `prober.config.templates.compile_regex`) stays linear up to the
 default 1 MiB body cap. Python's `re` is only run on short inputs, where it still ends.
 """
 
@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 
-from prober.extract import compile_regex
+from prober.config.templates import compile_regex
 
 PATTERN = "^(a+)+$"
 BACKTRACKING_SIZES = (16, 18, 20, 22, 24)

@@ -13,9 +13,9 @@ import aiohttp
 import yaml
 
 from bench.prober_side import ProberDaemon, parse
-from prober.config import load_config
-from prober.metrics import MetricsSink, SeriesPlan
+from prober.config.load import load_config
 from prober.result import Phases, Result, StepResult
+from prober.sinks.metrics import MetricsSink, SeriesPlan
 
 _LAG = "prober_event_loop_lag_seconds_bucket{"
 _LATE = "prober_scheduler_lag_seconds_bucket{"

@@ -1,5 +1,5 @@
 """`python -m prober` runs the command line."""
 
-from prober.cli import main
+from prober.cli.main import main
 
 raise SystemExit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from prober.secrets import NO_SECRETS, Redactor
+from prober.config.secrets import NO_SECRETS, Redactor
 
 # How much of a value an assertion outcome shows: enough to recognise it, bounded for logs.
 _SHOWN_CHARS = 64

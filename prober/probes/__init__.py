@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prober.config_model import Check
+from prober.config.model import Check
 from prober.probes import dns, flow, http, tcp
 from prober.probes.context import ProbeContext
 from prober.result import Result

@@ -17,11 +17,11 @@ import aiohttp
 import aiohttp.payload
 from aiohttp.abc import AbstractStreamWriter
 
-from prober.config_model import IpProtocol, TlsOptions
+from prober.config.model import IpProtocol, TlsOptions
+from prober.config.secrets import Redactor
+from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
 from prober.probes.sessions import SessionStore
-from prober.probes.tls_client import PeerFacts, TimedSSLObject, TlsSetupError, build_context
 from prober.result import StepResult
-from prober.secrets import Redactor
 
 FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})

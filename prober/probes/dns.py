@@ -18,7 +18,7 @@ import dns.message
 import dns.rcode
 import dns.resolver
 
-from prober.config_model import DnsCheck
+from prober.config.model import DnsCheck
 from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.single_step import (
     Judgement,

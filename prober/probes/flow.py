@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from prober.config_model import FlowCheck, Poll, RequestSpec, Step
+from prober.config.model import FlowCheck, Poll, RequestSpec, Step
 from prober.probes.context import ProbeContext
 from prober.probes.step import StepOutcome, run_step
 from prober.result import Result, StepResult

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prober.config_model import HttpCheck
+from prober.config.model import HttpCheck
 from prober.probes.context import ProbeContext
 from prober.probes.flow import FlowStep, run_steps
 from prober.result import Result

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from prober.config_model import IpProtocol
+from prober.config.model import IpProtocol
 from prober.probes.context import FAMILIES, ProbeContext, family_mismatch, out_of_descriptors
 from prober.result import Reason, Result, StepResult
 

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from prober.assertions import Response
-from prober.config_model import NEVER_REDIRECTED, Extraction, RequestSpec
-from prober.extract import MISSING, TemplateError, compile_template
+from prober.config.assertions import Response
+from prober.config.model import NEVER_REDIRECTED, Extraction, RequestSpec
+from prober.config.secrets import REDACTED
+from prober.config.templates import MISSING, TemplateError, compile_template
 from prober.probes.context import (
     PhaseTimer,
     ProbeContext,
@@ -26,7 +27,7 @@ from prober.probes.context import (
     family_mismatch,
     out_of_descriptors,
 )
-from prober.probes.tls_client import (
+from prober.probes.net.tls import (
     PeerFacts,
     TlsSetupError,
     collect_handshakes,
@@ -34,7 +35,6 @@ from prober.probes.tls_client import (
     tls_reason,
 )
 from prober.result import AssertionOutcome, Phases, Reason, StepResult
-from prober.secrets import REDACTED
 
 _SHOWN_VALUE_CHARS = 48
 # A URL inside an exception's text (aiohttp quotes the whole URL, query and userinfo too).

@@ -15,9 +15,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from prober.config_model import TcpCheck
-from prober.extract import Regex
+from prober.config.model import TcpCheck
+from prober.config.templates import Regex
 from prober.probes.context import ProbeContext, out_of_descriptors
+from prober.probes.net.tls import TlsSetupError, peer_facts, tls_reason
 from prober.probes.single_step import (
     Address,
     Judgement,
@@ -26,7 +27,6 @@ from prober.probes.single_step import (
     resolve,
     within_deadline,
 )
-from prober.probes.tls_client import TlsSetupError, peer_facts, tls_reason
 from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult, shown
 
 STEP_NAME = "connect"

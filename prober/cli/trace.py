@@ -1,0 +1,109 @@
+"""`prober probe`: run one check once and show what happened, step by step.
+
+Like blackbox_exporter's `debug=true`: the request, status, phase timings, assertion
+outcomes and reason; with `--metrics`, the metric lines this run would export too.
+Secrets are hidden.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prober.config.load import Config, ConfigError, load_config
+from prober.engine.runner import RunEnvironment, run_check
+from prober.probes.context import HttpClients
+from prober.probes.sessions import SessionStore
+from prober.result import PHASE_NAMES, Result, StepResult
+from prober.sinks.metrics import MetricsSink, SeriesPlan
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms"
+
+
+def format_step(step: StepResult) -> list[str]:
+    """A step as readable lines: request, outcome, phases, extracted values, assertions."""
+    mark = "ok" if step.success else "FAILED"
+    optional = "" if step.critical else " (allow_failure)"
+    lines = [f"step {step.name}{optional}: {mark} in {_ms(step.duration)}"]
+    if step.cached:
+        lines.append(f"  {step.request_line}")
+        return lines
+    if step.protocol == "http":
+        status = step.status_code if step.status_code is not None else "-"
+        lines.append(f"  {step.request_line} -> status {status}")
+    elif step.answer_count is not None:
+        lines.append(f"  {step.request_line} -> {step.answer_count} answers")
+    else:
+        lines.append(f"  {step.request_line}")
+    phases = ", ".join(
+        f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, step.phases.as_tuple(), strict=True)
+    )
+    lines.append(f"  phases: {phases}")
+    if step.tls_version:
+        lines.append(f"  tls: {step.tls_version}")
+    for name, value in step.extracted:
+        lines.append(f"  extracted {name} = {value}")
+    for outcome in step.assertions:
+        verdict = "pass" if outcome.passed else "FAIL"
+        lines.append(f"  assert {outcome.text}: {verdict} (actual {outcome.actual})")
+    if not step.success:
+        lines.append(f"  reason: {step.reason}: {step.message}")
+    return lines
+
+
+def format_result(result: Result) -> str:
+    lines = [f"check {result.check}"]
+    for step in result.steps:
+        lines.extend(format_step(step))
+    outcome = "SUCCESS" if result.success else f"FAILURE reason={result.reason}"
+    if result.failed_step:
+        outcome += f" step={result.failed_step}"
+    lines.append(f"result: {outcome} in {_ms(result.duration)}, attempts {result.attempts}")
+    if result.message:
+        lines.append(f"message: {result.message}")
+    return "\n".join(lines)
+
+
+def metric_lines(config: Config, result: Result) -> str:
+    """The per-check series this one run would export."""
+    check = config.check(result.check)
+    sink = MetricsSink()
+    sink.apply({check.name: SeriesPlan.of(check)}, config.settings.labels)
+    sink.record(result)
+    text = sink.render().decode()
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line and not line.startswith("#") and f'check="{check.name}"' in line
+    )
+
+
+async def probe_once(config_path: str, check_name: str, show_metrics: bool = False) -> int:
+    """Run one check once and print its trace (and, if asked, its series).
+
+    Exit 0 on success, 1 on failure, 2 on bad input.
+    """
+    try:
+        config = load_config(config_path)
+        check = config.check(check_name)
+    except ConfigError as exc:
+        print(f"{config_path}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyError:
+        names = ", ".join(c.name for c in config.checks)
+        print(f"prober: no check named {check_name!r}; checks: {names}", file=sys.stderr)
+        return 2
+    clients = HttpClients(config.settings.user_agent)
+    try:
+        env = RunEnvironment(
+            clients, config.template_values(), config.sensitive_values, SessionStore()
+        )
+        result = await run_check(check, env)
+    finally:
+        await clients.close()
+    print(format_result(result))
+    if show_metrics:
+        print("\nmetrics:")
+        print(metric_lines(config, result))
+    return 0 if result.success else 1

@@ -1,0 +1,1 @@
+"""Config: read YAML with lines, substitute, validate, resolve into a frozen model."""

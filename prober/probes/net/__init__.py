@@ -1,0 +1,1 @@
+"""Network clients the probes share: TLS contexts and handshakes."""

@@ -1,0 +1,1 @@
+"""Where Results go: metrics, status and verdict, structured log lines."""

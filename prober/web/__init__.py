@@ -1,0 +1,1 @@
+"""The HTTP face: /metrics, /status, /api/status, lifecycle, web config (TLS, auth)."""

@@ -1,0 +1,282 @@
+"""The pieces that let one daemon hold 10,000 checks: scheduler, concurrency cap, exposition.
+
+Functional tests only: no timing asserts (the figures live in `make bench`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from prober.engine.daemon import Daemon, settle_heap, use_event_loop
+from prober.engine.scheduler import Scheduler
+from prober.result import Phases, Result, StepResult
+from prober.sinks.metrics import MetricsSink, SeriesPlan
+from tests.support.processes import wait_for
+from tests.support.servers import free_port, serve_app
+
+MANY = 10_000
+
+
+def many_checks(path: Path, count: int, url: str, interval: str = "1h") -> Path:
+    lines = [f"interval: {interval}", "timeout: 1s", "labels: {vantage: test}", "checks:"]
+    lines += [
+        f"  - {{name: c{i:05d}, kind: http, component: part{i % 8}, url: '{url}'}}"
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_ten_thousand_checks_load_and_all_get_scheduled(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/"  # refused at once if a run comes due
+    daemon = Daemon(many_checks(tmp_path / "prober.yml", MANY, url))
+    await daemon.start()
+    try:
+        next_runs = daemon._scheduler.next_runs()
+        assert len(next_runs) == MANY
+        assert all(due <= time.time() + 3600 for due in next_runs.values())
+        text = daemon.metrics.render().decode()
+        assert 'prober_checks_configured{scope="owned"} 10000.0' in text
+        assert daemon.ready
+    finally:
+        await daemon.stop()
+
+
+async def test_reload_of_the_same_checks_keeps_every_timer(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/"
+    config = many_checks(tmp_path / "prober.yml", 1000, url)
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        before = daemon._scheduler.next_runs()
+        config.touch()
+        await daemon.reload()
+        after = daemon._scheduler.next_runs()
+        assert after.keys() == before.keys()
+        # Same timer for every check: due where it was, or one interval on if it ran meanwhile.
+        moved = [after[name] - before[name] for name in before]
+        assert all(abs(d) < 1e-6 or abs(d - 3600.0) < 1e-6 for d in moved)
+    finally:
+        await daemon.stop()
+
+
+def _recorder() -> tuple[Scheduler, list[str], list[float]]:
+    ran: list[str] = []
+    lags: list[float] = []
+
+    async def run(name: str) -> None:
+        ran.append(name)
+
+    return Scheduler(run, lags.append), ran, lags
+
+
+async def test_scheduler_runs_each_check_repeatedly_and_never_early() -> None:
+    scheduler, ran, lags = _recorder()
+    scheduler.apply({"a": 0.02, "b": 0.03}, set())
+    scheduler.start()
+    try:
+        await wait_for(lambda: ran.count("a") >= 3 and ran.count("b") >= 3)
+    finally:
+        scheduler.shutdown()
+    assert min(lags) >= 0.0
+    assert scheduler.runs_skipped == 0
+
+
+async def test_scheduler_skips_a_run_while_the_previous_one_still_runs() -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+    skipped: list[int] = []
+
+    async def slow(name: str) -> None:
+        started.append(name)
+        await release.wait()
+
+    scheduler = Scheduler(slow, lambda _: None, skipped.append)
+    scheduler.apply({"slow": 0.01}, set())
+    scheduler.start()
+    try:
+        await wait_for(lambda: sum(skipped) >= 3)
+        assert started == ["slow"]
+        release.set()
+        await wait_for(lambda: len(started) >= 2)
+    finally:
+        scheduler.shutdown()
+    assert scheduler.runs_skipped == sum(skipped)
+
+
+async def test_scheduler_coalesces_runs_missed_while_the_loop_was_blocked() -> None:
+    scheduler, ran, _ = _recorder()
+    scheduler.apply({"a": 0.01}, set())
+    scheduler.start()
+    try:
+        await wait_for(lambda: ran)
+        block_until = asyncio.get_running_loop().time() + 0.1
+        while asyncio.get_running_loop().time() < block_until:
+            pass  # a stalled loop: ten intervals go by without a chance to run
+        count = len(ran)
+        await wait_for(lambda: len(ran) >= count + 2)
+    finally:
+        scheduler.shutdown()
+    assert scheduler.runs_skipped >= 5
+
+
+async def test_scheduler_apply_removes_restarts_and_adds() -> None:
+    scheduler, _, _ = _recorder()
+    scheduler.apply({"keep": 60.0, "change": 60.0, "drop": 60.0}, set())
+    scheduler.start()
+    try:
+        before = scheduler.next_runs()
+        scheduler.apply({"keep": 60.0, "change": 60.0, "new": 60.0}, {"change"})
+        after = scheduler.next_runs()
+        assert set(after) == {"keep", "change", "new"}
+        assert after["keep"] == before["keep"]
+    finally:
+        scheduler.shutdown()
+    assert scheduler.next_runs() == {}
+
+
+async def test_scheduler_spreads_checks_that_start_together_over_the_interval() -> None:
+    scheduler, _, _ = _recorder()
+    scheduler.apply({f"c{i}": 10.0 for i in range(100)}, set())
+    scheduler.start()
+    try:
+        now = time.time()
+        slices = {int(max(due - now, 0.0)) for due in scheduler.next_runs().values()}
+    finally:
+        scheduler.shutdown()
+    assert slices == set(range(10))  # one start per 0.1 s slice: no second is left empty
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
+def test_scheduler_under_uvloop_never_wakes_early() -> None:
+    import uvloop
+
+    async def main() -> tuple[list[str], list[float]]:
+        scheduler, ran, lags = _recorder()
+        scheduler.apply({"a": 0.0123, "b": 0.0071}, set())
+        scheduler.start()
+        try:
+            await wait_for(lambda: ran.count("a") >= 5 and ran.count("b") >= 5)
+        finally:
+            scheduler.shutdown()
+        return ran, lags
+
+    loop = uvloop.new_event_loop()
+    try:
+        _, lags = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert min(lags) >= 0.0
+
+
+class _Slow:
+    """A target that answers after a while and remembers how many requests it held at once."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.most = 0
+        self.answered = 0
+
+    async def handle(self, _: web.Request) -> web.Response:
+        self.inflight += 1
+        self.most = max(self.most, self.inflight)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            self.inflight -= 1
+        self.answered += 1
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def slow_target() -> AsyncIterator[tuple[_Slow, str]]:
+    slow = _Slow()
+    app = web.Application()
+    app.router.add_get("/", slow.handle)
+    runner, url = await serve_app(app)
+    yield slow, url
+    await runner.cleanup()
+
+
+async def test_concurrency_cap_holds_and_delayed_probes_are_counted(
+    tmp_path: Path, slow_target: tuple[_Slow, str]
+) -> None:
+    slow, url = slow_target
+    config = tmp_path / "prober.yml"
+    lines = ["interval: 0.2s", "timeout: 0.15s", "max_concurrent_probes: 3", "checks:"]
+    lines += [f"  - {{name: c{i}, kind: http, component: api, url: '{url}/'}}" for i in range(20)]
+    config.write_text("\n".join(lines) + "\n")
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        await wait_for(lambda: slow.answered >= 40)
+        text = daemon.metrics.render().decode()
+    finally:
+        await daemon.stop()
+    assert slow.most <= 3
+    delayed = next(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "prober_probes_delayed_total"
+    )
+    assert delayed > 0
+
+
+def _sink(count: int) -> MetricsSink:
+    sink = MetricsSink()
+    sink.apply(
+        {f"c{i}": SeriesPlan((("component", "api"),)) for i in range(count)}, {"vantage": "test"}
+    )
+    for i in range(count):
+        step = StepResult("request", i % 3 > 0, 0.05, status_code=200, phases=Phases(0.001))
+        sink.record(Result(f"c{i}", i % 3 > 0, 0.05 + i / 1000, 1.7e9, steps=(step,)))
+    return sink
+
+
+def test_streamed_exposition_is_the_whole_exposition_and_parses() -> None:
+    sink = _sink(50)
+    pieces = list(sink.render_chunks(4096))
+    assert len(pieces) > 1
+    whole = b"".join(pieces)
+
+    def steady(text: bytes) -> list[bytes]:
+        # process_* (CPU seconds, memory) may move between two renders on a busy machine.
+        return [line for line in text.splitlines() if not line.startswith(b"process_")]
+
+    assert steady(whole) == steady(sink.render())
+    names = {f.name for f in text_string_to_metric_families(whole.decode())}
+    assert {"probe_success", "probe_duration_seconds", "prober_check_runs"} <= names
+
+
+def test_exposition_is_rendered_when_a_result_is_recorded() -> None:
+    sink = _sink(3)
+    before = sink.render()
+    step = StepResult("request", False, 0.2, status_code=500, phases=Phases())
+    sink.record(Result("c1", False, 0.2, 1.7e9, steps=(step,)))
+    after = sink.render().decode()
+    assert before != after.encode()
+    assert 'probe_duration_seconds{check="c1",component="api",vantage="test"} 0.2' in after
+
+
+def test_settle_heap_hides_long_lived_objects_from_the_collector() -> None:
+    settle_heap()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_event_loop_choice() -> None:
+    assert use_event_loop("off") == "asyncio"
+    with pytest.raises(ValueError, match="uvloop mode"):
+        use_event_loop("fast")

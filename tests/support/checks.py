@@ -1,0 +1,85 @@
+"""Checks, configs and run environments built for tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prober.config.model import HttpCheck
+from prober.engine.runner import RunEnvironment
+from prober.probes.context import HttpClients
+from prober.probes.sessions import SessionStore
+from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
+from tests.support.processes import (
+    REPO,
+)
+
+
+def http_check(url: str, **settings: Any) -> HttpCheck:
+    """An http check named `t` on `url` (10s interval, 2s timeout); `settings` override."""
+    fields: dict[str, Any] = {
+        "name": "t",
+        "kind": "http",
+        "component": "api",
+        "url": url,
+        "interval": 10.0,
+        "timeout": 2.0,
+    }
+    fields.update(settings)
+    return HttpCheck.model_validate(fields)
+
+
+@contextlib.asynccontextmanager
+async def run_environment(
+    values: Mapping[str, str] | None = None, sensitive: frozenset[str] = frozenset()
+) -> AsyncIterator[RunEnvironment]:
+    """What `run_check` needs: fresh HTTP clients (closed on exit) and sessions."""
+    clients = HttpClients("prober-test")
+    try:
+        yield RunEnvironment(clients, dict(values or {}), sensitive, SessionStore())
+    finally:
+        await clients.close()
+
+
+WriteConfig = Callable[..., Path]
+
+
+def fast_shipped_config(
+    directory: Path, interval: str = "1s", timeout: str = "0.8s", extra: str = ""
+) -> Path:
+    """The shipped prober.yml and checks/, with short intervals, written into `directory`.
+
+    `extra` is appended to prober.yml (e.g. a looser `loop_lag_budget` where a test runs the
+    simulated platform in the daemon's own event loop).
+    """
+    text = (REPO / "prober.yml").read_text()
+    text = text.replace("checks/*.yml", str(REPO / "checks" / "*.yml"))
+    text = text.replace("interval: 15s", f"interval: {interval}")
+    text = text.replace("timeout: 5s", f"timeout: {timeout}")
+    path = directory / "prober.yml"
+    path.write_text(text + extra)
+    return path
+
+
+def login_result(check: str, success: bool, duration: float) -> Result:
+    """A one-step (`login`) run that passed (status 200) or failed (503), with phases."""
+    step = StepResult(
+        "login",
+        success,
+        duration,
+        None if success else Reason.STATUS,
+        status_code=200 if success else 503,
+        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+    )
+    return Result(
+        check,
+        success,
+        duration,
+        started_at=1_700_000_000.0,
+        steps=(step,),
+        reason=None if success else Reason.STATUS,
+        failed_step="" if success else "login",
+        failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
+    )
