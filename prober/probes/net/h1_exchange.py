@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
+from typing import cast
 
 import httptools
 
@@ -80,17 +81,17 @@ class Exchange(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         now = time.perf_counter()
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but they are ones.
+        self._transport = cast(asyncio.Transport, transport)
         self._connected = self._handshake_started() or now
         self._secured = now
-        if self._tls:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                self._session = TlsSession(
-                    ssl_object.version(), ssl_object.getpeercert(binary_form=True)
-                )
-        transport.write(self._request)
+        try:
+            if self._tls:
+                self._session = _tls_session(transport)
+            self._transport.write(self._request)
+        except Exception as exc:  # a bug here must end the request, not leave it to hang
+            self._fail(exc)
+            return
         self._written = time.perf_counter()
 
     def data_received(self, data: bytes) -> None:
@@ -264,6 +265,13 @@ class Exchange(asyncio.Protocol):
         if raw is not None:
             return int(raw)  # llhttp refused the response if it were not a number
         return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
+
+
+def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    return TlsSession(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
 
 
 def _header_text(value: bytes) -> str:
