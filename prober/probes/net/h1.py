@@ -23,6 +23,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
 from prober.probes.net.h1_exchange import Exchange
@@ -128,8 +129,12 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     return exchange.response()
 
 
+@lru_cache(maxsize=4096)
 def _target(url: str) -> _Target:
-    """Where the URL points and the request line's target; InvalidUrl when it cannot be sent."""
+    """Where the URL points and the request line's target; InvalidUrl when it cannot be sent.
+
+    Cached: a check sends the same URL run after run (an InvalidUrl is raised again each time).
+    """
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -33,6 +33,8 @@ MAX_FIELD_BYTES = 8190
 MAX_HEAD_BYTES = MAX_HEADERS * MAX_FIELD_BYTES
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _NO_BODY_STATUSES = frozenset({204, 304})
+# The headers that frame the body, kept apart as they arrive (the last one of each counts).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
 
 
 class Exchange(asyncio.Protocol):
@@ -71,6 +73,7 @@ class Exchange(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
+        self._framing: dict[bytes, str] = {}
         self._interim = False
         self._headers_done = False
         self._until_eof = False
@@ -142,7 +145,11 @@ class Exchange(asyncio.Protocol):
             raise ProtocolError(f"a response header is longer than {MAX_FIELD_BYTES} bytes")
         if len(self._headers) >= MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} response headers")
-        self._headers.append((name.decode("latin-1"), _header_text(value)))
+        text = _header_text(value)
+        self._headers.append((name.decode("latin-1"), text))
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            self._framing[lowered] = text
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -154,12 +161,13 @@ class Exchange(asyncio.Protocol):
         if self._is_head:
             self._complete()
             return
-        length = self._last_header("content-length")
-        coding = self._last_header("transfer-encoding")
+        framing = self._framing
+        coding = framing.get(b"transfer-encoding")
         chunked = coding is not None and coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
-        self._until_eof = length is None and not chunked and status not in _NO_BODY_STATUSES
-        encoding = decoded_encoding(self._last_header("content-encoding"))
-        self._body = BodyBuffer(self._cap, encoding)
+        self._until_eof = (
+            b"content-length" not in framing and not chunked and status not in _NO_BODY_STATUSES
+        )
+        self._body = BodyBuffer(self._cap, decoded_encoding(framing.get(b"content-encoding")))
 
     def on_body(self, body: bytes) -> None:
         if self._body is not None and not self._finished:
@@ -223,15 +231,11 @@ class Exchange(asyncio.Protocol):
                 self._transport.abort()
         if not self.done.done():
             self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # seen: a failure that came after the deadline is moot
 
     def _handshake_started(self) -> float:
         return self.handshakes[0].handshake_started if self.handshakes else 0.0
-
-    def _last_header(self, name: str) -> str | None:
-        for key, value in reversed(self._headers):
-            if key.lower() == name:
-                return value
-        return None
 
     def timeline(self) -> Timeline:
         """The stamps so far; a failed request's `ended` is when it failed (or now)."""
@@ -261,7 +265,7 @@ class Exchange(asyncio.Protocol):
         )
 
     def _content_length(self) -> int:
-        raw = self._last_header("content-length")
+        raw = self._framing.get(b"content-length")
         if raw is not None:
             return int(raw)  # llhttp refused the response if it were not a number
         return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
