@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import struct
+import tracemalloc
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -501,10 +502,22 @@ async def test_body_over_the_cap(server: str, raw: Callable[[Handler], Awaitable
 async def test_compressed_body_is_capped_as_it_inflates(
     raw: Callable[[Handler], Awaitable[str]],
 ) -> None:
-    bomb = gzip.compress(b"\0" * 20_000_000, compresslevel=1)
-    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
-    error = await failure(await raw(_answers(head.encode(), bomb)), max_body_bytes=1_000_000)
+    def gzipped(payload: bytes) -> Handler:
+        packed = gzip.compress(payload, compresslevel=1)
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n\r\n"
+        return _answers(head.encode(), packed)
+
+    exact = await get(await raw(gzipped(b"\0" * 100_000)), max_body_bytes=100_000)
+    assert exact.body == b"\0" * 100_000
+    bomb = await raw(gzipped(b"\0" * 50_000_000))  # 50 MB in about 50 kB
+    tracemalloc.start()
+    try:
+        error = await failure(bomb, max_body_bytes=1_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert isinstance(error, BodyTooLarge)
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB"  # never the 50 MB inflated
 
 
 @pytest.mark.parametrize(

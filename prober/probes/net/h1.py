@@ -293,7 +293,9 @@ async def _connect(
                 raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
             failure = exc
     assert failure is not None
-    where = f"{target.host}:{target.port}"
+    where = (
+        f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+    )
     if isinstance(failure, ConnectionRefusedError):
         raise ConnectRefused(f"connection refused by {where}") from failure
     raise ConnectFailed(f"cannot connect to {where}: {failure.strerror or failure}") from failure

@@ -84,7 +84,7 @@ class Exchange(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         now = time.perf_counter()
-        # uvloop's transports are not asyncio.Transport subclasses, but they are ones.
+        # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
         self._transport = cast(asyncio.Transport, transport)
         self._connected = self._handshake_started() or now
         self._secured = now

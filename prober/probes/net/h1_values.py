@@ -11,6 +11,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
+from prober.config.model import DEFAULT_MAX_BODY_BYTES
+
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
 
 # The stamps of a Timeline in the order a request passes them, each with the phase that
@@ -43,7 +45,7 @@ class H1Request:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     family: socket.AddressFamily = socket.AF_UNSPEC
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
