@@ -1,0 +1,308 @@
+"""The lean request path: one HTTP/1.1 request over a fresh connection, on asyncio + httptools.
+
+A fraction of aiohttp's CPU per probe (docs/PERFORMANCE.md) for the common case: one request,
+plain or TLS through the loop's own `create_connection(ssl=...)`, `Connection: close`, no
+redirects (the caller follows them), no proxy, no HTTP/2, no pooling. It resolves with
+`loop.getaddrinfo` (IP literals skip it), connects to each address in turn, writes the
+request from the connection's callback and reads one response (`h1_exchange.Exchange`).
+Failures are `H1Error`s that name their phase; the caller maps them to Reasons.
+
+The deadline is enforced here, so a timeout can say where it hung: a caller's own timeout
+around `fetch` should fall later. Connect and TLS are told apart by the handshake's own
+stamp (`tls.TimedSSLObject`, which `tls.build_context` installs); with another context the
+handshake counts as connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote, unquote, urlsplit
+
+from prober.probes.net.h1_exchange import Exchange
+from prober.probes.net.h1_values import (
+    BodyTooLarge,
+    ConnectFailed,
+    ConnectRefused,
+    DeadlineReached,
+    H1Error,
+    H1Request,
+    H1Response,
+    InvalidRequest,
+    InvalidUrl,
+    NetworkError,
+    PeerReset,
+    Phase,
+    ProtocolError,
+    ResolveFailed,
+    Timeline,
+    TlsFailed,
+    TlsSession,
+)
+from prober.probes.net.tls import collect_handshakes
+
+__all__ = [
+    "BodyTooLarge",
+    "ConnectFailed",
+    "ConnectRefused",
+    "DeadlineReached",
+    "H1Error",
+    "H1Request",
+    "H1Response",
+    "InvalidRequest",
+    "InvalidUrl",
+    "NetworkError",
+    "PeerReset",
+    "Phase",
+    "ProtocolError",
+    "ResolveFailed",
+    "Timeline",
+    "TlsFailed",
+    "TlsSession",
+    "fetch",
+]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_VALUES = re.compile(r"[\r\n\x00]")
+# Characters kept as they are in the request target; anything else is percent-encoded, as
+# yarl does for aiohttp (existing %XX escapes stay).
+_PATH_SAFE = "/%!$&'()*+,;=:@-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Headers h1 writes itself: the framing is its own (fresh connection, one body).
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_FAMILY_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    scheme: str
+    host: str  # without brackets, IDNA-encoded
+    port: int
+    literal: socket.AddressFamily | None  # the host is an IP address of this family
+    host_header: str
+    request_target: str
+    authorization: str | None
+
+
+async def fetch(request: H1Request, deadline: float) -> H1Response:
+    """Send `request` on a fresh connection; the whole response by `deadline` (loop time).
+
+    Raises an H1Error subclass for every failure of the target; anything else is a bug.
+    """
+    target = _target(request.url)
+    tls_context = request.ssl_context if target.scheme == "https" else None
+    if target.scheme == "https" and tls_context is None:
+        raise InvalidRequest("an https request needs an ssl_context")
+    head = _request_head(request, target)
+    loop = asyncio.get_running_loop()
+    exchange = Exchange(
+        head, request.method, request.max_body_bytes, loop.create_future(), tls_context is not None
+    )
+    try:
+        async with asyncio.timeout_at(deadline):
+            if target.literal is None:
+                addresses = await _lookup(loop, target, request.family)
+                exchange.resolved = time.perf_counter()
+            else:  # nothing to look up: no resolve phase, as aiohttp reports it
+                addresses = [_literal_address(target, request.family)]
+                exchange.resolved = exchange.started
+            await _connect(loop, exchange, addresses, target, tls_context, request)
+            await exchange.done
+    except TimeoutError:
+        timeline = exchange.timeline()
+        raise DeadlineReached(f"deadline reached in {timeline.phase}", timeline) from None
+    except H1Error as exc:
+        if exc.timeline is None:
+            exc.timeline = exchange.timeline()
+        raise
+    finally:
+        exchange.abort()
+    return exchange.response()
+
+
+@lru_cache(maxsize=4096)
+def _target(url: str) -> _Target:
+    """Where the URL points and the request line's target; InvalidUrl when it cannot be sent.
+
+    Cached: a check sends the same URL run after run (an InvalidUrl is raised again each time).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        port_text = "port" in str(exc).lower()
+        what = "the port is not a number from 1 to 65535" if port_text else "the host is not valid"
+        raise InvalidUrl(f"invalid url: {what}") from None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise InvalidUrl("invalid url: it needs http:// or https:// and a host")
+    if port == 0:
+        raise InvalidUrl("invalid url: the port is not a number from 1 to 65535")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidUrl("invalid url: the host is not a valid name") from None
+    default = _DEFAULT_PORTS[scheme]
+    port = port or default
+    shown = f"[{host}]" if ":" in host else host
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    query = quote(parts.query, safe=_QUERY_SAFE)
+    return _Target(
+        scheme=scheme,
+        host=host,
+        port=port,
+        literal=_literal_family(host),
+        host_header=shown if port == default else f"{shown}:{port}",
+        request_target=f"{path}?{query}" if query else path,
+        authorization=_basic_auth(parts.username, parts.password),
+    )
+
+
+def _basic_auth(username: str | None, password: str | None) -> str | None:
+    """Userinfo as aiohttp sends it: Basic, percent-decoded, Latin-1."""
+    if username is None:
+        return None
+    pair = f"{unquote(username)}:{unquote(password or '')}"
+    try:
+        raw = pair.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidUrl("invalid url: the userinfo is not Latin-1 text") from None
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _request_head(request: H1Request, target: _Target) -> bytes:
+    """The request line, the headers and the body, ready to write."""
+    if not _TOKEN.fullmatch(request.method):
+        raise InvalidRequest("the method is not a valid HTTP token")
+    given = _checked_headers(request.headers)
+    names = {name.lower() for name, _ in given}
+    lines = [f"{request.method} {target.request_target} HTTP/1.1"]
+    if "host" not in names:
+        lines.append(f"Host: {target.host_header}")
+    lines.extend(f"{name}: {value}" for name, value in given)
+    if "accept" not in names:
+        lines.append("Accept: */*")
+    if "accept-encoding" not in names:
+        lines.append("Accept-Encoding: gzip, deflate")
+    if target.authorization is not None and "authorization" not in names:
+        lines.append(f"Authorization: {target.authorization}")
+    if request.body or request.method in _BODY_METHODS:
+        lines.append(f"Content-Length: {len(request.body)}")
+    lines.append("Connection: close\r\n\r\n")
+    return "\r\n".join(lines).encode("utf-8") + request.body
+
+
+def _checked_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The caller's headers less the framing ones; InvalidRequest for one that would break it."""
+    kept: list[tuple[str, str]] = []
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise InvalidRequest("a header name is not a valid HTTP token")
+        if _FORBIDDEN_IN_VALUES.search(value):
+            raise InvalidRequest(f"the value of header {name} has a line break or NUL")
+        if name.lower() not in _FRAMING:
+            kept.append((name, value))
+    return kept
+
+
+def _literal_address(
+    target: _Target, family: socket.AddressFamily
+) -> tuple[socket.AddressFamily, str]:
+    """An IP-literal host as the one address to try, if it is of the family asked for."""
+    literal = target.literal
+    assert literal is not None
+    if family not in (socket.AF_UNSPEC, literal):
+        raise ResolveFailed(
+            f"{target.host} is an {_FAMILY_NAMES[literal]} address"
+            f" but {_FAMILY_NAMES.get(family, family.name)} was asked for"
+        )
+    return (literal, target.host)
+
+
+async def _lookup(
+    loop: asyncio.AbstractEventLoop, target: _Target, family: socket.AddressFamily
+) -> list[tuple[socket.AddressFamily, str]]:
+    """The host's addresses of the family asked for, in the resolver's order."""
+    try:
+        infos = await loop.getaddrinfo(
+            target.host, target.port, family=family, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:  # socket.gaierror, or EMFILE from the resolver's own socket
+        raise ResolveFailed(f"cannot resolve {target.host}: {exc.strerror or exc}") from exc
+    addresses: list[tuple[socket.AddressFamily, str]] = []
+    for info_family, _, _, _, sockaddr in infos:
+        address = (info_family, str(sockaddr[0]))
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise ResolveFailed(f"cannot resolve {target.host}: no address")
+    return addresses
+
+
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop,
+    exchange: Exchange,
+    addresses: list[tuple[socket.AddressFamily, str]],
+    target: _Target,
+    tls_context: ssl.SSLContext | None,
+    request: H1Request,
+) -> None:
+    """Connect to each address in turn until one answers; the exchange starts on it."""
+    server_hostname = (request.server_hostname or target.host) if tls_context else None
+    failure: OSError | None = None
+    for family, host in addresses:
+        handshakes = (
+            collect_handshakes(exchange.handshakes) if tls_context else contextlib.nullcontext()
+        )
+        try:
+            with handshakes:
+                await loop.create_connection(
+                    lambda: exchange,
+                    host,
+                    target.port,
+                    family=family,
+                    ssl=tls_context,
+                    server_hostname=server_hostname,
+                )
+            return
+        except ssl.SSLError as exc:
+            raise TlsFailed(f"tls handshake failed: {_ssl_text(exc)}", exc) from exc
+        except OSError as exc:
+            if exchange.handshakes:  # connected: the handshake is what failed
+                raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
+            failure = exc
+    assert failure is not None
+    where = (
+        f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+    )
+    if isinstance(failure, ConnectionRefusedError):
+        raise ConnectRefused(f"connection refused by {where}") from failure
+    raise ConnectFailed(f"cannot connect to {where}: {failure.strerror or failure}") from failure
+
+
+def _ssl_text(exc: ssl.SSLError) -> str:
+    """An SSL error as text: the verify message when there is one, else its reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    return str(exc.reason or exc)

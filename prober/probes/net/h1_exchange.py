@@ -1,0 +1,286 @@
+"""One HTTP/1.1 exchange on a fresh connection: an asyncio.Protocol that feeds httptools.
+
+The request goes out in `connection_made` (after the TLS handshake for https) and every
+timestamp is taken in a transport callback as the bytes move, never after an await returns,
+so the event loop's other work does not stretch what is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from typing import cast
+
+import httptools
+
+from prober.probes.net.h1_body import BodyBuffer, decoded_encoding
+from prober.probes.net.h1_values import (
+    H1Error,
+    H1Response,
+    NetworkError,
+    PeerReset,
+    ProtocolError,
+    Timeline,
+    TlsSession,
+)
+from prober.probes.net.tls import TimedSSLObject
+
+# aiohttp's client limits, so both paths refuse the same heads.
+MAX_HEADERS = 128
+MAX_FIELD_BYTES = 8190
+# A head still unfinished after this many bytes is refused (bounds what httptools buffers).
+MAX_HEAD_BYTES = MAX_HEADERS * MAX_FIELD_BYTES
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_NO_BODY_STATUSES = frozenset({204, 304})
+# The headers that frame the body, kept apart as they arrive (the last one of each counts).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
+
+
+class Exchange(asyncio.Protocol):
+    """Writes one request when the connection is ready and reads one response.
+
+    `done` resolves when the response is whole, or fails with an H1Error (or, for a bug in
+    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
+    """
+
+    def __init__(
+        self, request: bytes, method: str, cap: int, done: asyncio.Future[None], tls: bool
+    ) -> None:
+        self._request = request
+        self._is_head = method == "HEAD"
+        self._cap = cap
+        self._tls = tls
+        self.done = done
+        self.handshakes: list[TimedSSLObject] = []
+        self.started = time.perf_counter()
+        self.resolved = 0.0
+        self._connected = 0.0
+        self._secured = 0.0
+        self._written = 0.0
+        self._first_byte = 0.0
+        self._arrived = 0.0
+        self._last_byte = 0.0
+        self._ended = 0.0
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._session: TlsSession | None = None
+        self._head_bytes = 0
+        self._finished = False
+        self._begin_message()
+
+    def _begin_message(self) -> None:
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[str, str]] = []
+        self._framing: dict[bytes, str] = {}
+        self._interim = False
+        self._headers_done = False
+        self._until_eof = False
+        self._body: BodyBuffer | None = None
+        self._result = b""
+
+    # Transport callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        now = time.perf_counter()
+        # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
+        self._transport = cast(asyncio.Transport, transport)
+        self._connected = self._handshake_started() or now
+        self._secured = now
+        try:
+            if self._tls:
+                self._session = _tls_session(transport)
+            self._transport.write(self._request)
+        except Exception as exc:  # a bug here must end the request, not leave it to hang
+            self._fail(exc)
+            return
+        self._written = time.perf_counter()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self._finished:
+            return
+        if not self._first_byte:
+            self._first_byte = now
+        self._arrived = now
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if cause is not None else ProtocolError("invalid HTTP response"))
+            return
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the server switched protocols, which was not asked for"))
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolError(f"invalid HTTP response: {exc}"))
+            return
+        if not self._headers_done and not self._finished:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(ProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes"))
+
+    def eof_received(self) -> bool | None:
+        self._closed(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc)
+
+    # httptools callbacks.
+
+    def on_message_begin(self) -> None:
+        self._begin_message()
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+        if len(self._reason) > MAX_FIELD_BYTES:
+            raise ProtocolError(f"status line longer than {MAX_FIELD_BYTES} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:
+            return  # a trailer after a chunked body: not part of the response's headers
+        if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
+            raise ProtocolError(f"a response header is longer than {MAX_FIELD_BYTES} bytes")
+        if len(self._headers) >= MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} response headers")
+        text = _header_text(value)
+        self._headers.append((name.decode("latin-1"), text))
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            self._framing[lowered] = text
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._status = status
+        if 100 <= status < 200:
+            self._interim = True  # 100 Continue and the like: the real response follows
+            return
+        self._headers_done = True
+        if self._is_head:
+            self._complete()
+            return
+        framing = self._framing
+        coding = framing.get(b"transfer-encoding")
+        chunked = coding is not None and coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        self._until_eof = (
+            b"content-length" not in framing and not chunked and status not in _NO_BODY_STATUSES
+        )
+        self._body = BodyBuffer(self._cap, decoded_encoding(framing.get(b"content-encoding")))
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None and not self._finished:
+            self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            return  # on_message_begin starts the real response afresh
+        if not self._finished:
+            self._complete()
+
+    # Outcome.
+
+    def _complete(self) -> None:
+        """The response is whole: keep the body, stamp its last byte, hang up."""
+        self._result = self._body.finish() if self._body is not None else b""
+        self._finished = True
+        self._last_byte = self._ended = self._arrived
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._finished = True
+        self._ended = self._ended or time.perf_counter()
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _closed(self, exc: BaseException | None) -> None:
+        """The peer hung up (or the transport failed) before `_complete` or `_fail`."""
+        if self._finished:
+            return
+        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
+            self._fail(PeerReset(f"connection reset by the peer: {exc.strerror}"))
+        elif exc is not None:
+            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
+        elif not self._headers_done:
+            what = "response" if not self._first_byte else "response head ended"
+            self._fail(PeerReset(f"the server closed the connection before the {what}"))
+        elif self._until_eof:
+            try:
+                self._complete()
+            except H1Error as error:
+                self._fail(error)
+        else:
+            self._fail(ProtocolError("the server closed the connection before the body ended"))
+
+    def abort(self) -> None:
+        """Drop the connection unless the response completed (then it is already closing).
+
+        Aborted, not closed: a peer that never reads must not keep the socket and the
+        unsent request alive after the run gave up.
+        """
+        if not self._finished:
+            self._finished = True
+            self._ended = self._ended or time.perf_counter()
+            if self._transport is not None:
+                self._transport.abort()
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # seen: a failure that came after the deadline is moot
+
+    def _handshake_started(self) -> float:
+        return self.handshakes[0].handshake_started if self.handshakes else 0.0
+
+    def timeline(self) -> Timeline:
+        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
+        return Timeline(
+            started=self.started,
+            resolved=self.resolved,
+            connected=self._connected or self._handshake_started(),
+            secured=self._secured,
+            written=self._written,
+            first_byte=self._first_byte,
+            last_byte=self._last_byte,
+            ended=self._ended or time.perf_counter(),
+        )
+
+    def response(self) -> H1Response:
+        """The whole response; call once `done` has resolved without error."""
+        return H1Response(
+            status=self._status,
+            reason=self._reason.decode("latin-1"),
+            http_version=self._parser.get_http_version(),
+            headers=tuple(self._headers),
+            body=self._result,
+            wire_length=self._body.wire_length if self._body is not None else 0,
+            content_length=self._content_length(),
+            tls=self._session,
+            timeline=self.timeline(),
+        )
+
+    def _content_length(self) -> int:
+        raw = self._framing.get(b"content-length")
+        if raw is not None:
+            return int(raw)  # llhttp refused the response if it were not a number
+        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
+
+
+def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    return TlsSession(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
+
+
+def _header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 when its bytes are UTF-8, else Latin-1 (as step.py)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
