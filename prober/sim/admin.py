@@ -127,6 +127,7 @@ async def stop_scenario(request: web.Request) -> web.Response:
 
 
 def add_admin_routes(app: web.Application) -> None:
+    """The `/-/` routes: never faulted, never counted."""
     router = app.router
     router.add_get("/-/healthy", healthy)
     router.add_get("/-/accounts", get_accounts)

@@ -261,6 +261,7 @@ def platform_route(
 
 
 def add_platform_routes(app: web.Application) -> None:
+    """Every platform endpoint, under the component whose faults it suffers."""
     router = app.router
     api, timeline = Component.API, Component.TIMELINE
     router.add_get("/api/v1/health", platform_route(api, health))

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from pydantic import TypeAdapter
 
 from prober.cli.serve import _quiet_fd_shortage
@@ -34,7 +33,7 @@ from prober.engine.daemon import Daemon
 from prober.engine.runner import RunEnvironment, run_check
 from prober.result import Reason
 from prober.web.app import build_app
-from prober.web.server import WebLimits, WebServer, start_web
+from prober.web.server import WebLimits
 from tests.support.checks import WriteConfig, http_check
 from tests.support.processes import (
     REPO,
@@ -46,6 +45,7 @@ from tests.support.processes import (
 )
 from tests.support.samples import parse_samples, sample_value
 from tests.support.servers import Target, free_port
+from tests.support.web import serving
 
 CHECK_ADAPTER: TypeAdapter[Check] = TypeAdapter(Check)
 CONFIG = """
@@ -65,15 +65,6 @@ async def daemon(
     await running.start()
     yield running
     await running.stop()
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, limits: WebLimits) -> AsyncIterator[WebServer]:
-    server = await start_web(app, "127.0.0.1", 0, limits=limits)
-    try:
-        yield server
-    finally:
-        await server.cleanup()
 
 
 # --- 7. web server limits (per connection: tests/web/test_server.py) ----------------------

@@ -1,16 +1,32 @@
 """A stand-in for what the web app reads, so its endpoints and server are tested without a
-daemon: fixed metrics, a fixed status snapshot, a reload a test can hold or fail."""
+daemon: fixed metrics, a fixed status snapshot, a reload a test can hold or fail; and a
+server for an app within given limits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from prober.config.load import ConfigError, ConfigIssue
+from prober.web.server import WebLimits, WebServer, start_web
 
 METRICS = [b"# HELP stand_in_up A stand-in's metric.\n", b"# TYPE stand_in_up gauge\n"]
 SAMPLE = b"stand_in_up 1\n"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, limits: WebLimits) -> AsyncIterator[WebServer]:
+    """Serve `app` on a free loopback port within `limits`; cleaned up on the way out."""
+    server = await start_web(app, "127.0.0.1", 0, limits=limits)
+    try:
+        yield server
+    finally:
+        await server.cleanup()
 
 
 def snapshot() -> dict[str, Any]:

@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from prober.web.app import build_app
-from prober.web.server import WebLimits, WebServer, start_web
+from prober.web.server import WebLimits
 from tests.support.processes import wait_for
-from tests.support.web import METRICS, SAMPLE, StandIn
+from tests.support.web import METRICS, SAMPLE, StandIn, serving
 
 
 def app(stand_in: StandIn) -> web.Application:
     return build_app(stand_in, stand_in)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, limits: WebLimits) -> AsyncIterator[WebServer]:
-    server = await start_web(app, "127.0.0.1", 0, limits=limits)
-    try:
-        yield server
-    finally:
-        await server.cleanup()
 
 
 async def closed_by_server(reader: asyncio.StreamReader, limit: float = 15.0) -> bool:
