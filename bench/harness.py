@@ -24,7 +24,7 @@ from bench.load import paced
 from bench.procs import Child, sample
 from bench.stage import Stage, TargetFigures
 from prober.config.model import HttpCheck
-from prober.engine.daemon import use_event_loop
+from prober.engine.loop import use_event_loop
 from prober.engine.runner import RunEnvironment, run_check
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore

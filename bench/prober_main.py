@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from prober.cli.main import main
-from prober.engine.daemon import use_event_loop
+from prober.engine.loop import use_event_loop
 
 if __name__ == "__main__":
     use_event_loop()

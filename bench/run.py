@@ -30,7 +30,7 @@ from bench.procs import NICE_BENCH, NICE_TARGET, Child, cores, free_port
 from bench.report import Report, write_report
 from bench.scale import measure_scale
 from bench.stage import Stage
-from prober.engine.daemon import use_event_loop
+from prober.engine.loop import use_event_loop
 
 DELAY = 0.05
 PROBE_CORE = 0

@@ -7,8 +7,6 @@ import asyncio
 import http.client
 import logging
 import os
-import re
-import socket
 import ssl
 import sys
 import urllib.request
@@ -18,8 +16,8 @@ from prober import __version__
 from prober.cli.serve import serve
 from prober.config.load import ConfigError, load_config, shared_fate_warnings
 from prober.config.model import parse_duration
-from prober.engine.daemon import UVLOOP_MODES, use_event_loop
-from prober.engine.shard import Shard
+from prober.engine.loop import UVLOOP_MODES, use_event_loop
+from prober.engine.shard import Shard, parse_shard
 from prober.sinks.log import LOG_LEVELS, setup_logging
 from prober.web.listen import parse_listen_address
 
@@ -125,28 +123,6 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_POD_ORDINAL = re.compile(r"-(\d+)$")
-
-
-def _parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:
-    """`INDEX/COUNT`, or `auto`: INDEX from the host name `name-N`, COUNT from the env."""
-    if not text:
-        return None
-    if text == "auto":
-        host = env.get("HOSTNAME") or socket.gethostname()
-        ordinal = _POD_ORDINAL.search(host)
-        count = env.get("PROBER_SHARD_COUNT", "")
-        if ordinal is None:
-            raise ValueError(f"--shard auto: host name {host!r} does not end in -N (a pod ordinal)")
-        if not count.isdigit():
-            raise ValueError("--shard auto needs PROBER_SHARD_COUNT set to the number of shards")
-        text = f"{ordinal.group(1)}/{count}"
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise ValueError(f"--shard {text!r} must be INDEX/COUNT with 0 <= INDEX < COUNT")
-    return Shard(int(index), int(count))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prober", description="Synthetic API health probe with Prometheus metrics."
@@ -220,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             # Bad flags are usage errors; a ValueError from the running daemon is a bug and
             # keeps its traceback.
-            shard = _parse_shard(args.shard)
+            shard = parse_shard(args.shard)
             for text in args.listen:
                 parse_listen_address(text)
         except ValueError as exc:

@@ -18,9 +18,10 @@ from prober.engine.shard import Shard
 from prober.engine.watch import watch, watched_files
 from prober.probes.context import out_of_descriptors
 from prober.sinks.log import Throttled, log_config_error
-from prober.web.app import WebServer, build_app, serve_on
+from prober.web.app import build_app
 from prober.web.auth import WebSecurity, load_web_config, security_middleware
 from prober.web.listen import ListenError, bind_all, describe, parse_listen_address, url_host
+from prober.web.server import WebServer, serve_on
 
 log = logging.getLogger("prober")
 
@@ -122,10 +123,10 @@ async def serve(
     reloader = _Reloader(daemon, security)
     middlewares = [security_middleware(security)] if security else []
     app = build_app(
+        daemon.metrics,
         daemon,
-        enable_lifecycle,
-        middlewares,
-        reloader.reload,
+        reloader.reload if enable_lifecycle else None,
+        middlewares=middlewares,
         response_headers=(lambda: security.config.headers) if security else None,
     )
     try:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import importlib
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from prober.config.load import Config, ConfigError, load_config, load_off_loop, shared_fate_warnings
 from prober.config.model import Check, FlowCheck
+from prober.engine.loop import LoopLagMonitor, settle_heap
 from prober.engine.runner import RunEnvironment, run_check
 from prober.engine.scheduler import Scheduler
-from prober.engine.shard import Shard
+from prober.engine.shard import Shard, owned_checks
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
@@ -28,69 +27,15 @@ from prober.sinks.status import StatusSink, Watched
 
 log = logging.getLogger("prober.engine.daemon")
 
-LAG_TICK = 0.1
 VERDICT_EVERY = 1.0
 # The verdict looks at every check (about 4 us each); at 10,000 checks it takes ~40 ms, so
 # it runs at most this share of the time to keep event-loop stalls rare.
 _VERDICT_DUTY = 0.005
-# A full garbage collection after this many middle ones (CPython's default: 10).
-_GC_FULL_EVERY = 100
-_GC_FULL_EVERY_STDLIB = 10
-_LAG_WINDOW = 100
 _MAX_DRAIN = 30.0
 # A check that disagrees with its confirmed state runs again this soon (at most a quarter
 # of its interval): long enough for a lost packet to pass, short enough to confirm an
 # outage within seconds of the first failing run.
 CONFIRM_DELAY = 1.0
-
-
-UVLOOP_MODES = ("auto", "on", "off")
-
-
-def use_event_loop(mode: str | None = None) -> str:
-    """Install uvloop's event loop policy if `mode` asks for it; return "uvloop" or "asyncio".
-
-    `auto` uses uvloop when installed (the `fast` extra), `on` requires it, `off` keeps
-    asyncio's. Without a mode, PROBER_UVLOOP decides (1/on, 0/off, else auto). Call it
-    before `asyncio.run`. uvloop cuts probe CPU; its clock and timers work in whole
-    milliseconds, so the scheduler rounds its timer up to whole milliseconds and loop lag
-    is timed with perf_counter.
-    """
-    if mode is None:
-        raw = os.environ.get("PROBER_UVLOOP", "auto").strip().lower()
-        mode = {"1": "on", "true": "on", "0": "off", "false": "off"}.get(raw, raw)
-    if mode not in UVLOOP_MODES:
-        raise ValueError(f"uvloop mode {mode!r} must be one of {', '.join(UVLOOP_MODES)}")
-    if mode == "off":
-        return "asyncio"
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if mode == "on":
-            raise ValueError("uvloop is not installed: pip install 'prober[fast]'") from None
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
-
-
-def settle_heap() -> None:
-    """Collect, then move every object alive now (config, checks, modules) out of the
-    garbage collector's sight. Called after start and after each reload.
-
-    The objects a config creates live until the next reload; with 10,000 checks, scanning
-    them in every full collection stalled the event loop for over 100 ms each time. Under
-    uvloop a probe leaves no reference cycles behind (asyncio's selector transports do), so
-    there full collections, each still tens of milliseconds at that scale, are made rarer.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    try:
-        stdlib_loop = isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
-    except RuntimeError:
-        stdlib_loop = True
-    gc.set_threshold(young, middle, _GC_FULL_EVERY_STDLIB if stdlib_loop else _GC_FULL_EVERY)
 
 
 def _watched(check: Check) -> Watched:
@@ -103,20 +48,6 @@ def _watched(check: Check) -> Watched:
         {s.name: s.component for s in steps if s.component and s.component != check.component},
         pooled=bool(getattr(check, "account_names", ())),
     )
-
-
-class LoopLagMonitor:
-    """Measures how late the event loop wakes from a short sleep: the prober's own health."""
-
-    def __init__(self) -> None:
-        self.window: deque[float] = deque(maxlen=_LAG_WINDOW)
-        self.over_budget_at = 0.0
-
-    def p99(self) -> float:
-        if not self.window:
-            return 0.0
-        ordered = sorted(self.window)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 class Daemon:
@@ -167,7 +98,8 @@ class Daemon:
         self._apply(config)
         settle_heap()
         self._scheduler.start()
-        for coro in (self._watch_loop_lag(), self._evaluate_verdicts()):
+        lag = self._lag.watch(config.settings.loop_lag_budget, self.metrics.daemon.loop_lag.observe)
+        for coro in (lag, self._evaluate_verdicts()):
             task = asyncio.create_task(coro)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -192,8 +124,14 @@ class Daemon:
             log.info("config reloaded", extra={"checks": len(self._checks)})
             return config
 
+    def status_snapshot(self) -> dict[str, Any]:
+        """/api/status: the status sink's snapshot with the config's global labels (the
+        vantage point)."""
+        config = self.config
+        return self.status.snapshot(config.settings.labels if config else None)
+
     def _apply(self, config: Config) -> None:
-        owned = {c.name: c for c in config.checks if self.shard is None or self.shard.owns(c.name)}
+        owned = owned_checks(config.checks, self.shard)
         changed = {n for n, c in owned.items() if n in self._checks and self._checks[n] != c}
         for name in (set(self._checks) - set(owned)) | changed:
             task = self._inflight.get(name)
@@ -303,19 +241,6 @@ class Daemon:
 
         task = asyncio.create_task(run(), name=f"{trigger}:{name}")
         self._extra[name] = task
-
-    async def _watch_loop_lag(self) -> None:
-        # perf_counter, not loop.time(): uvloop's loop clock moves in whole milliseconds.
-        budget = self.config.settings.loop_lag_budget if self.config else 0.1
-        while True:
-            expected = time.perf_counter() + LAG_TICK
-            await asyncio.sleep(LAG_TICK)
-            now = time.perf_counter()
-            lag = max(now - expected, 0.0)
-            self._lag.window.append(lag)
-            self.metrics.daemon.loop_lag.observe(lag)
-            if lag > budget:
-                self._lag.over_budget_at = now
 
     async def _evaluate_verdicts(self) -> None:
         while True:

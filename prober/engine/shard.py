@@ -9,9 +9,16 @@ of those to the new shard; `crc32 % N` moved most checks whenever N changed.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from prober.config.model import Check
+
 _MASK = (1 << 64) - 1
+_POD_ORDINAL = re.compile(r"-(\d+)$")
 
 
 def _mix(value: int) -> int:
@@ -41,3 +48,28 @@ class Shard:
 
     def owns(self, check_name: str) -> bool:
         return shard_of(check_name, self.count) == self.index
+
+
+def owned_checks(checks: Iterable[Check], shard: Shard | None) -> dict[str, Check]:
+    """name -> check, for the checks this instance runs: every one without a shard."""
+    return {c.name: c for c in checks if shard is None or shard.owns(c.name)}
+
+
+def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:
+    """`INDEX/COUNT`, or `auto`: INDEX from the host name `name-N` (a StatefulSet pod),
+    COUNT from PROBER_SHARD_COUNT; None for no text (every check). Raises ValueError."""
+    if not text:
+        return None
+    if text == "auto":
+        host = env.get("HOSTNAME") or socket.gethostname()
+        ordinal = _POD_ORDINAL.search(host)
+        count = env.get("PROBER_SHARD_COUNT", "")
+        if ordinal is None:
+            raise ValueError(f"--shard auto: host name {host!r} does not end in -N (a pod ordinal)")
+        if not count.isdigit():
+            raise ValueError("--shard auto needs PROBER_SHARD_COUNT set to the number of shards")
+        text = f"{ordinal.group(1)}/{count}"
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise ValueError(f"--shard {text!r} must be INDEX/COUNT with 0 <= INDEX < COUNT")
+    return Shard(int(index), int(count))

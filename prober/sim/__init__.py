@@ -4,10 +4,11 @@ See docs/SIMULATOR.md. `start_sim()` serves it in-process; `prober sim` serves i
 """
 
 from prober.sim.accounts import ACCOUNT_PATTERN, account_name, shard_share
-from prober.sim.app import DEMO_PASSWORD, DEMO_USER, SimOptions, create_app
+from prober.sim.app import create_app
 from prober.sim.faults import Component, FaultSpec, Outcome
 from prober.sim.scenarios import Scenario, ScenarioError, load_scenario
 from prober.sim.server import RunningSim, add_sim_arguments, run_sim, start_sim
+from prober.sim.state import DEMO_PASSWORD, DEMO_USER, SimOptions
 
 __all__ = [
     "ACCOUNT_PATTERN",

@@ -12,9 +12,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from prober.sim.accounts import ACCOUNT_PATTERN, account_name
-from prober.sim.app import DEMO_PASSWORD, DEMO_USER, SimOptions, create_app
+from prober.sim.app import create_app
 from prober.sim.faults import FaultError, describe_validation_error, parse_fault_args
 from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
+from prober.sim.state import DEMO_PASSWORD, DEMO_USER, SimOptions
 
 __all__ = ["RunningSim", "SimOptions", "add_sim_arguments", "run_sim", "start_sim"]
 

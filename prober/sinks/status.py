@@ -3,51 +3,41 @@ the status page."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from prober.result import Reason, Result, StepResult
+from prober.result import Result
 from prober.sinks.uptime import Uptime
-from prober.sinks.verdict import CANARY, CheckState, Condition, Tally, Verdict, VerdictState, judge
+from prober.sinks.verdict import (
+    CANARY,
+    CheckCondition,
+    CheckState,
+    Condition,
+    Tally,
+    Verdict,
+    VerdictState,
+    judge,
+)
+from prober.sinks.votes import (
+    PARTIAL_WINDOW,
+    PROBER_OWN_FAILURES,
+    Followup,
+    Vote,
+    Vouches,
+    account_votes,
+)
 
 HISTORY = 30
-# Runs in a row that must agree before a confirmed state turns failing, or back to ok. The
-# daemon re-runs a check at once when a run disagrees with its confirmed state, so one lost
-# request never flips a component and a real outage is confirmed within seconds.
-CONFIRM_RUNS = 2
 # A vote older than this many intervals is unknown: a check that stopped running is not ok.
 STALE_INTERVALS = 3
 # At most this many other checks are re-run at once when a component changes state.
 SWEEP_MAX = 50
 PENDING, OK = Condition.PENDING, Condition.OK
-# Passing canary runs remembered for vouching (about four minutes at a 15 s interval, and
-# the reruns a failing platform asks for).
-VOUCHES_KEPT = 32
 # A canary that ran less than this long ago is not re-run when a platform check fails.
 CANARY_RERUN_GAP = 1.0
-# A pooled flow (accounts, fanout) is partial when, over its last PARTIAL_WINDOW account
-# samples, the 95% Wilson lower bound of the failing share is above PARTIAL_MIN: one failed
-# account in ten is noise (bound about 2%), three in twelve is not (about 9%). It stops
-# being partial after RECOVERY_SAMPLES account samples in a row that passed.
-PARTIAL_WINDOW = 24
-PARTIAL_MIN = 0.05
-RECOVERY_SAMPLES = 9
-_Z = 1.96
-
-
-def wilson_lower_bound(failed: int, total: int) -> float:
-    """The 95% Wilson score lower bound of the share `failed / total` (0 when total is 0)."""
-    if total == 0:
-        return 0.0
-    share = failed / total
-    z2 = _Z * _Z
-    centre = share + z2 / (2 * total)
-    margin = _Z * math.sqrt(share * (1 - share) / total + z2 / (4 * total * total))
-    return max(0.0, (centre - margin) / (1 + z2 / total))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,81 +53,6 @@ class Watched:
 
     def component_of(self, step: str) -> str:
         return self.step_components.get(step, self.component)
-
-
-@dataclass(slots=True)
-class _Vote:
-    """What the runs of one check say about one component, once confirmed."""
-
-    check: str
-    component: str
-    confirmed: bool | None = None
-    streak: int = 0  # runs in a row that disagreed with `confirmed`
-    seen_at: float = 0.0  # monotonic time of the last run that exercised the component
-    disagreeing_since: float = 0.0  # end of the first run of the current streak
-    failing_since: float = 0.0  # end of the first failing run, once confirmed failing
-    degraded: bool = False
-    counted: CheckState | None = None  # what the component's tally holds for it now
-    # A pooled flow's account samples (True: the account failed), newest last.
-    samples: deque[bool] | None = None
-    partial: bool = False
-    clean_run: int = 0  # account samples in a row that passed
-    last_failed: int = 0  # accounts the last pooled run failed for
-
-    def sample(self, failed: int, probed: int, now: float) -> bool:
-        """Count one pooled run's accounts; True when the partial state flips."""
-        assert self.samples is not None
-        self.samples.extend([True] * failed + [False] * (probed - failed))
-        self.last_failed = failed
-        self.clean_run = 0 if failed else self.clean_run + probed
-        if not self.partial:
-            share = wilson_lower_bound(sum(self.samples), len(self.samples))
-            if share > PARTIAL_MIN and failed < probed:
-                self.partial, self.failing_since = True, now
-                return True
-        elif self.clean_run >= RECOVERY_SAMPLES or failed == probed:
-            self.partial = False  # over, or worse: every account fails (the down machinery)
-            return True
-        return False
-
-    @property
-    def share(self) -> float:
-        """The failing share of the accounts in the window."""
-        return sum(self.samples) / len(self.samples) if self.samples else 0.0
-
-    @property
-    def unsettled(self) -> bool:
-        """A pooled run's word that a re-run would settle: failures while not partial, or
-        a clean run while partial."""
-        if not self.samples:
-            return False
-        return (self.last_failed > 0 and not self.partial) or (self.partial and self.clean_run > 0)
-
-    def add(self, ok: bool, now: float) -> bool:
-        """Count the word of one run that ended `now`; True when the confirmed state flips.
-
-        The streak is dated by when its first run ended, not started: only a canary run
-        that starts after a failure was seen can vouch that the prober was fine then (a
-        canary that passed while a run which later failed was still waiting proves nothing).
-        """
-        self.seen_at = now
-        if ok == self.confirmed:
-            self.streak = 0
-            return False
-        if not self.streak:
-            self.disagreeing_since = now
-        self.streak += 1
-        # An unknown check turns ok on its first success, but failing only when confirmed.
-        if self.streak >= (1 if self.confirmed is None and ok else CONFIRM_RUNS):
-            self.confirmed, self.streak = ok, 0
-            self.failing_since = self.disagreeing_since
-            return True
-        return False
-
-    def view(self, stale: bool) -> CheckState:
-        success = None if stale else self.confirmed
-        partial = self.partial and not stale
-        return CheckState(self.check, self.component, success, self.degraded and not stale, partial)
 
 
 class Run(NamedTuple):
@@ -156,7 +71,7 @@ class _CheckStatus:
     last_run_at: float = 0.0  # monotonic
     last_success_at: float | None = None
     failing_since: float | None = None
-    votes: dict[str, _Vote] = field(default_factory=dict)
+    votes: dict[str, Vote] = field(default_factory=dict)
     history: deque[Run] = field(default_factory=lambda: deque(maxlen=HISTORY))
     uptime: Uptime = field(default_factory=Uptime)
 
@@ -167,66 +82,6 @@ class _CheckStatus:
         return frozenset(c for c, v in self.votes.items() if v.streak or v.unsettled)
 
 
-@dataclass(frozen=True, slots=True)
-class Followup:
-    """What the daemon should run now after recording a result.
-
-    Each entry names the components the extra run is for: its session steps of those
-    components log in afresh, so the run exercises what it is re-checking (a cached token's
-    success says nothing about login now), while its other steps reuse their sessions.
-    """
-
-    confirm: frozenset[str] = frozenset()  # re-run this check, for these components
-    sweep: Mapping[str, frozenset[str]] = field(default_factory=dict)  # other checks
-
-
-# Failures of the prober itself, not of what it probes: they vote on no component.
-PROBER_OWN_FAILURES = frozenset({Reason.RESOURCE, Reason.INTERNAL})
-
-
-def component_votes(result: Result, watched: Watched) -> dict[str, bool]:
-    """component -> ok, for each component a run exercised.
-
-    Steps that passed vouch for their component; the first critical step that failed counts
-    against its own component (a flow that fails at its login step blames `login`, not the
-    flow's component); steps after it and reused logins say nothing. A component is ok for
-    the run only when every one of its steps that ran passed.
-    """
-    votes: dict[str, bool] = {}
-    if result.reason in PROBER_OWN_FAILURES:
-        return votes  # the prober's own trouble (no descriptor left, a bug) says nothing
-    final: dict[str, StepResult] = {}
-    for step in result.steps:
-        final[step.name] = step  # a step retried after a fresh login: its last attempt counts
-    for step in final.values():
-        if step.cached:
-            continue
-        component = watched.component_of(step.name)
-        if not step.success and step.critical:
-            votes[component] = False
-            return votes
-        if step.success:
-            votes[component] = votes.get(component, True)
-    if not result.success:
-        votes[watched.component_of(result.failed_step)] = False
-    elif not votes:
-        votes[watched.component] = True  # every step reused a login: the check still passed
-    return votes
-
-
-def account_votes(result: Result, watched: Watched) -> dict[str, tuple[int, int]]:
-    """component -> (accounts that exercised it, accounts it failed for), for one run.
-
-    A run as one account counts as one; a pooled run counts each account's own Result.
-    """
-    counts: dict[str, tuple[int, int]] = {}
-    for run in result.accounts or (result,):
-        for component, ok in component_votes(run, watched).items():
-            probed, failed = counts.get(component, (0, 0))
-            counts[component] = (probed + 1, failed + (0 if ok else 1))
-    return counts
-
-
 class StatusSink:
     """Keeps a bounded history per check, confirmed votes per component, and the verdict."""
 
@@ -234,13 +89,8 @@ class StatusSink:
         self._clock = clock
         self._checks: dict[str, _CheckStatus] = {}
         self._tallies: dict[str, Tally] = {}
-        self._voters: dict[str, list[_Vote]] = {}
-        # Starts of the recent canary runs that passed: the prober could reach a healthy
-        # endpoint then. A component is reported down only if one of them lies between its
-        # failure being first seen and last seen: the prober was fine while the platform
-        # failed. Otherwise a prober that was cut off (or has just been mended, with its
-        # failures from while it was cut off still standing) would blame the platform.
-        self._vouches: deque[tuple[float, float]] = deque(maxlen=VOUCHES_KEPT)
+        self._voters: dict[str, list[Vote]] = {}
+        self._vouches = Vouches()  # the canary passes that vouch for the prober
         self.verdict = Verdict(VerdictState.PENDING, "no results yet")
         self.verdict_at = 0.0
 
@@ -264,7 +114,7 @@ class StatusSink:
                 vote.counted = None
                 self._recount(vote, stale=False)
 
-    def _recount(self, vote: _Vote, stale: bool) -> bool:
+    def _recount(self, vote: Vote, stale: bool) -> bool:
         """Bring the component's tally in line with the vote; True when it changed."""
         new = vote.view(stale)
         if new == vote.counted:
@@ -291,7 +141,7 @@ class StatusSink:
         if result.success:
             status.last_success_at = result.started_at + result.duration
         if status.watched.component == CANARY and result.success:
-            self._vouches.append((now - result.duration, now))
+            self._vouches.add(now - result.duration, now)
         flipped: set[str] = set()
         newly_suspect = False
         for component, (probed, failed) in account_votes(result, status.watched).items():
@@ -354,13 +204,13 @@ class StatusSink:
                     sweep.setdefault(vote.check, frozenset({component}))
         return sweep
 
-    def _vote(self, status: _CheckStatus, check: str, component: str) -> _Vote:
+    def _vote(self, status: _CheckStatus, check: str, component: str) -> Vote:
         vote = status.votes.get(component)
         if vote is None:
             samples: deque[bool] | None = (
                 deque(maxlen=PARTIAL_WINDOW) if status.watched.pooled else None
             )
-            vote = status.votes[component] = _Vote(check, component, samples=samples)
+            vote = status.votes[component] = Vote(check, component, samples=samples)
             self._voters.setdefault(component, []).append(vote)
             self._tallies.setdefault(component, Tally())
         return vote
@@ -397,31 +247,9 @@ class StatusSink:
         )
 
     def held_components(self) -> frozenset[str]:
-        """Components down that no canary has vouched for since they began to fail.
-
-        With no canary configured there is nothing to wait for, and nothing is held.
-        """
-        if CANARY not in self._tallies:
-            return frozenset()
-        held = set()
-        for name, tally in self._tallies.items():
-            if name == CANARY or tally.state() not in (Condition.DOWN, Condition.PARTIAL):
-                continue
-            failing = [
-                v
-                for v in self._voters.get(name, [])
-                if v.counted is not None and (v.counted.success is False or v.counted.partial)
-            ]
-            if not failing:
-                continue
-            first = max(v.failing_since for v in failing)
-            last = max(v.seen_at for v in failing)
-            # The pass must start after the failure was first seen and end before it was
-            # last seen: a canary request that hung through a cut and was answered once
-            # the prober was mended proves nothing about the time of the failures.
-            if not any(first <= start and end <= last for start, end in self._vouches):
-                held.add(name)
-        return frozenset(held)
+        """Components down that no canary has vouched for since they began to fail (none
+        when no canary is configured)."""
+        return self._vouches.held(self._tallies, self._voters)
 
     def forget_stale(self) -> None:
         """Turn votes unknown whose check has not run for STALE_INTERVALS intervals."""
@@ -514,12 +342,12 @@ class StatusSink:
     def _check_json(self, name: str, status: _CheckStatus, now: float) -> dict[str, Any]:
         last = status.last
         confirmed = self._check_state(name, status).success
-        state = "pending" if confirmed is None else ("ok" if confirmed else "failing")
+        state = CheckCondition.of(confirmed)
         return {
             "name": name,
             "component": status.watched.component,
             "kind": status.watched.kind,
-            "state": state,
+            "state": state.value,
             "confirming": bool(status.suspect),
             "last_run_ok": None if last is None else last.success,
             "degraded": bool(last and last.degraded),

@@ -46,6 +46,21 @@ class Condition(StrEnum):
     PENDING = "pending"
 
 
+class CheckCondition(StrEnum):
+    """One check's confirmed state, as /api/status and the status page show it."""
+
+    OK = "ok"
+    FAILING = "failing"
+    PENDING = "pending"
+
+    @classmethod
+    def of(cls, success: bool | None) -> CheckCondition:
+        """Pending while unknown (not run yet, or stale), else ok or failing."""
+        if success is None:
+            return cls.PENDING
+        return cls.OK if success else cls.FAILING
+
+
 SCOPE_OF = {
     VerdictState.PROBER_IMPAIRED: Scope.PROBER,
     VerdictState.PLATFORM_WIDE: Scope.PLATFORM,

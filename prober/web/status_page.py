@@ -11,16 +11,20 @@ import time
 from html import escape
 from typing import Any
 
-_COLOURS = {
-    "ok": "#1a7f37",
-    "degraded": "#9a6700",
-    "partial": "#bc4c00",
-    "down": "#cf222e",
-    "failing": "#cf222e",
-    "pending": "#6e7781",
-    "component_down": "#cf222e",
-    "platform_wide": "#a40e26",
-    "prober_impaired": "#8250df",
+from prober.sinks.verdict import CheckCondition, Condition, VerdictState
+
+# Keyed by every state a verdict, a component or a check can be in (StrEnums: the
+# snapshot's plain strings find them).
+_COLOURS: dict[str, str] = {
+    VerdictState.OK: "#1a7f37",
+    VerdictState.DEGRADED: "#9a6700",
+    VerdictState.PARTIAL: "#bc4c00",
+    Condition.DOWN: "#cf222e",
+    CheckCondition.FAILING: "#cf222e",
+    VerdictState.PENDING: "#6e7781",
+    VerdictState.COMPONENT_DOWN: "#cf222e",
+    VerdictState.PLATFORM_WIDE: "#a40e26",
+    VerdictState.PROBER_IMPAIRED: "#8250df",
 }
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2328;background:#f6f8fa}
@@ -74,9 +78,9 @@ def _ms(seconds: float) -> str:
 
 def _rank(check: dict[str, Any]) -> int:
     """Where a check's row goes: failing first, ok last."""
-    if check["state"] in ("failing", "down"):
+    if check["state"] in (CheckCondition.FAILING, Condition.DOWN):
         return _FAILING_RANK
-    if check["state"] == "ok":
+    if check["state"] == CheckCondition.OK:
         return _DEGRADED_RANK if check["degraded"] else _OK_RANK
     return _OTHER_RANK
 
@@ -87,7 +91,7 @@ def _dots(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         outcome = "ok" if run["ok"] else f"failed: {run['reason'] or 'error'}"
         title = f"{_clock(run['at'])} · {outcome} · {_ms(run['seconds'])}"
-        colour = _colour("ok" if run["ok"] else "failing")
+        colour = _colour(CheckCondition.of(run["ok"]))
         dots.append(
             f'<span class="dot" title="{escape(title)}" style="background:{colour}"></span>'
         )
@@ -130,19 +134,28 @@ def _uptime(share: float | None, window: str) -> str:
         return f'<td class="num" title="no runs in the last {window}">&ndash;</td>'
     percent = share * 100
     text = "100%" if share == 1 else f"{min(percent, 99.99):.2f}%"
-    colour = _colour("ok" if percent >= 99.9 else "degraded" if percent >= 99 else "failing")
+    colour = _colour(_uptime_state(percent))
     return f'<td class="num" style="color:{colour}" title="runs passed, last {window}">{text}</td>'
+
+
+def _uptime_state(percent: float) -> str:
+    """Ok from three nines, degraded from two, failing below."""
+    if percent >= 99.9:
+        return CheckCondition.OK
+    return Condition.DEGRADED if percent >= 99 else CheckCondition.FAILING
 
 
 def _disagrees(check: dict[str, Any]) -> bool:
     """The last run said otherwise than the confirmed state, and a re-run will settle it."""
     last_ok = check.get("last_run_ok")
-    known = check["state"] in ("ok", "failing")
-    return bool(check.get("confirming")) and known and last_ok is not (check["state"] == "ok")
+    state = check["state"]
+    known = state in (CheckCondition.OK, CheckCondition.FAILING)
+    return bool(check.get("confirming")) and known and last_ok is not (state == CheckCondition.OK)
 
 
 def _state_cell(check: dict[str, Any]) -> str:
-    state = "degraded" if check["state"] == "ok" and check["degraded"] else check["state"]
+    slow = check["state"] == CheckCondition.OK and check["degraded"]
+    state = Condition.DEGRADED if slow else check["state"]
     since = ""
     if check.get("failing_since"):
         started = check["failing_since"]

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from prober.engine.daemon import Daemon
-from prober.web.app import WebServer, build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import WebServer, start_web
 from tests.support.certs import CertFactory
 from tests.support.deploy import (
     GRAFANA_VARIABLE,
@@ -101,7 +102,7 @@ async def stack(target: Target, tmp_path: Path, certs: CertFactory) -> AsyncIter
     )
     daemon = Daemon(config)
     await daemon.start()
-    server = await start_web(build_app(daemon), "127.0.0.1", 0)
+    server = await start_web(build_app(daemon.metrics, daemon), "127.0.0.1", 0)
     port = free_port()
     prometheus_config = tmp_path / "prometheus.yml"
     prometheus_config.write_text(f"""

@@ -214,7 +214,7 @@ def test_prober_pods_run_a_valid_command_with_their_vantage() -> None:
 
 
 def test_statefulset_shards_count_matches_replicas() -> None:
-    from prober.cli.main import _parse_shard
+    from prober.engine.shard import parse_shard
 
     services = {s["metadata"]["name"]: s for s in of_kind("Service")}
     (statefulset,) = of_kind("StatefulSet")
@@ -224,7 +224,7 @@ def test_statefulset_shards_count_matches_replicas() -> None:
     assert env["PROBER_SHARD"] == "auto"
     assert int(env["PROBER_SHARD_COUNT"]) == replicas
     name = statefulset["metadata"]["name"]
-    shards = {_parse_shard("auto", {**env, "HOSTNAME": f"{name}-{i}"}) for i in range(replicas)}
+    shards = {parse_shard("auto", {**env, "HOSTNAME": f"{name}-{i}"}) for i in range(replicas)}
     assert len(shards) == replicas
     governing = services[statefulset["spec"]["serviceName"]]
     assert governing["spec"]["clusterIP"] == "None"

@@ -17,7 +17,8 @@ from aiohttp import web
 from bench.stack import wait_http
 from prober.engine.daemon import Daemon
 from prober.sim import SimOptions, start_sim
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import start_web
 from tests.support.processes import REPO, require_tool, run_prober, spawn_prober, wait_for
 from tests.support.servers import free_port, serve_app
 
@@ -154,7 +155,7 @@ async def test_following_the_page_against_the_simulator_fires_an_alert(
     config = write_files(tmp_path, leave_out=("checks/oauth.yml",), fast=True)
     daemon = Daemon(config)
     await daemon.start()
-    server = await start_web(build_app(daemon), "127.0.0.1", 0)
+    server = await start_web(build_app(daemon.metrics, daemon), "127.0.0.1", 0)
     prometheus = f"http://127.0.0.1:{free_port()}"
     (tmp_path / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}

@@ -12,7 +12,8 @@ import pytest
 from prober.config.load import ConfigError, load_config
 from prober.engine.daemon import Daemon
 from prober.sinks.log import JsonFormatter, LogfmtFormatter
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import start_web
 from tests.support.checks import WriteConfig
 from tests.support.processes import spawn_prober, wait_for
 from tests.support.servers import Target
@@ -90,7 +91,7 @@ async def test_canary_secrets_appear_in_no_output(
     outputs: list[str] = []
     daemon = Daemon(path)
     await daemon.start()
-    runner = await start_web(build_app(daemon, enable_lifecycle=True), "127.0.0.1", 0)
+    runner = await start_web(build_app(daemon.metrics, daemon, daemon.reload), "127.0.0.1", 0)
     base = f"http://127.0.0.1:{runner.port}"
     try:
         await wait_for(lambda: all(s.success is False for s in daemon.status.states()))

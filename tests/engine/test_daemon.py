@@ -11,7 +11,8 @@ import pytest
 
 from prober.engine.daemon import Daemon
 from prober.sim import SimOptions, start_sim
-from prober.web.app import WebLimits, WebServer, build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import WebLimits, WebServer, start_web
 from tests.support.checks import WriteConfig, fast_shipped_config
 from tests.support.processes import require_tool, wait_for
 from tests.support.samples import Sample, parse_samples, sample_value
@@ -57,7 +58,7 @@ async def running(
     path = write_config(TWO_CHECKS)
     daemon = Daemon(path)
     await daemon.start()
-    runner = await start_web(build_app(daemon, enable_lifecycle=True), "127.0.0.1", 0)
+    runner = await start_web(build_app(daemon.metrics, daemon, daemon.reload), "127.0.0.1", 0)
     yield Running(daemon, runner)
     await runner.cleanup()
     await daemon.stop()
@@ -179,7 +180,10 @@ async def test_slow_client_is_cut_off_and_normal_clients_served(
     running: Running, target: Target, write_config: WriteConfig
 ) -> None:
     server = await start_web(
-        build_app(running.daemon), "127.0.0.1", 0, limits=WebLimits(head_seconds=0.5)
+        build_app(running.daemon.metrics, running.daemon),
+        "127.0.0.1",
+        0,
+        limits=WebLimits(head_seconds=0.5),
     )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -19,13 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from pydantic import TypeAdapter
 
 from prober.cli.serve import _quiet_fd_shortage
 from prober.config.load import (
     MAX_ALIAS_NODES,
-    Config,
     ConfigError,
     load_config,
     load_off_loop,
@@ -34,7 +32,8 @@ from prober.config.model import Check
 from prober.engine.daemon import Daemon
 from prober.engine.runner import RunEnvironment, run_check
 from prober.result import Reason
-from prober.web.app import WebLimits, WebServer, build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import WebLimits
 from tests.support.checks import WriteConfig, http_check
 from tests.support.processes import (
     REPO,
@@ -46,6 +45,7 @@ from tests.support.processes import (
 )
 from tests.support.samples import parse_samples, sample_value
 from tests.support.servers import Target, free_port
+from tests.support.web import serving
 
 CHECK_ADAPTER: TypeAdapter[Check] = TypeAdapter(Check)
 CONFIG = """
@@ -67,121 +67,7 @@ async def daemon(
     await running.stop()
 
 
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, limits: WebLimits) -> AsyncIterator[WebServer]:
-    server = await start_web(app, "127.0.0.1", 0, limits=limits)
-    try:
-        yield server
-    finally:
-        await server.cleanup()
-
-
-async def closed_by_server(reader: asyncio.StreamReader, limit: float = 15.0) -> bool:
-    """Whether the server ends the connection (EOF or reset) within `limit` seconds."""
-    try:
-        while await asyncio.wait_for(reader.read(65536), timeout=limit):
-            pass
-    except (ConnectionError, TimeoutError) as exc:
-        return not isinstance(exc, TimeoutError)
-    return True
-
-
-# --- 7. web server limits ---------------------------------------------------------------
-
-
-async def test_crlf_trickle_cannot_re_arm_the_head_deadline(daemon: Daemon) -> None:
-    async with serving(build_app(daemon), WebLimits(head_seconds=0.5)) as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        trickled = 0
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + 15
-        # A `\r\n` every 50 ms: each pair of them used to re-arm the old deadline.
-        while not reader.at_eof() and loop.time() < give_up:
-            with contextlib.suppress(ConnectionError):
-                writer.write(b"\r\n")
-                await writer.drain()
-                trickled += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reader.read(1), timeout=0.05)
-        writer.close()
-        assert reader.at_eof(), f"still open after {trickled} CRLFs"
-
-
-async def test_idle_keep_alive_connection_is_closed_after_the_idle_limit(daemon: Daemon) -> None:
-    async with serving(build_app(daemon), WebLimits(idle_seconds=0.5)) as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"OK\n"), timeout=15)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert await closed_by_server(reader)
-        writer.close()
-
-
-# Long enough that a connection admitted by mistake outlives `closed_by_server`'s wait.
-CAPPED = WebLimits(max_connections=3, head_seconds=60, idle_seconds=60)
-
-
-async def test_connection_cap_closes_the_oldest_idle_one_so_a_scrape_is_served(
-    daemon: Daemon,
-) -> None:
-    async with serving(build_app(daemon), CAPPED) as server:
-        # Three connections that never send a byte take every slot ...
-        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
-        url = f"http://127.0.0.1:{server.port}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as resp:
-            assert resp.status == 200  # ... yet a scrape is served: the oldest idle one went
-            assert "prober_build_info" in await resp.text()
-        assert await closed_by_server(idle[0][0])
-        for _, writer in idle:
-            writer.close()
-
-
-async def test_connection_cap_refuses_a_connection_only_when_all_are_in_a_request(
-    daemon: Daemon,
-) -> None:
-    release = asyncio.Event()
-    waiting: list[int] = []
-
-    async def slow_reload() -> Config:
-        waiting.append(1)
-        await release.wait()
-        assert daemon.config is not None
-        return daemon.config
-
-    app = build_app(daemon, enable_lifecycle=True, reload=slow_reload)
-    async with serving(app, CAPPED) as server:
-        busy = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
-        for _, writer in busy:
-            writer.write(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        await wait_for(lambda: len(waiting) == 3)
-        refused, refused_writer = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await closed_by_server(refused)
-        refused_writer.close()
-        release.set()
-        for reader, writer in busy:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=15)
-            assert head.startswith(b"HTTP/1.1 200"), head
-            writer.close()
-        url = f"http://127.0.0.1:{server.port}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as resp:
-            assert resp.status == 200
-
-
-async def test_server_header_names_no_versions(daemon: Daemon) -> None:
-    async with serving(build_app(daemon), WebLimits()) as server:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{server.port}/metrics") as resp,
-        ):
-            assert resp.headers["Server"] == "prober"
-        # aiohttp answers a malformed request itself, outside every app hook.
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
-        answer = await asyncio.wait_for(reader.read(), timeout=15)
-        writer.close()
-    assert answer.startswith(b"HTTP/1.0 400")
-    assert b"\r\nServer: prober\r\n" in answer
-    assert b"aiohttp" not in answer and b"Python" not in answer
+# --- 7. web server limits (per connection: tests/web/test_server.py) ----------------------
 
 
 async def test_run_raises_the_soft_fd_limit_to_the_hard_one(write_config: WriteConfig) -> None:
@@ -276,7 +162,7 @@ async def test_accept_short_of_descriptors_logs_one_line_not_a_traceback_each(
 ) -> None:
     loop = asyncio.get_running_loop()
     caplog.set_level(logging.INFO)
-    async with serving(build_app(daemon), WebLimits()) as server:
+    async with serving(build_app(daemon.metrics, daemon), WebLimits()) as server:
         clients = textwrap.dedent(f"""
             import socket, time
             time.sleep(1)  # until the server has no descriptor left

@@ -6,7 +6,6 @@ Functional tests only: no timing asserts (the figures live in `make bench`).
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib.util
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from prober.engine.daemon import Daemon, settle_heap, use_event_loop
+from prober.engine.daemon import Daemon
 from prober.engine.scheduler import Scheduler
 from prober.result import Phases, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
@@ -266,17 +265,3 @@ def test_exposition_is_rendered_when_a_result_is_recorded() -> None:
     after = sink.render().decode()
     assert before != after.encode()
     assert 'probe_duration_seconds{check="c1",component="api",vantage="test"} 0.2' in after
-
-
-def test_settle_heap_hides_long_lived_objects_from_the_collector() -> None:
-    settle_heap()
-    try:
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-
-
-def test_event_loop_choice() -> None:
-    assert use_event_loop("off") == "asyncio"
-    with pytest.raises(ValueError, match="uvloop mode"):
-        use_event_loop("fast")

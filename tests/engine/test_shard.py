@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prober.cli.main import _parse_shard
+from prober.config.load import load_config
 from prober.engine.daemon import Daemon
-from prober.engine.shard import Shard, shard_of
+from prober.engine.shard import Shard, owned_checks, parse_shard, shard_of
 from tests.support.checks import WriteConfig
 from tests.support.processes import run_prober
 
@@ -64,6 +64,17 @@ async def test_three_shards_cover_every_check_exactly_once_and_checks_stay_put(
             await daemon.stop()
 
 
+def test_without_a_shard_every_check_is_owned_and_shards_split_them(
+    write_config: WriteConfig,
+) -> None:
+    names = [f"check-{i:02d}" for i in range(12)]
+    checks = load_config(write_config(config_with(names))).checks
+    assert list(owned_checks(checks, None)) == names
+    parts = [owned_checks(checks, Shard(index, 3)) for index in range(3)]
+    assert sorted(name for part in parts for name in part) == names
+    assert all(part[name].name == name for part in parts for name in part)
+
+
 @pytest.mark.parametrize(
     ("text", "env", "expected"),
     [
@@ -75,7 +86,7 @@ async def test_three_shards_cover_every_check_exactly_once_and_checks_stay_put(
     ids=["explicit", "statefulset-pod", "single-replica", "unset"],
 )
 def test_shard_flag_parses(text: str, env: Mapping[str, str], expected: Shard | None) -> None:
-    assert _parse_shard(text, env) == expected
+    assert parse_shard(text, env) == expected
 
 
 @pytest.mark.parametrize(
@@ -91,7 +102,7 @@ def test_shard_flag_parses(text: str, env: Mapping[str, str], expected: Shard | 
 )
 def test_bad_shard_flag_is_a_clear_error(text: str, env: Mapping[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        _parse_shard(text, env)
+        parse_shard(text, env)
 
 
 def test_shard_auto_from_the_environment_in_the_cli(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from prober.result import Reason
 from prober.sim import SimOptions, shard_share, start_sim
 from prober.sim.server import RunningSim
 from prober.sinks.metrics import MetricsSink, SeriesPlan
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import start_web
 from tests.support.checks import WriteConfig, fast_shipped_config, run_environment
 from tests.support.processes import REPO, wait_for
 
@@ -223,7 +224,7 @@ async def test_secret_never_appears_in_any_output(
     config_path = fast_shipped_config(tmp_path)
     daemon = Daemon(config_path)
     await daemon.start()
-    runner = await start_web(build_app(daemon), "127.0.0.1", 0)
+    runner = await start_web(build_app(daemon.metrics, daemon), "127.0.0.1", 0)
     base = f"http://127.0.0.1:{runner.port}"
     try:
         await wait_for(lambda: all(s.success is not None for s in daemon.status.states()), limit=10)

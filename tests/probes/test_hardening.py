@@ -31,7 +31,8 @@ from prober.engine.runner import run_check
 from prober.probes.context import ProbeContext
 from prober.result import Reason, Result
 from prober.sinks.log import JsonFormatter, LogfmtFormatter
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import start_web
 from tests.support.checks import WriteConfig, http_check, run_environment
 from tests.support.processes import spawn_prober, wait_for
 from tests.support.samples import parse_samples, sample_value
@@ -115,7 +116,7 @@ class _Running:
     async def start(cls, path: Path) -> _Running:
         daemon = Daemon(path)
         await daemon.start()
-        runner = await start_web(build_app(daemon), "127.0.0.1", 0)
+        runner = await start_web(build_app(daemon.metrics, daemon), "127.0.0.1", 0)
         return cls(daemon, runner)
 
     def last(self, check: str) -> dict[str, Any] | None:

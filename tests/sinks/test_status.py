@@ -8,7 +8,8 @@ from typing import Any, cast
 import pytest
 
 from prober.result import Reason, Result
-from prober.sinks.status import CONFIRM_RUNS, HISTORY, StatusSink, Watched
+from prober.sinks.status import HISTORY, StatusSink, Watched
+from prober.sinks.votes import CONFIRM_RUNS
 from prober.web.status_page import render_status_page
 
 

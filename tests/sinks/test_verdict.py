@@ -7,8 +7,9 @@ import random
 import pytest
 
 from prober.result import Reason, Result, StepResult
-from prober.sinks.status import Followup, StatusSink, Watched
+from prober.sinks.status import StatusSink, Watched
 from prober.sinks.verdict import CheckState, Condition, Tally, compute_verdict, judge, tally
+from prober.sinks.votes import Followup
 
 OK = True
 FAIL = False

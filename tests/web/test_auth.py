@@ -18,8 +18,9 @@ import pytest
 from prober.config.load import ConfigError
 from prober.engine.daemon import Daemon
 from prober.web import auth as webconfig
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
 from prober.web.auth import WebSecurity, load_web_config, security_middleware
+from prober.web.server import start_web
 from tests.support.certs import CertFactory
 from tests.support.checks import WriteConfig
 from tests.support.processes import read_base_url, spawn_prober, wait_for
@@ -125,6 +126,7 @@ async def serve_with(
     async def start(web_config: Path) -> Served:
         security = WebSecurity(load_web_config(web_config))
         app = build_app(
+            daemon.metrics,
             daemon,
             middlewares=[security_middleware(security)],
             response_headers=lambda: security.config.headers,

@@ -20,8 +20,9 @@ from prometheus_client.openmetrics.parser import (
 
 from prober.engine.daemon import Daemon
 from prober.sinks.metrics import CONTENT_TYPE, FAMILIES, MetricsSink
-from prober.web.app import WebServer, build_app, start_web
+from prober.web.app import build_app
 from prober.web.exposition import OPENMETRICS_CONTENT_TYPE, negotiate
+from prober.web.server import WebServer, start_web
 from tests.support.checks import WriteConfig
 from tests.support.processes import require_tool, wait_for
 from tests.support.samples import Sample, parse_samples
@@ -181,7 +182,9 @@ async def served(
     daemon = Daemon(write_config(CONFIG))
     await daemon.start()
     scrapes = Scrapes()
-    server = await start_web(build_app(daemon, middlewares=[scrapes.record]), "127.0.0.1", 0)
+    server = await start_web(
+        build_app(daemon.metrics, daemon, middlewares=[scrapes.record]), "127.0.0.1", 0
+    )
     try:
         await wait_for(lambda: all(s.success is not None for s in daemon.status.states()), limit=30)
         yield Served(daemon, server, scrapes)

@@ -14,7 +14,8 @@ import pytest
 
 from prober.engine.daemon import Daemon
 from prober.sim import FaultSpec, SimOptions, start_sim
-from prober.web.app import build_app, start_web
+from prober.web.app import build_app
+from prober.web.server import start_web
 from tests.support.checks import fast_shipped_config
 from tests.support.processes import IN_CI, wait_for
 
@@ -60,7 +61,7 @@ async def status_url(
     config = fast_shipped_config(tmp_path)
     daemon = Daemon(config)
     await daemon.start()
-    runner = await start_web(build_app(daemon), "127.0.0.1", 0)
+    runner = await start_web(build_app(daemon.metrics, daemon), "127.0.0.1", 0)
     try:
         await wait_for(lambda: daemon.status.verdict.state == "component_down", limit=15)
         # Every check has run at least twice, so each has a response-time line.

@@ -1,0 +1,86 @@
+"""The vote machinery on its own: confirmation, the failing share of accounts, vouching.
+(How the status sink counts whole runs with it: test_verdict.py.)"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from prober.sinks.verdict import CANARY, CheckState, Tally
+from prober.sinks.votes import (
+    CONFIRM_RUNS,
+    PARTIAL_MIN,
+    PARTIAL_WINDOW,
+    RECOVERY_SAMPLES,
+    Vote,
+    Vouches,
+    wilson_lower_bound,
+)
+
+
+@pytest.mark.parametrize(
+    ("failed", "total", "partial"),
+    [(0, 0, False), (1, 10, False), (2, 24, False), (3, 12, True), (24, 24, True)],
+    ids=["no-samples", "one-in-ten", "two-in-24", "three-in-twelve", "all"],
+)
+def test_wilson_bound_tells_noise_from_a_share(failed: int, total: int, partial: bool) -> None:
+    assert (wilson_lower_bound(failed, total) > PARTIAL_MIN) is partial
+
+
+def test_a_failure_is_confirmed_by_runs_in_a_row_and_dated_by_the_first() -> None:
+    vote = Vote("c", "api")
+    assert vote.add(True, 1.0)  # unknown -> ok on the first success
+    flips = [vote.add(False, 2.0 + run) for run in range(CONFIRM_RUNS)]
+    assert flips == [False] * (CONFIRM_RUNS - 1) + [True]
+    assert (vote.confirmed, vote.failing_since, vote.seen_at) == (False, 2.0, 1.0 + CONFIRM_RUNS)
+
+
+def test_a_run_that_agrees_again_ends_the_streak() -> None:
+    vote = Vote("c", "api", confirmed=True)
+    assert not vote.add(False, 1.0)
+    assert vote.streak == 1
+    assert not vote.add(True, 2.0)
+    assert (vote.confirmed, vote.streak) == (True, 0)
+
+
+def test_a_pooled_vote_turns_partial_then_recovers_after_clean_samples() -> None:
+    vote = Vote("c", "timeline", samples=deque(maxlen=PARTIAL_WINDOW))
+    assert not vote.sample(1, 10, 1.0)  # one account in ten: noise
+    assert vote.sample(3, 10, 2.0)
+    assert vote.partial and vote.failing_since == 2.0
+    assert vote.share == pytest.approx(4 / 20)
+    assert vote.unsettled is False
+    assert not vote.sample(0, RECOVERY_SAMPLES - 1, 3.0)
+    assert vote.unsettled  # a clean run while partial: a re-run settles it
+    assert vote.sample(0, 1, 4.0)
+    assert not vote.partial
+
+
+def failing(vote: Vote, since: float, seen: float) -> Vote:
+    vote.confirmed, vote.failing_since, vote.seen_at = False, since, seen
+    vote.counted = CheckState(vote.check, vote.component, False)
+    return vote
+
+
+def down_tally() -> Tally:
+    tally = Tally()
+    tally.add(CheckState("c", "api", False))
+    return tally
+
+
+def test_a_component_down_is_held_until_a_canary_pass_lies_within_its_failure() -> None:
+    vouches = Vouches()
+    tallies = {"api": down_tally(), CANARY: Tally()}
+    voters = {"api": [failing(Vote("c", "api"), since=10.0, seen=20.0)]}
+    assert vouches.held(tallies, voters) == {"api"}
+    vouches.add(5.0, 11.0)  # started before the failure was first seen: proves nothing
+    vouches.add(12.0, 25.0)  # answered after it was last seen: proves nothing
+    assert vouches.held(tallies, voters) == {"api"}
+    vouches.add(12.0, 13.0)
+    assert vouches.held(tallies, voters) == frozenset()
+
+
+def test_without_a_canary_nothing_is_held() -> None:
+    voters = {"api": [failing(Vote("c", "api"), since=10.0, seen=20.0)]}
+    assert Vouches().held({"api": down_tally()}, voters) == frozenset()
