@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.procs import Child, cores
-from prober.engine.daemon import use_event_loop
+from prober.engine.loop import use_event_loop
 from prober.probes.net.h1 import H1Request, fetch
 
 _BODY = b"ok\n"
