@@ -29,7 +29,7 @@ class CheckEntry:
     check: Check | None
 
 
-def report(
+def _report(
     doc: ConfigDocument, exc: ValidationError, prefix: KeyPath, issues: list[ConfigIssue]
 ) -> None:
     """Add pydantic's errors about the value at `prefix` in `doc` to `issues`, located."""
@@ -43,7 +43,7 @@ def validate_settings(doc: ConfigDocument, issues: list[ConfigIssue]) -> GlobalC
     try:
         return GlobalConfig.model_validate(data)
     except ValidationError as exc:
-        report(doc, exc, (), issues)
+        _report(doc, exc, (), issues)
         return _lenient_settings(data, exc)
 
 
@@ -67,7 +67,7 @@ def validate_check_file(
     try:
         CheckFile.model_validate(_own_keys(doc))
     except ValidationError as exc:
-        report(doc, exc, (), issues)
+        _report(doc, exc, (), issues)
     return validate_checks(doc, timing, issues)
 
 
@@ -86,7 +86,7 @@ def validate_checks(
         try:
             check = _CHECK_ADAPTER.validate_python(raw, context=context)
         except ValidationError as exc:
-            report(doc, exc, ("checks", index), issues)
+            _report(doc, exc, ("checks", index), issues)
         entries.append(CheckEntry(doc, index, raw, check))
     return entries
 
