@@ -1,20 +1,30 @@
-"""`${name}` templates, a small JSON path, `len()` of any JSON value, and user regexes.
+"""`${name}` templates (JSON bodies too), a small JSON path, `len()` of any JSON value, and
+user regexes.
 
 Everything here is parsed once at config load; evaluation only walks prebuilt objects.
+Template values may be `Secret`s: rendering, which writes the request, is what reveals them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import re2
 
+from prober.config.located import KeyPath
+from prober.config.secrets import Secret
+
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)(?::-(.*?))?\}")
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
+
+
+# What a template's names resolve to: extracted variables and environment values as text,
+# secrets still typed (their str() is `***`) until a template is rendered into a request.
+TemplateValues: TypeAlias = Mapping[str, "str | Secret"]
 
 
 class TemplateError(ValueError):
@@ -41,8 +51,8 @@ class Template:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parts if isinstance(p, Placeholder))
 
-    def render(self, values: Mapping[str, str]) -> str:
-        """Fill every placeholder from `values`, else its default, else fail."""
+    def render(self, values: TemplateValues) -> str:
+        """Fill every placeholder from `values` (secrets revealed), else its default, else fail."""
         if len(self.parts) == 1 and isinstance(self.parts[0], str):
             return self.parts[0]
         out: list[str] = []
@@ -53,7 +63,8 @@ class Template:
             value = values.get(part.name, part.default)
             if value is None:
                 raise TemplateError(f"variable '{part.name}' has no value")
-            out.append(_percent_encoded(value) if part.quoted else value)
+            text = value.reveal() if isinstance(value, Secret) else value
+            out.append(_percent_encoded(text) if part.quoted else text)
         return "".join(out)
 
 
@@ -77,6 +88,81 @@ def compile_template(text: str) -> Template:
     if pos < len(text) or not parts:
         parts.append(text[pos:])
     return Template(tuple(parts), text)
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonObject:
+    """A JSON object with templates somewhere inside: its keys and compiled values."""
+
+    items: tuple[tuple[Any, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonArray:
+    """A JSON array with templates somewhere inside: its compiled items."""
+
+    items: tuple[Any, ...]
+
+
+def _compile_json(value: Any) -> Any:
+    """Strings with `${` as Templates, containers holding one as _JsonObject/_JsonArray, and
+    everything else as it is (shared, never copied: rendering does not change it)."""
+    if isinstance(value, str):
+        return compile_template(value) if "${" in value else value
+    if isinstance(value, dict):
+        items = tuple((key, _compile_json(item)) for key, item in value.items())
+        return _JsonObject(items) if any(_has_template(v) for _, v in items) else value
+    if isinstance(value, list):
+        parts = tuple(_compile_json(item) for item in value)
+        return _JsonArray(parts) if any(_has_template(p) for p in parts) else value
+    return value
+
+
+def _has_template(node: Any) -> bool:
+    return isinstance(node, Template | _JsonObject | _JsonArray)
+
+
+def _render_json(node: Any, values: TemplateValues) -> Any:
+    if isinstance(node, Template):
+        return node.render(values)
+    if isinstance(node, _JsonObject):
+        return {key: _render_json(item, values) for key, item in node.items}
+    if isinstance(node, _JsonArray):
+        return [_render_json(item, values) for item in node.items]
+    return node
+
+
+def _json_placeholders(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, Template]]:
+    if isinstance(node, Template):
+        yield path, node
+    elif isinstance(node, _JsonObject):
+        for key, item in node.items:
+            yield from _json_placeholders(item, (*path, key))
+    elif isinstance(node, _JsonArray):
+        for index, item in enumerate(node.items):
+            yield from _json_placeholders(item, (*path, index))
+
+
+@dataclass(frozen=True, slots=True)
+class JsonTemplate:
+    """A JSON request body whose strings may hold `${name}`: split once at load; a request
+    renders only the parts that hold placeholders."""
+
+    source: Any
+    compiled: Any = field(compare=False, repr=False)
+
+    def render(self, values: TemplateValues) -> Any:
+        """The JSON value with every placeholder filled (see Template.render)."""
+        return _render_json(self.compiled, values)
+
+    def templates(self) -> Iterator[tuple[KeyPath, Template]]:
+        """Each string with placeholders and its key path inside the body."""
+        return _json_placeholders(self.compiled, ())
+
+
+def compile_json_template(value: Any) -> JsonTemplate:
+    """Compile a JSON body (any JSON value) once."""
+    return JsonTemplate(value, _compile_json(value))
 
 
 # Where a URL template is while it is read left to right; placeholders in the last four

@@ -44,7 +44,7 @@ def _watched(check: Check) -> Watched:
     return Watched(
         check.component,
         check.kind,
-        float(check.interval or 0),
+        check.interval,
         {s.name: s.component for s in steps if s.component and s.component != check.component},
         pooled=bool(getattr(check, "account_names", ())),
     )
@@ -146,7 +146,7 @@ class Daemon:
         self.config = config
         self.metrics.apply({n: SeriesPlan.of(c) for n, c in owned.items()}, config.settings.labels)
         self.status.apply({n: _watched(c) for n, c in owned.items()})
-        self._scheduler.apply({n: float(c.interval or 0) for n, c in owned.items()}, changed)
+        self._scheduler.apply({n: c.interval for n, c in owned.items()}, changed)
         self.sessions.forget_unused(
             {
                 s.session
@@ -208,7 +208,7 @@ class Daemon:
         elif failing_since is not None and self.status.failing_since(name) is None:
             log_recovery(result, check.component, failing_since)
         if followup.confirm:
-            delay = min(CONFIRM_DELAY, float(check.interval or 0) / 4)
+            delay = min(CONFIRM_DELAY, check.interval / 4)
             self.run_soon(name, "confirm", delay, followup.confirm)
         for other, components in followup.sweep.items():
             self.run_soon(other, "sweep", 0.0, components)
@@ -263,7 +263,7 @@ class Daemon:
             bound = min(
                 _MAX_DRAIN,
                 max(
-                    (float(c.timeout or 0) * (c.retries + 1) + 0.5 for c in self._checks.values()),
+                    (c.timeout * (c.retries + 1) + 0.5 for c in self._checks.values()),
                     default=1.0,
                 ),
             )

@@ -12,11 +12,11 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from prober.config.model import Check
 from prober.config.secrets import Redactor
+from prober.config.templates import TemplateValues
 from prober.probes import probe_for
 from prober.probes.context import HttpClients, ProbeContext
 from prober.probes.sessions import SessionStore
@@ -36,7 +36,7 @@ class RunEnvironment:
     """
 
     clients: HttpClients
-    values: Mapping[str, str]
+    values: TemplateValues
     sensitive: frozenset[str]
     sessions: SessionStore
     redactor: Redactor = field(init=False)
@@ -71,7 +71,6 @@ async def run_check(
     Session steps of the components in `fresh_for` log in again instead of reusing a cached
     login (a run made to re-check those components).
     """
-    assert check.timeout is not None
     failures: list[AttemptFailure] = []
     attempts = 0
     accounts = env.accounts_for(check)

@@ -8,7 +8,6 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +18,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from prober.config.model import IpProtocol, TlsOptions
 from prober.config.secrets import Redactor
+from prober.config.templates import TemplateValues
 from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
 from prober.probes.sessions import SessionStore
 from prober.result import StepResult
@@ -271,7 +271,7 @@ class ProbeContext:
 
     clients: HttpClients
     deadline: float
-    values: Mapping[str, str]
+    values: TemplateValues
     redactor: Redactor
     sessions: SessionStore
     progress: list[StepResult] = field(default_factory=list)

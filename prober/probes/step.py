@@ -11,7 +11,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.cookies import SimpleCookie
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -19,7 +18,7 @@ import aiohttp
 from prober.config.assertions import Response
 from prober.config.model import NEVER_REDIRECTED, Extraction, RequestSpec
 from prober.config.secrets import REDACTED
-from prober.config.templates import MISSING, TemplateError, compile_template
+from prober.config.templates import MISSING, TemplateError, TemplateValues
 from prober.probes.context import (
     PhaseTimer,
     ProbeContext,
@@ -87,16 +86,6 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def _render_json(value: Any, values: Mapping[str, str]) -> Any:
-    if isinstance(value, str) and "${" in value:
-        return compile_template(value).render(values)
-    if isinstance(value, dict):
-        return {k: _render_json(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render_json(v, values) for v in value]
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class _Request:
     url: str
@@ -105,7 +94,7 @@ class _Request:
     proxy: str | None
 
 
-def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
+def _build_request(spec: RequestSpec, values: TemplateValues) -> _Request:
     """Render the request; a value that is not UTF-8 text is a TemplateError."""
     url = spec.url.render(values)
     headers = {name: t.render(values) for name, t in spec.headers.items()}
@@ -116,7 +105,7 @@ def _build_request(spec: RequestSpec, values: Mapping[str, str]) -> _Request:
         if spec.body is not None:
             data = spec.body.render(values).encode()
         elif spec.json_body is not None:
-            data = json.dumps(_render_json(spec.json_body, values)).encode()
+            data = json.dumps(spec.json_body.render(values)).encode()
             headers.setdefault("Content-Type", "application/json")
     except UnicodeEncodeError:
         raise TemplateError("a value used in the request is not valid UTF-8 text") from None

@@ -1,11 +1,12 @@
-"""The fault model of the simulated platform and how a fault is applied to one request.
+"""The faults injected into the simulated platform and how a fault is applied to one request.
 
-A `FaultSpec` says what is wrong with a component. The `FaultTable` holds the current specs;
-for each request it draws a `Plan` (delay, failure, body shape) from the component's own spec
-and the `all` spec, which act as two layers: `all` is a load balancer in front of every
-component, the component's own spec is the service behind it, and a request passes both.
-A spec with `accounts: F` is a pulled rack: it is a layer only for requests of accounts whose
-shard share is below F, so the table needs the request's account before it draws the plan.
+A `FaultSpec` (fault_spec.py, re-exported here) says what is wrong with a component. The
+`FaultTable` holds the current specs; for each request it draws a `Plan` (delay, failure, body
+shape) from the component's own spec and the `all` spec, which act as two layers: `all` is a
+load balancer in front of every component, the component's own spec is the service behind
+it, and a request passes both. A spec with `accounts: F` is a pulled rack: it is a layer only
+for requests of accounts whose shard share is below F, so the table needs the request's
+account before it draws the plan.
 """
 
 from __future__ import annotations
@@ -14,40 +15,56 @@ import asyncio
 import random
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-import yaml
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prober.sim.accounts import shard_share
+from prober.sim.fault_spec import (
+    PLATFORM_COMPONENTS,
+    PROPAGATING_COMPONENTS,
+    Component,
+    FaultError,
+    FaultSpec,
+    describe_validation_error,
+    parse_component,
+    parse_fault_args,
+    parse_fault_spec,
+    refuse_misplaced_fields,
+)
 
-_MAX_LATENCY_MS = 600_000.0
-_MAX_BODY_BYTES = 10 * 1024**3
+__all__ = [
+    "INJECTED_OUTCOMES",
+    "PLATFORM_COMPONENTS",
+    "PROPAGATING_COMPONENTS",
+    "BodyFault",
+    "Component",
+    "FaultError",
+    "FaultSpec",
+    "FaultTable",
+    "Outcome",
+    "Plan",
+    "describe_validation_error",
+    "hang",
+    "parse_component",
+    "parse_fault_args",
+    "parse_fault_spec",
+    "pause",
+    "plan_request",
+    "refuse_misplaced_fields",
+    "reset_connection",
+    "send_body",
+]
+
 _CHUNK_BYTES = 64 * 1024
 _DEFAULT_ERROR_STATUS = 500
 _WRONG_CONTENT = (
     b'{"error":{"code":"over_capacity","message":"Something went wrong, but don\'t fret'
     b" - let's give it another shot.\"}}"
 )
-
-
-class Component(StrEnum):
-    """A part of the platform that faults target; `all` targets every part at once."""
-
-    API = "api"
-    LOGIN = "login"
-    TIMELINE = "timeline"
-    NOTIFICATIONS = "notifications"
-    ALL = "all"
-
-
-PLATFORM_COMPONENTS: tuple[Component, ...] = tuple(c for c in Component if c is not Component.ALL)
-# Where a write becomes visible, so where its propagation can lag.
-PROPAGATING_COMPONENTS = (Component.TIMELINE, Component.NOTIFICATIONS, Component.ALL)
 
 
 class Outcome(StrEnum):
@@ -78,148 +95,6 @@ INJECTED_OUTCOMES = frozenset(
         Outcome.SLOW_BODY,
     }
 )
-
-
-class FaultError(ValueError):
-    """A fault given by a user (CLI, admin API) is not valid; the message is one line."""
-
-
-class FaultSpec(BaseModel):
-    """What is wrong with one component; every field is optional and the empty spec is healthy."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: int | None = Field(default=None, ge=400, le=599)
-    error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    latency_ms: float | None = Field(default=None, ge=0.0, le=_MAX_LATENCY_MS)
-    latency_jitter_ms: float | None = Field(default=None, ge=0.0, le=_MAX_LATENCY_MS)
-    hang: bool = False
-    reset: bool = False
-    slow_body_bytes_per_s: int | None = Field(default=None, gt=0)
-    body_bytes: int | None = Field(default=None, ge=16, le=_MAX_BODY_BYTES)
-    malformed: Literal["json", "truncated"] | None = None
-    wrong_content: bool = False
-    accounts: float | None = Field(default=None, gt=0.0, le=1.0)
-    propagation_delay_ms: float | None = Field(default=None, ge=0.0, le=_MAX_LATENCY_MS)
-
-    @field_validator("malformed", mode="before")
-    @classmethod
-    def _malformed_flag(cls, value: object) -> object:
-        """Accept `true`/`false` as a shorthand: `true` means invalid JSON."""
-        if value is True:
-            return "json"
-        if value is False:
-            return None
-        return value
-
-    def is_empty(self) -> bool:
-        """True when the spec changes nothing, so storing it equals clearing the component."""
-        return self == _HEALTHY
-
-    def failure_rate(self) -> float:
-        """Share of requests this layer fails: `status` alone fails all of them."""
-        if self.error_rate is not None:
-            return self.error_rate
-        return 1.0 if self.status is not None else 0.0
-
-    def hits(self, share: float | None) -> bool:
-        """True when this fault applies to a request whose account has shard `share`.
-
-        An account-scoped fault spares requests with no account (`share` None): health checks,
-        status, a login whose body names nobody.
-        """
-        if self.accounts is None:
-            return True
-        return share is not None and share < self.accounts
-
-
-_HEALTHY = FaultSpec()
-FIELD_NAMES: tuple[str, ...] = tuple(FaultSpec.model_fields)
-
-
-def describe_validation_error(exc: ValidationError) -> list[str]:
-    """One readable line per pydantic error, `key.path: message (got value)`."""
-    lines = []
-    for error in exc.errors():
-        key = format_key_path(error["loc"])
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key (allowed: {', '.join(FIELD_NAMES)})"
-        else:
-            message = f"{error['msg']} (got {error['input']!r})"
-        lines.append(f"{key}: {message}" if key else message)
-    return lines
-
-
-def format_key_path(loc: Iterable[int | str]) -> str:
-    """Render a pydantic location as `phases[2].faults.login.error_rate`."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part != "[key]":
-            text += f".{part}" if text else part
-    return text
-
-
-def parse_fault_spec(
-    data: object, target: str = "fault", component: Component | None = None
-) -> FaultSpec:
-    """Validate user input into a FaultSpec (for `component` if given), or raise a FaultError."""
-    if not isinstance(data, Mapping):
-        raise FaultError(f"{target}: expected a JSON object of fault fields")
-    try:
-        spec = FaultSpec.model_validate(data)
-    except ValidationError as exc:
-        raise FaultError(f"{target}: " + "; ".join(describe_validation_error(exc))) from None
-    if component is not None:
-        try:
-            refuse_misplaced_fields(component, spec)
-        except FaultError as exc:
-            raise FaultError(f"{target}: {exc}") from None
-    return spec
-
-
-def refuse_misplaced_fields(component: Component, spec: FaultSpec) -> None:
-    """Raise a FaultError for a field that would do nothing on `component`, not ignore it."""
-    if spec.propagation_delay_ms is not None and component not in PROPAGATING_COMPONENTS:
-        where = ", ".join(c.value for c in PROPAGATING_COMPONENTS)
-        raise FaultError(
-            f"propagation_delay_ms: only on {where} (where writes become visible), "
-            f"not on {component.value}"
-        )
-
-
-def parse_component(name: str) -> Component:
-    """The Component called `name`, or a FaultError listing the known ones."""
-    try:
-        return Component(name)
-    except ValueError:
-        known = ", ".join(c.value for c in Component)
-        raise FaultError(f"unknown component {name!r} (known: {known})") from None
-
-
-def parse_fault_arg(text: str) -> tuple[Component, dict[str, Any]]:
-    """Split `component:key=value,key=value` (a bare `key` means true) into raw fields."""
-    name, sep, body = text.partition(":")
-    if not sep or not body:
-        raise FaultError(f"bad --fault {text!r}: expected COMPONENT:KEY=VALUE[,KEY=VALUE...]")
-    fields: dict[str, Any] = {}
-    for item in body.split(","):
-        key, has_value, raw = item.partition("=")
-        if not key.strip():
-            raise FaultError(f"bad --fault {text!r}: empty key in {item!r}")
-        # YAML scalars give the natural types: 503 -> int, 0.2 -> float, true -> bool.
-        fields[key.strip()] = yaml.safe_load(raw) if has_value else True
-    return parse_component(name.strip()), fields
-
-
-def parse_fault_args(texts: Iterable[str]) -> dict[str, FaultSpec]:
-    """Validate repeated `--fault` values; later values for one component add to earlier ones."""
-    raw: dict[Component, dict[str, Any]] = {}
-    for text in texts:
-        component, fields = parse_fault_arg(text)
-        raw.setdefault(component, {}).update(fields)
-    return {c.value: parse_fault_spec(fields, f"--fault {c.value}", c) for c, fields in raw.items()}
 
 
 @dataclass(frozen=True, slots=True)

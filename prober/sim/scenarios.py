@@ -17,16 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from prober.sim.faults import (
-    Component,
-    FaultError,
-    FaultSpec,
-    format_key_path,
-    refuse_misplaced_fields,
-)
+from prober.config.located import ConfigError, error_below, validation_issues
+from prober.config.read import MAX_CONFIG_BYTES, parse_document, read_bounded
+from prober.sim.fault_spec import Component, FaultSpec, misplaced_fields
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +46,13 @@ class Phase(BaseModel):
     @classmethod
     def _fields_fit(cls, faults: dict[Component, FaultSpec]) -> dict[Component, FaultSpec]:
         """A field that means nothing on its component is an error, as on the admin API."""
-        for component, spec in faults.items():
-            try:
-                refuse_misplaced_fields(component, spec)
-            except FaultError as exc:
-                raise ValueError(f"{component.value}: {exc}") from None
+        misplaced = [
+            ((component.value, name), why, getattr(spec, name))
+            for component, spec in faults.items()
+            for name, why in misplaced_fields(component, spec)
+        ]
+        if misplaced:
+            raise error_below("Phase", misplaced)
         return faults
 
 
@@ -116,12 +113,13 @@ def load_scenario(name_or_path: str) -> Scenario:
         return parse_scenario(text, source, default_name=name_or_path)
     path = Path(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         known = ", ".join(builtin_scenarios())
+        why = (exc.strerror or exc) if isinstance(exc, OSError) else "not UTF-8 text"
         raise ScenarioError(
             f"unknown scenario {name_or_path!r}: not a shipped one ({known}) "
-            f"and not a readable file ({exc.strerror or exc})"
+            f"and not a readable file ({why})"
         ) from None
     return parse_scenario(text, str(path), default_name=path.stem)
 
@@ -129,65 +127,20 @@ def load_scenario(name_or_path: str) -> Scenario:
 def parse_scenario(text: str, source: str, default_name: str = "") -> Scenario:
     """Validate scenario YAML text; errors point at `source:line: key.path`."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError(f"{where}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict):
+        doc = parse_document(text, source)
+    except ConfigError as exc:
+        raise ScenarioError("; ".join(str(issue) for issue in exc.issues)) from None
+    if not isinstance(doc.data, dict):
         raise ScenarioError(
-            f"{source}: expected a mapping with `phases:`, got {type(data).__name__}"
+            f"{source}: expected a mapping with `phases:`, got {type(doc.data).__name__}"
         )
-    data.setdefault("name", default_name)
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate({"name": default_name, **doc.data})
     except ValidationError as exc:
-        raise ScenarioError(_describe(exc, root, source)) from None
-
-
-def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
-    """The first few errors as `file:line: key: message`, joined on one line."""
-    parts = []
-    for error in exc.errors()[:_MAX_ERRORS_SHOWN]:
-        line = _line_of(root, error["loc"])
-        where = f"{source}:{line}" if line else source
-        key = format_key_path(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] not in ("value_error", "missing"):
-            message += f" (got {error['input']!r})"
-        parts.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
-    more = len(exc.errors()) - _MAX_ERRORS_SHOWN
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        child = _child(node, part)
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
-def _child(node: yaml.Node, part: int | str) -> yaml.Node | None:
-    """The value under a mapping key or a sequence index, or None."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == str(part):
-                return value if isinstance(value, yaml.Node) else None
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        child = node.value[part]
-        return child if isinstance(child, yaml.Node) else None
-    return None
+        issues = [str(issue) for issue in validation_issues(exc, doc, show_input=True)]
+        more = len(issues) - _MAX_ERRORS_SHOWN
+        shown = "; ".join(issues[:_MAX_ERRORS_SHOWN])
+        raise ScenarioError(shown + (f"; and {more} more" if more > 0 else "")) from None
 
 
 @dataclass(slots=True)

@@ -35,16 +35,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from prober.config.load import (
-    MAX_CONFIG_BYTES,
-    ConfigError,
-    ConfigIssue,
-    load_off_loop,
-    read_bounded,
-    read_document,
-    report_errors,
-)
+from prober.config.load import load_off_loop
+from prober.config.located import ConfigError, ConfigIssue, KeyPath, validation_issues
 from prober.config.model import Model
+from prober.config.read import MAX_CONFIG_BYTES, read_bounded, read_document
 
 log = logging.getLogger("prober.web.app")
 
@@ -244,9 +238,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     try:
         parsed = WebConfigFile.model_validate(doc.data)
     except ValidationError as exc:
-        issues: list[ConfigIssue] = []
-        report_errors(doc, exc, (), issues)
-        raise ConfigError(issues) from None
+        raise ConfigError(validation_issues(exc, doc)) from None
     context = None
     if parsed.tls_server_config is not None:
         context = _ssl_context(parsed.tls_server_config, Path(path).parent, doc.issue)
@@ -270,7 +262,7 @@ def _dummy_hash(users: Mapping[str, bytes]) -> bytes:
 
 
 def _ssl_context(
-    tls: TlsServerConfig, base: Path, issue: Callable[[tuple[str, ...], str], ConfigIssue]
+    tls: TlsServerConfig, base: Path, issue: Callable[[KeyPath, str], ConfigIssue]
 ) -> ssl.SSLContext:
     files = {"cert_file": tls.cert_file, "key_file": tls.key_file}
     if tls.client_ca_file is not None:
@@ -301,7 +293,7 @@ def _ssl_context(
 def _choose_algorithms(
     context: ssl.SSLContext,
     tls: TlsServerConfig,
-    issue: Callable[[tuple[str, ...], str], ConfigIssue],
+    issue: Callable[[KeyPath, str], ConfigIssue],
 ) -> None:
     """Apply cipher_suites, prefer_server_cipher_suites and curve_preferences (see CONFIG.md)."""
     if tls.prefer_server_cipher_suites:

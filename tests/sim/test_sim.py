@@ -1288,7 +1288,7 @@ async def test_dec_2022_replays_every_phase_in_order(
         (
             "phases:\n  - at: 0\n    name: a\n    faults:\n"
             "      login: {propagation_delay_ms: 100}\n",
-            ["outage.yml:5", "phases[0].faults: login: propagation_delay_ms: only on timeline"],
+            ["outage.yml:5", "phases[0].faults.login.propagation_delay_ms: only on timeline"],
         ),
     ],
     ids=[

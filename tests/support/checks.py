@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from prober.config.model import HttpCheck
+from prober.config.templates import TemplateValues
 from prober.engine.runner import RunEnvironment
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
@@ -33,7 +34,7 @@ def http_check(url: str, **settings: Any) -> HttpCheck:
 
 @contextlib.asynccontextmanager
 async def run_environment(
-    values: Mapping[str, str] | None = None, sensitive: frozenset[str] = frozenset()
+    values: TemplateValues | None = None, sensitive: frozenset[str] = frozenset()
 ) -> AsyncIterator[RunEnvironment]:
     """What `run_check` needs: fresh HTTP clients (closed on exit) and sessions."""
     clients = HttpClients("prober-test")

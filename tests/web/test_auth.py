@@ -15,7 +15,7 @@ import aiohttp
 import bcrypt
 import pytest
 
-from prober.config.load import ConfigError
+from prober.config.located import ConfigError
 from prober.engine.daemon import Daemon
 from prober.web import auth as webconfig
 from prober.web.app import build_app

@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from prober.config.model import DEFAULT_MAX_BODY_BYTES
+from prober.config.model_requests import DEFAULT_MAX_BODY_BYTES
 
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
 

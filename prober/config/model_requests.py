@@ -1,0 +1,159 @@
+"""The models of one HTTP request and how its response is judged: shared by http checks and
+flow steps (pydantic v2, frozen)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prober.config.model_fields import (
+    AssertionStr,
+    JsonBody,
+    Model,
+    Name,
+    PositiveDuration,
+    TemplateStr,
+    UrlTemplateStr,
+    checked_regex,
+)
+from prober.config.templates import JsonPath, Regex, parse_json_path
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Headers that are never sent on to another origin, whatever `redirect_headers` says.
+NEVER_REDIRECTED = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
+
+IpProtocol = Literal["ip4", "ip6", "either"]
+
+
+class Extraction(Model):
+    """Where to take one variable from: exactly one of json, regex, header, cookie."""
+
+    json_path: JsonPath | None = Field(default=None, alias="json")
+    regex: Regex | None = None
+    header: str | None = None
+    cookie: str | None = None
+    secret: bool = True
+
+    @field_validator("json_path", mode="before")
+    @classmethod
+    def _parse_path(cls, value: Any) -> Any:
+        return parse_json_path(value) if isinstance(value, str) else value
+
+    @field_validator("regex", mode="before")
+    @classmethod
+    def _parse_regex(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pattern = checked_regex(value)
+            if pattern.groups < 1:
+                raise ValueError("the regex needs one capture group: the value to extract")
+            return pattern
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"json": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Extraction:
+        given = [x for x in (self.json_path, self.regex, self.header, self.cookie) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of json, regex, header, cookie")
+        return self
+
+
+class TlsOptions(Model):
+    """Client TLS settings for https targets."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+    server_name: str | None = None
+
+
+class RequestSpec(Model):
+    """One HTTP request and how to judge its response; shared by http checks and flow steps.
+
+    Every template in it (url, headers, body, proxy, the strings of a JSON body) is compiled
+    here, once; a request only renders them.
+    """
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: UrlTemplateStr
+    headers: dict[str, TemplateStr] = Field(default_factory=dict)
+    body: TemplateStr | None = None
+    json_body: JsonBody | None = Field(default=None, alias="json")
+    expected_status: list[int | str] = Field(default_factory=lambda: list[int | str](["2xx"]))
+    assertions: list[AssertionStr] = Field(default_factory=list, alias="assert")
+    extract: dict[str, Extraction] = Field(default_factory=dict)
+    follow_redirects: bool = True
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    keep_alive: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    hostname: str | None = None
+    ip_protocol: IpProtocol = "either"
+    proxy_url: UrlTemplateStr | None = None
+    redirect_headers: list[str] = Field(default_factory=list)
+
+    @field_validator("expected_status")
+    @classmethod
+    def _check_status(cls, values: list[int | str]) -> list[int | str]:
+        for value in values:
+            ok = (isinstance(value, int) and 100 <= value <= 599) or (
+                isinstance(value, str) and re.fullmatch(r"[1-5]xx", value)
+            )
+            if not ok:
+                raise ValueError(f"{value!r} is not a status code (100-599) or class like 2xx")
+        return values
+
+    @field_validator("redirect_headers")
+    @classmethod
+    def _check_redirect_headers(cls, names: list[str]) -> list[str]:
+        """Names of headers that may follow a redirect to another origin; never credentials."""
+        for name in names:
+            if name.lower() in NEVER_REDIRECTED:
+                raise ValueError(f"{name} never follows a redirect to another origin")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a header name")
+        return [name.lower() for name in names]
+
+    @field_validator("extract")
+    @classmethod
+    def _check_variable_names(cls, values: dict[str, Extraction]) -> dict[str, Extraction]:
+        for name in values:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"variable name {name!r} must be letters, digits and _")
+        return values
+
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestSpec:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give either body or json, not both")
+        return self
+
+
+class Poll(Model):
+    """Send a step again until it passes: for a write to become visible (propagation)."""
+
+    every: PositiveDuration = 0.5
+    within: PositiveDuration = 10.0
+    # A step that passes only after this long marks the run degraded (slow propagation).
+    degraded_after: PositiveDuration | None = None
+
+
+class Step(RequestSpec):
+    """One request of a flow."""
+
+    name: Name
+    # The component this step exercises, when not its check's (a flow's login step: login).
+    component: Name | None = None
+    allow_failure: bool = False
+    always_run: bool = False
+    session: Name | None = None
+    session_ttl: PositiveDuration = 300.0
+    poll: Poll | None = None
