@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
+from prober.result import AttemptFailure, HttpFacts, Phases, Reason, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 from tests.support.checks import login_result
 from tests.support.processes import require_tool
@@ -73,15 +73,14 @@ def test_promtool_check_metrics_accepts_exposition(sink: MetricsSink) -> None:
 def _flow(success: bool, started_at: float = 1.7e9) -> Result:
     """A two-step flow run: login passes, the timeline answers 200, or 503 when failing."""
     login = StepResult(
-        "login", True, 0.01, status_code=200, phases=Phases(0.001, 0.002, 0.0, 0.005, 0.001)
+        "login", True, 0.01, facts=HttpFacts(200, Phases(0.001, 0.002, 0.0, 0.005, 0.001))
     )
     timeline = StepResult(
         "timeline",
         success,
         0.02,
         None if success else Reason.STATUS,
-        status_code=200 if success else 503,
-        phases=Phases(0.0, 0.003, 0.0, 0.010, 0.002),
+        facts=HttpFacts(200 if success else 503, Phases(0.0, 0.003, 0.0, 0.010, 0.002)),
     )
     return Result(
         "flow",
