@@ -152,8 +152,9 @@ class StepResult:
 
     @property
     def tls(self) -> TlsFacts | None:
-        """The TLS facts of the step's request, where it spoke TLS."""
-        return self.facts.tls if isinstance(self.facts, HttpFacts | TcpFacts) else None
+        """The TLS facts nested in the step's facts, where its request spoke TLS."""
+        tls = getattr(self.facts, "tls", None)
+        return tls if isinstance(tls, TlsFacts) else None
 
 
 @dataclass(frozen=True, slots=True)

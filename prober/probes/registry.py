@@ -16,7 +16,7 @@ from typing import Any
 
 from prober.config.model import CHECK_KINDS, CHECK_MODELS, Check, CheckBase
 from prober.probes.context import ProbeContext
-from prober.result import Outcome
+from prober.result import Facts, Outcome
 
 # Every kind's probe: given its own kind of check and the attempt's context, what it found.
 Probe = Callable[[Any, ProbeContext], Awaitable[Outcome]]
@@ -29,7 +29,7 @@ class ProbeKind:
     name: str
     model: type[CheckBase]
     run: Probe
-    facts: type
+    facts: type[Facts]
 
 
 def _kind(name: str, model: type[CheckBase]) -> ProbeKind:

@@ -9,18 +9,7 @@ facts adds its table to `TABLES`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prober.result import (
-    PHASE_NAMES,
-    DnsFacts,
-    Facts,
-    HttpFacts,
-    Result,
-    StepResult,
-    TcpFacts,
-    TlsFacts,
-)
+from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Result, TcpFacts, TlsFacts
 from prober.sinks.metrics.family import (
     CheckFamily,
     FactsFamily,
@@ -246,36 +235,25 @@ FAMILIES: tuple[Family, ...] = (
     *(family for table in TABLES for family in table.leading),
     *(family for table in TABLES for family in table.trailing),
 )
-# Each type of facts -> the families that read it.
+_READ_OFF_FACTS = tuple(f for f in FAMILIES if isinstance(f, FactsFamily))
+# Each type of facts -> the families that read it, in FAMILIES order.
 FACTS_FAMILIES: dict[type, tuple[FactsFamily, ...]] = {
-    kind: tuple(f for f in FAMILIES if isinstance(f, FactsFamily) and kind in f.sources)
-    for kind in (HttpFacts, TlsFacts, TcpFacts, DnsFacts)
+    source: tuple(f for f in _READ_OFF_FACTS if source in f.sources)
+    for source in dict.fromkeys(s for f in _READ_OFF_FACTS for s in f.sources)
 }
-
-
-def facts_parts(facts: Facts | None) -> Iterator[object]:
-    """A step's facts and the facts nested in them (TLS, where the request spoke it)."""
-    if facts is None:
-        return
-    yield facts
-    if isinstance(facts, HttpFacts | TcpFacts) and facts.tls is not None:
-        yield facts.tls
 
 
 def record(series: CheckSeries, result: Result) -> None:
     """Update a check's series from one run: the run-wide state, then each family of facts
-    from the steps that ran, dispatched on the type of their facts."""
+    from the steps that ran, dispatched on the type of their facts (and of the TLS facts
+    nested in them)."""
     series.record(result)
     read: dict[FactsFamily, list[tuple[str, Value]]] = {}
     for step in ran_steps(result):
-        _read_step(step, read)
+        for facts in (step.facts, step.tls):
+            for family in FACTS_FAMILIES.get(type(facts), ()):
+                value = family.read(facts)
+                if value is not None:
+                    read.setdefault(family, []).append((step.name, value))
     for family, values in read.items():
         family.note(series, values, result.failed_step)
-
-
-def _read_step(step: StepResult, into: dict[FactsFamily, list[tuple[str, Value]]]) -> None:
-    for part in facts_parts(step.facts):
-        for family in FACTS_FAMILIES.get(type(part), ()):
-            value = family.read(part)
-            if value is not None:
-                into.setdefault(family, []).append((step.name, value))

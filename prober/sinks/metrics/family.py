@@ -8,7 +8,7 @@ combined over the run's steps, per check. The tables of families are in families
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -113,6 +113,7 @@ def shown(values: Sequence[tuple[str, Any]], failed_step: str) -> Any:
 
 
 def last(values: Sequence[tuple[str, Any]], _failed_step: str) -> Any:
+    """The value of the last step that had one."""
     return values[-1][1]
 
 
@@ -122,6 +123,7 @@ def summed(values: Sequence[tuple[str, Any]], _failed_step: str) -> Any:
 
 
 def earliest(values: Sequence[tuple[str, Any]], _failed_step: str) -> Any:
+    """The smallest value (the earliest time) of any step."""
     return min(v for _, v in values)
 
 
@@ -130,6 +132,8 @@ def _scalar(name: str, extra: Pairs, value: float) -> Iterator[Sample]:
 
 
 def phased(phase_names: tuple[str, ...]) -> _Shape:
+    """One sample per phase, labelled `phase`."""
+
     def samples(name: str, extra: Pairs, value: tuple[float, ...]) -> Iterator[Sample]:
         for phase, seconds in zip(phase_names, value, strict=False):
             yield name, (*extra, ("phase", phase)), seconds
@@ -138,6 +142,8 @@ def phased(phase_names: tuple[str, ...]) -> _Shape:
 
 
 def info(label: str) -> _Shape:
+    """One sample of 1 whose `label` holds the value (`probe_tls_version_info{version}`)."""
+
     def samples(name: str, extra: Pairs, value: str) -> Iterator[Sample]:
         yield name, (*extra, (label, value)), 1.0
 
@@ -170,17 +176,18 @@ class FactsFamily:
             series.values[self.name] = self.combine(values, failed)
 
     def samples(self, series: CheckSeries) -> Iterator[Sample]:
-        per_step = self.scope is Scope.FULL or (self.scope is Scope.RUN and series.plan.full)
-        if not per_step:
-            sources: Iterator[tuple[Pairs, dict[str, Value]]] = iter([((), series.values)])
-        elif series.plan.full:
-            sources = ((step.extra, step.values) for step in series.steps.values())
-        else:
-            return
-        for extra, values in sources:
+        for extra, values in self._kept(series):
             value = values.get(self.name)
             if value is not None:
                 yield from self.shape(self.name, extra, value)
+
+    def _kept(self, series: CheckSeries) -> Iterator[tuple[Pairs, Mapping[str, Value]]]:
+        """Where the values to show are: the check's, or each step's with `detail: full`."""
+        if self.scope is Scope.CHECK or (self.scope is Scope.RUN and not series.plan.full):
+            yield (), series.values
+        elif series.plan.full:
+            for step in series.steps.values():
+                yield step.extra, step.values
 
 
 def facts_family(
