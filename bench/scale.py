@@ -14,7 +14,7 @@ import yaml
 
 from bench.prober_side import ProberDaemon, parse
 from prober.config.load import load_config
-from prober.result import Phases, Result, StepResult
+from prober.result import HttpFacts, Phases, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 
 _LAG = "prober_event_loop_lag_seconds_bucket{"
@@ -94,7 +94,7 @@ def measure_render(checks: int) -> tuple[float, float]:
     for i in range(checks):
         took = 0.05 + random.random() / 1000
         phases = Phases(resolve=0.0, connect=0.0001, processing=took - 0.0002, transfer=0.0001)
-        step = StepResult("request", True, took, status_code=200, phases=phases)
+        step = StepResult("request", True, took, facts=HttpFacts(200, phases))
         results.append(Result(f"c{i:05d}", True, took, time.time(), steps=(step,)))
     started = time.perf_counter()
     for result in results:

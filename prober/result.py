@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from prober.config.secrets import NO_SECRETS, Redactor
@@ -74,12 +74,61 @@ def shown(text: str, redactor: Redactor = NO_SECRETS) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class StepResult:
-    """What one request of a check did. `message` is already free of secrets.
+class TlsFacts:
+    """What the TLS handshake of a step showed: protocol version and leaf certificate expiry
+    (unix seconds); either is None when the handshake did not tell."""
 
-    `protocol` is http, tcp or dns. For http, `content_length` is the Content-Length header
-    (-1 when absent) and `body_length` the bytes read after decompression; dns steps carry
-    `answer_count`; `dns_lookup_time` is the name resolution (tcp) or the query (dns).
+    version: str | None = None
+    expiry: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFacts:
+    """What one HTTP request showed. Without a response, `status_code` is None.
+
+    `content_length` is the Content-Length header (-1 when absent), `body_length` the bytes
+    read after decompression; `tls` is set where the final connection spoke TLS.
+    """
+
+    status_code: int | None = None
+    phases: Phases = Phases()
+    redirects: int = 0
+    content_length: int | None = None
+    body_length: int | None = None
+    http_version: str | None = None
+    tls: TlsFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpFacts:
+    """What one TCP exchange showed: its phases (no transfer), the name resolution's time
+    (None when it did not finish) and, with `use_tls`, the handshake's facts."""
+
+    phases: Phases = Phases()
+    lookup_time: float | None = None
+    tls: TlsFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsFacts:
+    """What one DNS query showed: records in the answer (None without an answer) and the
+    query's round trip (None when it was never sent)."""
+
+    phases: Phases = Phases()
+    answer_count: int | None = None
+    lookup_time: float | None = None
+
+
+# The facts of one step, one type per kind of request; sinks dispatch on the type.
+Facts = HttpFacts | TcpFacts | DnsFacts
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one step of a check did. `message` is already free of secrets.
+
+    `facts` are what its request showed, typed by the kind of request; None where no
+    request was made (a reused login) or the run was cut short before the step could say.
     """
 
     name: str
@@ -87,22 +136,12 @@ class StepResult:
     duration: float
     reason: Reason | None = None
     message: str = ""
-    status_code: int | None = None
-    phases: Phases = field(default_factory=Phases)
+    facts: Facts | None = None
     assertions: tuple[AssertionOutcome, ...] = ()
     extracted: tuple[tuple[str, str], ...] = ()
     critical: bool = True
     cached: bool = False
     request_line: str = ""
-    tls_expiry: float | None = None
-    tls_version: str | None = None
-    redirects: int = 0
-    content_length: int | None = None
-    http_version: str | None = None
-    protocol: str = "http"
-    body_length: int | None = None
-    answer_count: int | None = None
-    dns_lookup_time: float | None = None
     # A pooled flow's step: how many of the run's accounts ran it, and how many failed it.
     accounts: int = 0
     accounts_failed: int = 0
@@ -110,6 +149,32 @@ class StepResult:
     # and whether that was over its `degraded_after`.
     waited: float | None = None
     slow: bool = False
+
+    @property
+    def tls(self) -> TlsFacts | None:
+        """The TLS facts nested in the step's facts, where its request spoke TLS."""
+        tls = getattr(self.facts, "tls", None)
+        return tls if isinstance(tls, TlsFacts) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a probe found in one attempt: its steps, and why it failed (no reason: it passed).
+
+    The probe's whole answer; the runner adds the clock and the attempts to make a Result.
+    A pooled flow's Outcome carries each account's own (`accounts`, each with its `account`).
+    """
+
+    steps: tuple[StepResult, ...] = ()
+    reason: Reason | None = None
+    message: str = ""
+    failed_step: str = ""
+    accounts: tuple[Outcome, ...] = ()
+    account: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.reason is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +187,8 @@ class AttemptFailure:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What one run of a check found, ready for the sinks."""
+    """What one run of a check found, ready for the sinks: made by the runner alone, from
+    the probe's Outcome plus the clock (`started_at`, `duration`) and the attempts."""
 
     check: str
     success: bool
@@ -148,5 +214,5 @@ class Result:
     @property
     def tls_expiry(self) -> float | None:
         """Earliest certificate expiry seen by any step, in unix seconds."""
-        expiries = [s.tls_expiry for s in self.steps if s.tls_expiry is not None]
+        expiries = [s.tls.expiry for s in self.steps if s.tls and s.tls.expiry is not None]
         return min(expiries) if expiries else None

@@ -13,12 +13,23 @@ from prober.config.load import Config, ConfigError, load_config
 from prober.engine.runner import RunEnvironment, run_check
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.result import PHASE_NAMES, Result, StepResult
+from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Phases, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}ms"
+
+
+def _outcome_line(step: StepResult) -> str:
+    """The request and what it got back, in the words of its kind of facts."""
+    facts = step.facts
+    if isinstance(facts, HttpFacts):
+        status = facts.status_code if facts.status_code is not None else "-"
+        return f"  {step.request_line} -> status {status}"
+    if isinstance(facts, DnsFacts) and facts.answer_count is not None:
+        return f"  {step.request_line} -> {facts.answer_count} answers"
+    return f"  {step.request_line}"
 
 
 def format_step(step: StepResult) -> list[str]:
@@ -29,19 +40,14 @@ def format_step(step: StepResult) -> list[str]:
     if step.cached:
         lines.append(f"  {step.request_line}")
         return lines
-    if step.protocol == "http":
-        status = step.status_code if step.status_code is not None else "-"
-        lines.append(f"  {step.request_line} -> status {status}")
-    elif step.answer_count is not None:
-        lines.append(f"  {step.request_line} -> {step.answer_count} answers")
-    else:
-        lines.append(f"  {step.request_line}")
+    lines.append(_outcome_line(step))
+    timings = step.facts.phases if step.facts is not None else Phases()
     phases = ", ".join(
-        f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, step.phases.as_tuple(), strict=True)
+        f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, timings.as_tuple(), strict=True)
     )
     lines.append(f"  phases: {phases}")
-    if step.tls_version:
-        lines.append(f"  tls: {step.tls_version}")
+    if step.tls is not None and step.tls.version:
+        lines.append(f"  tls: {step.tls.version}")
     for name, value in step.extracted:
         lines.append(f"  extracted {name} = {value}")
     for outcome in step.assertions:

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from prober.config.model_checks import (
     CHECK_KINDS,
+    CHECK_MODELS,
     DEFAULT_INTERVAL,
     DEFAULT_TIMEOUT,
     AccountPool,
@@ -36,6 +37,7 @@ from prober.config.model_requests import (
 
 __all__ = [
     "CHECK_KINDS",
+    "CHECK_MODELS",
     "NEVER_REDIRECTED",
     "AccountPool",
     "Check",

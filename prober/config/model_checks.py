@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from functools import reduce
+from operator import or_
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import (
     Discriminator,
@@ -266,7 +268,19 @@ class DnsCheck(CheckBase):
         return upper
 
 
-CHECK_KINDS = ("http", "flow", "tcp", "dns")
+# The kinds of check, written once. The tagged union below, its error message, the loader's
+# kind tags and the probes' registry (prober/probes/registry.py) are all derived from it.
+AnyCheck = HttpCheck | FlowCheck | TcpCheck | DnsCheck
+CHECK_MODELS: tuple[type[CheckBase], ...] = get_args(AnyCheck)
+
+
+def _kind_of(model: type[CheckBase]) -> str:
+    """The kind a check model stands for: the one value its `kind` Literal allows."""
+    (kind,) = get_args(model.model_fields["kind"].annotation)
+    return str(kind)
+
+
+CHECK_KINDS = tuple(_kind_of(model) for model in CHECK_MODELS)
 
 
 def check_kind(value: Any) -> str | None:
@@ -282,17 +296,17 @@ def check_kind(value: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-Check = Annotated[
-    Annotated[HttpCheck, Tag("http")]
-    | Annotated[FlowCheck, Tag("flow")]
-    | Annotated[TcpCheck, Tag("tcp")]
-    | Annotated[DnsCheck, Tag("dns")],
-    Discriminator(
-        check_kind,
-        custom_error_type="check_kind",
-        custom_error_message=(
-            "unknown or missing kind: give kind (http, flow, tcp or dns), "
-            "or a url for an http check"
+if TYPE_CHECKING:
+    Check: TypeAlias = AnyCheck
+else:
+    Check = Annotated[
+        reduce(or_, (Annotated[m, Tag(k)] for m, k in zip(CHECK_MODELS, CHECK_KINDS, strict=True))),
+        Discriminator(
+            check_kind,
+            custom_error_type="check_kind",
+            custom_error_message=(
+                f"unknown or missing kind: give kind ({', '.join(CHECK_KINDS[:-1])} or "
+                f"{CHECK_KINDS[-1]}), or a url for an http check"
+            ),
         ),
-    ),
-]
+    ]

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -191,10 +190,10 @@ class Daemon:
         if self._semaphore.locked():
             self.metrics.daemon.probes_delayed.inc()
         async with self._semaphore:
-            started = time.perf_counter()
-            result = await run_check(check, env, fresh_for=recheck)
-        if self._lag.over_budget_at >= started:
-            result = replace(result, loop_lag_exceeded=True)
+            result = await run_check(
+                check, env, recheck, lambda since: self._lag.over_budget_at >= since
+            )
+        if result.loop_lag_exceeded:
             self.metrics.daemon.lag_exceeded.inc()
         if self._checks.get(name) is not check:
             return  # changed or removed by a reload while it ran

@@ -1,8 +1,10 @@
-"""Run one check once: own its deadline, retries and timing around the kind's probe.
+"""Run one check once: own its deadline, clock, retries and Result around the kind's probe.
 
-Every started run ends in a Result, whatever the probe raises: this is the one place that
-promises it, so a bug in a probe shows as a failed check (reason `internal`), never as a
-check that silently stopped recording.
+A probe only answers with an Outcome (its steps, reason and message); this is the one place
+that makes a Result of it, adding when the run started and how long it took, the attempts
+and failures, whether it was degraded and whether the event loop lagged meanwhile. Every
+started run ends in a Result, whatever the probe raises, so a bug in a probe shows as a
+failed check (reason `internal`), never as a check that silently stopped recording.
 """
 
 from __future__ import annotations
@@ -12,20 +14,26 @@ import logging
 import random
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from prober.config.model import Check
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
-from prober.probes import probe_for
 from prober.probes.context import HttpClients, ProbeContext
+from prober.probes.recorder import StepRecorder
+from prober.probes.registry import probe_for
 from prober.probes.sessions import SessionStore
-from prober.result import AttemptFailure, Reason, Result, StepResult
+from prober.result import AttemptFailure, Outcome, Reason, Result
 
 log = logging.getLogger("prober.engine.runner")
 
-# The probe enforces the deadline itself; this grace only catches a probe that did not.
+# The attempt is cut this long after its deadline. The http step runner bounds each request
+# by the deadline itself (so a timeout names its phase and a flow's cleanup steps still run):
+# its own timeout must come first.
 _DEADLINE_GRACE = 0.05
+# Whether the event loop was over its lag budget at any time since a perf_counter instant.
+LagWatch = Callable[[float], bool]
 
 
 @dataclass
@@ -64,56 +72,110 @@ class RunEnvironment:
 
 
 async def run_check(
-    check: Check, env: RunEnvironment, fresh_for: frozenset[str] = frozenset()
+    check: Check,
+    env: RunEnvironment,
+    fresh_for: frozenset[str] = frozenset(),
+    loop_lagged: LagWatch | None = None,
 ) -> Result:
     """Run the check with its timeout per attempt and its retries; count every failed attempt.
 
     Session steps of the components in `fresh_for` log in again instead of reusing a cached
-    login (a run made to re-check those components).
+    login (a run made to re-check those components). The Result is timed by its last
+    attempt; `loop_lagged` says whether the event loop lagged while any attempt ran.
     """
+    since = time.perf_counter()
     failures: list[AttemptFailure] = []
     attempts = 0
     accounts = env.accounts_for(check)
     while True:
         attempts += 1
-        result = await _attempt(check, env, check.timeout, fresh_for, accounts)
-        if result.success or attempts > check.retries:
+        attempt = await _attempt(check, env, fresh_for, accounts)
+        outcome = attempt.outcome
+        if outcome.success or attempts > check.retries:
             break
-        failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
+        failures.append(AttemptFailure(outcome.reason or Reason.ERROR, outcome.failed_step))
         if check.retry_backoff:
             await asyncio.sleep(check.retry_backoff * attempts)
-    if not result.success:
-        failures.append(AttemptFailure(result.reason or Reason.ERROR, result.failed_step))
-    slow = bool(check.degraded_latency and result.duration > check.degraded_latency)
+    if not outcome.success:
+        failures.append(AttemptFailure(outcome.reason or Reason.ERROR, outcome.failed_step))
+    slow = bool(check.degraded_latency and attempt.duration > check.degraded_latency)
     # A write that took longer than its step's `poll.degraded_after` to show is slow too.
-    degraded = result.success and (slow or any(step.slow for step in result.steps))
-    return replace(result, attempts=attempts, failures=tuple(failures), degraded=degraded)
+    degraded = outcome.success and (slow or any(step.slow for step in outcome.steps))
+    return _result(
+        check.name,
+        attempt,
+        outcome,
+        attempts=attempts,
+        failures=tuple(failures),
+        degraded=degraded,
+        loop_lag_exceeded=loop_lagged is not None and loop_lagged(since),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One attempt's Outcome and its clock: when it started (unix) and how long it took."""
+
+    outcome: Outcome
+    started_at: float
+    duration: float
+
+
+def _result(
+    check_name: str,
+    attempt: _Attempt,
+    outcome: Outcome,
+    attempts: int = 1,
+    failures: tuple[AttemptFailure, ...] = (),
+    degraded: bool = False,
+    loop_lag_exceeded: bool = False,
+) -> Result:
+    """The Result of an attempt's Outcome; a pooled run's accounts each get one too."""
+    return Result(
+        check=check_name,
+        success=outcome.success,
+        duration=attempt.duration,
+        started_at=attempt.started_at,
+        reason=outcome.reason,
+        message=outcome.message,
+        failed_step=outcome.failed_step,
+        steps=outcome.steps,
+        attempts=attempts,
+        failures=failures,
+        degraded=degraded,
+        loop_lag_exceeded=loop_lag_exceeded,
+        accounts=tuple(_result(check_name, attempt, run) for run in outcome.accounts),
+        account=outcome.account,
+    )
 
 
 async def _attempt(
     check: Check,
     env: RunEnvironment,
-    budget: float,
     fresh_for: frozenset[str],
     accounts: tuple[str, ...] = (),
-) -> Result:
-    """One attempt within `budget` seconds; a Result whatever happens but cancellation."""
+) -> _Attempt:
+    """One attempt within the check's timeout; an Outcome whatever happens but cancellation."""
+    assert check.timeout is not None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget
-    ctx = ProbeContext(env.clients, deadline, env.values, env.redactor, env.sessions)
+    deadline = loop.time() + check.timeout
+    recorder = StepRecorder()
+    ctx = ProbeContext(env.clients, deadline, env.values, env.redactor, env.sessions, recorder)
     ctx.fresh_for = fresh_for
     ctx.accounts = accounts
     started_at = time.time()
     start = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline + _DEADLINE_GRACE):
-            return await probe_for(check)(check, ctx)
+            outcome = await probe_for(check)(check, ctx)
     except TimeoutError:
-        reached = f"deadline of {budget:g}s reached"
-        return _cut_short(check, ctx, start, started_at, Reason.TIMEOUT, reached)
+        reached = f"deadline of {check.timeout:g}s reached"
+        outcome = _cut_short(ctx, start, Reason.TIMEOUT, "deadline reached", reached)
     except Exception as exc:  # a bug in a probe: recorded as a failure, never lost
         _report(check, env, ctx, exc)
-        return _cut_short(check, ctx, start, started_at, Reason.INTERNAL, _internal(exc))
+        message = _internal(exc)
+        outcome = _cut_short(ctx, start, Reason.INTERNAL, message, message)
+    return _Attempt(outcome, started_at, time.perf_counter() - start)
 
 
 def _internal(exc: Exception) -> str:
@@ -122,30 +184,15 @@ def _internal(exc: Exception) -> str:
 
 
 def _cut_short(
-    check: Check,
-    ctx: ProbeContext,
-    start: float,
-    started_at: float,
-    reason: Reason,
-    message: str,
-) -> Result:
-    """The Result of a run the probe did not finish: the steps done, the current one failed."""
-    step = ctx.current_step
-    steps = list(ctx.progress)
-    elapsed = time.perf_counter() - start
-    if step:
-        shown = "deadline reached" if reason == Reason.TIMEOUT else message
-        steps.append(StepResult(step, False, elapsed, reason, shown))
-    return Result(
-        check=check.name,
-        success=False,
-        duration=elapsed,
-        started_at=started_at,
-        reason=reason,
-        message=message,
-        failed_step=step,
-        steps=tuple(steps),
-    )
+    ctx: ProbeContext, start: float, reason: Reason, step_message: str, run_message: str
+) -> Outcome:
+    """The Outcome of an attempt the probe did not finish: the steps it had done, and the one
+    it was in failed (as far as it got, where the probe told the recorder how to end it)."""
+    recorder = ctx.recorder
+    step = recorder.interrupt(reason, step_message, time.perf_counter() - start)
+    if step is None:
+        return Outcome(recorder.steps, reason, run_message)
+    return Outcome((*recorder.steps, step), reason, step.message, step.name)
 
 
 def _report(check: Check, env: RunEnvironment, ctx: ProbeContext, exc: Exception) -> None:
@@ -161,7 +208,7 @@ def _report(check: Check, env: RunEnvironment, ctx: ProbeContext, exc: Exception
         "probe raised an unexpected exception",
         extra={
             "check": check.name,
-            "step": ctx.current_step,
+            "step": ctx.recorder.current,
             "reason": str(Reason.INTERNAL),
             "exception": type(exc).__name__,
             "traceback": text,

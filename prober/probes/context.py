@@ -20,8 +20,8 @@ from prober.config.model import IpProtocol, TlsOptions
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
+from prober.probes.recorder import StepRecorder
 from prober.probes.sessions import SessionStore
-from prober.result import StepResult
 
 FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_UNSPEC}
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
@@ -263,7 +263,8 @@ def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
 
 @dataclass
 class ProbeContext:
-    """One run's context; `progress` keeps finished steps so a caller's timeout can report them.
+    """One attempt's context: shared clients, its deadline, values, sessions and the recorder
+    the runner reads if it has to cut the attempt short.
 
     `redactor` hides the environment's secrets plus those the run learns (extracted values):
     a flow widens it as it goes, so whatever ends the run can still hide them all.
@@ -274,8 +275,7 @@ class ProbeContext:
     values: TemplateValues
     redactor: Redactor
     sessions: SessionStore
-    progress: list[StepResult] = field(default_factory=list)
-    current_step: str = ""
+    recorder: StepRecorder = field(default_factory=StepRecorder)
     # Components whose session steps log in afresh even where a login is cached: a run made
     # to re-check a component (a confirmation or a sweep) must exercise it, not reuse a token.
     fresh_for: frozenset[str] = frozenset()
@@ -286,7 +286,7 @@ class ProbeContext:
 
     def for_account(self, account: str) -> ProbeContext:
         """A context of its own for one account of a pooled run: same deadline and clients."""
-        return replace(self, progress=[], current_step="", accounts=(), account=account)
+        return replace(self, recorder=StepRecorder(), accounts=(), account=account)
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()

@@ -20,16 +20,11 @@ import dns.resolver
 
 from prober.config.model import DnsCheck
 from prober.probes.context import ProbeContext, out_of_descriptors
-from prober.probes.single_step import (
-    Judgement,
-    ProbeFailure,
-    finish_run,
-    resolve,
-    within_deadline,
-)
-from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult, shown
+from prober.probes.single_step import ProbeFailure, resolve, run_one_step
+from prober.result import AssertionOutcome, DnsFacts, Outcome, Phases, Reason, StepResult, shown
 
 STEP_NAME = "query"
+FACTS = DnsFacts
 DNS_PORT = 53
 _system_servers: tuple[str, ...] | None = None
 
@@ -65,34 +60,33 @@ def split_server(server: str) -> tuple[str, int]:
     return server, DNS_PORT
 
 
-async def run(check: DnsCheck, ctx: ProbeContext) -> Result:
+async def run(check: DnsCheck, ctx: ProbeContext) -> Outcome:
     """Ask the server for the name and judge the answer."""
-    started_at = time.time()
     state = _Query(time.perf_counter())
-    ctx.current_step = STEP_NAME
-    reason, message = await within_deadline(
-        ctx, _ask_and_judge(check, ctx, state), lambda: state.stage
-    )
-    end = time.perf_counter()
-    lookup = (state.answered or end) - state.asked if state.asked else None
-    step = StepResult(
-        name=STEP_NAME,
-        success=reason is None,
-        duration=end - state.start,
-        reason=reason,
-        message=message,
-        phases=state.phases(end),
-        assertions=tuple(state.outcomes),
-        request_line=f"DNS {check.query_type} {check.query_name} @{state.server or '?'}",
-        protocol="dns",
-        answer_count=state.answer_count,
-        dns_lookup_time=lookup,
-    )
-    return finish_run(check.name, started_at, step, ctx)
+
+    def end(reason: Reason | None, message: str) -> StepResult:
+        now = time.perf_counter()
+        return StepResult(
+            name=STEP_NAME,
+            success=reason is None,
+            duration=now - state.start,
+            reason=reason,
+            message=message,
+            facts=DnsFacts(
+                phases=state.phases(now),
+                answer_count=state.answer_count,
+                lookup_time=(state.answered or now) - state.asked if state.asked else None,
+            ),
+            assertions=tuple(state.outcomes),
+            request_line=f"DNS {check.query_type} {check.query_name} @{state.server or '?'}",
+        )
+
+    work = _ask_and_judge(check, ctx, state)
+    return await run_one_step(ctx, STEP_NAME, work, end, lambda: state.stage)
 
 
-async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> Judgement:
-    return _judge(check, await _ask(check, ctx, state), state, ctx)
+async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> None:
+    _judge(check, await _ask(check, ctx, state), state, ctx)
 
 
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
@@ -108,8 +102,8 @@ async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message
         response, _ = await dns.asyncquery.udp_with_fallback(
             query, address, timeout=max(ctx.remaining(), 0.001), port=port
         )
-    except dns.exception.Timeout:
-        raise TimeoutError from None
+    except dns.exception.Timeout:  # dnspython's own timeout is the attempt's deadline
+        raise ProbeFailure(Reason.TIMEOUT, f"deadline reached while {state.stage}") from None
     except ConnectionRefusedError as exc:
         raise ProbeFailure(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
     except OSError as exc:
@@ -151,7 +145,7 @@ def _read_system_nameservers() -> tuple[str, ...]:
 
 def _judge(
     check: DnsCheck, response: dns.message.Message, state: _Query, ctx: ProbeContext
-) -> Judgement:
+) -> None:
     """rcode first (a DNS failure), then the answer count and regexes (assertions)."""
     rcode = dns.rcode.to_text(response.rcode())
     answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
@@ -173,8 +167,7 @@ def _judge(
         outcomes.append(AssertionOutcome(text, matched is not None, shown(seen, ctx.redactor)))
     state.outcomes = outcomes
     if rcode not in valid:
-        return Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}"
+        raise ProbeFailure(Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}")
     failed = [o for o in outcomes if not o.passed]
     if failed:
-        return Reason.ASSERTION, f"{failed[0].text} failed (actual {failed[0].actual})"
-    return None, ""
+        raise ProbeFailure(Reason.ASSERTION, f"{failed[0].text} failed (actual {failed[0].actual})")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from prober.config.model import FlowCheck, Poll, RequestSpec, Step
 from prober.probes.context import ProbeContext
-from prober.probes.step import StepOutcome, run_step
-from prober.result import Result, StepResult
+from prober.probes.step import StepRun, run_step
+from prober.result import HttpFacts, Outcome, Reason, StepResult
+
+FACTS = HttpFacts
 
 _UNAUTHORIZED = 401
 
@@ -51,27 +52,25 @@ class _FlowState:
     relogged: bool = False
 
 
-async def run(check: FlowCheck, ctx: ProbeContext) -> Result:
+async def run(check: FlowCheck, ctx: ProbeContext) -> Outcome:
     """Run a flow check's steps in order; stop at the first failing critical step.
 
     A pooled flow runs once per account of this run, concurrently, each account in a
-    context of its own; the Result merges them (see `merge_accounts`).
+    context of its own; the Outcome merges them (see `merge_accounts`).
     """
     steps = [FlowStep.of(s, check.component) for s in check.steps]
     if not ctx.accounts:
-        return await run_steps(check.name, steps, ctx)
-    runs = await asyncio.gather(
-        *(run_steps(check.name, steps, ctx.for_account(a)) for a in ctx.accounts)
-    )
-    return merge_accounts(check.name, list(runs))
+        return await run_steps(steps, ctx)
+    runs = await asyncio.gather(*(run_steps(steps, ctx.for_account(a)) for a in ctx.accounts))
+    return merge_accounts(list(runs))
 
 
-def merge_accounts(check_name: str, runs: list[Result]) -> Result:
-    """One Result for a run made as several accounts: it passes when every account passed.
+def merge_accounts(runs: list[Outcome]) -> Outcome:
+    """One Outcome for a run made as several accounts: it passes when every account passed.
 
     Each step is merged across the accounts that ran it: failed if any failed (its facts
     from the first that failed), with how many accounts ran it and how many failed it. The
-    accounts' own Results ride along in `accounts` for the verdict's per-account counts.
+    accounts' own Outcomes ride along in `accounts` for the verdict's per-account counts.
     """
     failed = [r for r in runs if not r.success]
     first = failed[0] if failed else runs[0]
@@ -84,17 +83,7 @@ def merge_accounts(check_name: str, runs: list[Result]) -> Result:
     message = first.message
     if failed:
         message = f"{len(failed)} of {len(runs)} accounts failed; first: {message}"
-    return Result(
-        check=check_name,
-        success=not failed,
-        duration=max(r.duration for r in runs),
-        started_at=min(r.started_at for r in runs),
-        reason=first.reason,
-        message=message,
-        failed_step=first.failed_step,
-        steps=steps,
-        accounts=tuple(runs),
-    )
+    return Outcome(steps, first.reason, message, first.failed_step, accounts=tuple(runs))
 
 
 def _merge_step(group: list[StepResult]) -> StepResult:
@@ -111,10 +100,12 @@ def _merge_step(group: list[StepResult]) -> StepResult:
     )
 
 
-async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContext) -> Result:
-    """Run steps in order, reporting the first critical failure; cleanup steps always run."""
-    started_at = time.time()
-    start = time.perf_counter()
+async def run_steps(steps: Sequence[FlowStep], ctx: ProbeContext) -> Outcome:
+    """Run steps in order, reporting the first critical failure; cleanup steps always run.
+
+    Every step, and every login made again on the way, goes to the run's recorder: its
+    steps are the Outcome's.
+    """
     state = _FlowState()
     if ctx.account:
         state.variables["account"] = ctx.account
@@ -122,23 +113,15 @@ async def run_steps(check_name: str, steps: Sequence[FlowStep], ctx: ProbeContex
     for step in steps:
         if failed is not None and not step.always_run:
             continue
-        ctx.current_step = step.name
+        ctx.recorder.begin(step.name)
         result = await _run_one(step, state, ctx)
-        ctx.progress.append(result)
+        ctx.recorder.done(result)
         if failed is None and not result.success and step.critical:
             failed = result
-    ctx.current_step = ""
-    return Result(
-        check=check_name,
-        success=failed is None,
-        duration=time.perf_counter() - start,
-        started_at=started_at,
-        reason=failed.reason if failed else None,
-        message=failed.message if failed else "",
-        failed_step=failed.name if failed else "",
-        steps=tuple(ctx.progress),
-        account=ctx.account,
-    )
+    if failed is None:
+        return Outcome(ctx.recorder.steps, account=ctx.account)
+    reason = failed.reason or Reason.ERROR
+    return Outcome(ctx.recorder.steps, reason, failed.message, failed.name, account=ctx.account)
 
 
 async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
@@ -155,6 +138,7 @@ async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> Step
         if result.success or late:
             slow = poll.degraded_after is not None and waited > poll.degraded_after
             return replace(result, waited=waited, slow=slow)
+        ctx.recorder.begin(step.name, stage=lambda: "waiting to poll again")
         await asyncio.sleep(poll.every)
 
 
@@ -162,21 +146,23 @@ async def _run_once(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> Ste
     if step.session is not None:
         return await _login(step, state, ctx)
     outcome = await _request(step, state, ctx)
-    if outcome.result.status_code == _UNAUTHORIZED and state.cached_logins and not state.relogged:
+    facts = outcome.result.facts
+    refused = isinstance(facts, HttpFacts) and facts.status_code == _UNAUTHORIZED
+    if refused and state.cached_logins and not state.relogged:
         # A cached token was refused: log in again once, then retry this step once.
         state.relogged = True
         for session, login_step in list(state.cached_logins.items()):
             ctx.sessions.invalidate(session)
             ctx.sessions.record(session, "rejected")
             login = await _login(login_step, state, ctx)
-            ctx.progress.append(login)
+            ctx.recorder.done(login)
             if not login.success:
                 return outcome.result
         outcome = await _request(step, state, ctx)
     return outcome.result
 
 
-async def _request(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepOutcome:
+async def _request(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepRun:
     outcome = await run_step(step.name, step.spec, state.variables, ctx, step.critical)
     state.variables.update(outcome.variables)  # its secret values widened ctx.redactor
     return outcome

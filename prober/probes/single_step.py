@@ -1,8 +1,9 @@
 """The frame of the one-step probes that do not speak HTTP (tcp, dns).
 
-A failure is raised as `ProbeFailure` where it is understood, the work runs within the run's
-deadline, the target's name is resolved with the check's ip_protocol, and the finished step
-becomes the run's Result with its message redacted.
+A failure is raised as `ProbeFailure` where it is understood, the target's name is resolved
+with the check's ip_protocol, and the step becomes the Outcome with its message redacted.
+The runner's deadline bounds the work: the probe tells the recorder what it is doing and how
+to end the step, so a timeout still names the phase and keeps the phases reached.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from dataclasses import replace
 
 from prober.config.model import IpProtocol
 from prober.probes.context import FAMILIES, ProbeContext, family_mismatch, out_of_descriptors
-from prober.result import Reason, Result, StepResult
+from prober.result import Outcome, Reason, StepResult
 
 # (family, sockaddr) as getaddrinfo gives them.
 Address = tuple[
     socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
 ]
-# (reason, message) of a step; no reason means it succeeded.
-Judgement = tuple[Reason | None, str]
+# The step as far as it got, given why it ended (None: it passed) and the message.
+StepEnd = Callable[[Reason | None, str], StepResult]
 
 
 class ProbeFailure(Exception):
@@ -32,20 +33,30 @@ class ProbeFailure(Exception):
         self.reason = reason
 
 
-async def within_deadline(
-    ctx: ProbeContext, work: Awaitable[Judgement], stage: Callable[[], str]
-) -> Judgement:
-    """Await the step's work until the run's deadline; a timeout or ProbeFailure is its judgement.
+async def run_one_step(
+    ctx: ProbeContext, name: str, work: Awaitable[None], end: StepEnd, stage: Callable[[], str]
+) -> Outcome:
+    """Do the step's work; a ProbeFailure is its failure. The step is the attempt's Outcome.
 
-    `stage` says what the step was doing, for the timeout message.
+    Until the work is over the recorder knows how to end the step (`end`, redacted) and what
+    it is doing (`stage`), for the runner to use if it cuts the attempt short.
     """
+
+    def ended(reason: Reason | None, message: str) -> StepResult:
+        step = end(reason, message)
+        return replace(step, message=ctx.redactor(step.message))
+
+    ctx.recorder.begin(name, finish=ended, stage=stage)
     try:
-        async with asyncio.timeout_at(ctx.deadline):
-            return await work
-    except TimeoutError:
-        return Reason.TIMEOUT, f"deadline reached while {stage()}"
+        await work
     except ProbeFailure as exc:
-        return exc.reason, str(exc)
+        step = ended(exc.reason, str(exc))
+    else:
+        step = ended(None, "")
+    ctx.recorder.done(step)
+    if step.reason is None:
+        return Outcome((step,))
+    return Outcome((step,), step.reason, step.message, step.name)
 
 
 async def resolve(
@@ -67,23 +78,3 @@ async def resolve(
         reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.DNS
         raise ProbeFailure(reason, f"cannot resolve {what}: {exc.strerror}") from None
     return [(info[0], info[4]) for info in infos]
-
-
-def finish_run(check_name: str, started_at: float, step: StepResult, ctx: ProbeContext) -> Result:
-    """The run's Result from its one step, secrets redacted; the step joins `ctx.progress`.
-
-    Assertion values are redacted where they are made (`shown(text, ctx.redactor)`).
-    """
-    step = replace(step, message=ctx.redactor(step.message))
-    ctx.progress.append(step)
-    ctx.current_step = ""
-    return Result(
-        check=check_name,
-        success=step.success,
-        duration=step.duration,
-        started_at=started_at,
-        reason=step.reason,
-        message=step.message,
-        failed_step="" if step.success else step.name,
-        steps=tuple(ctx.progress),
-    )

@@ -1,30 +1,45 @@
-"""Run one HTTP request, time its phases, judge its response: used by both http and flow."""
+"""The one step runner: send one HTTP request, time its phases, judge its response.
+
+Used by both http (a one-step flow) and flow. Each request is bounded by the attempt's
+deadline itself, so that a timeout names the phase it hung in and the flow goes on to its
+`always_run` steps; it tells the runner's recorder how to end the step if the runner has to
+cut the attempt short instead (`ctx.recorder`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import json
-import re
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.cookies import SimpleCookie
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from prober.config.assertions import Response
-from prober.config.model import NEVER_REDIRECTED, Extraction, RequestSpec
+from prober.config.model import Extraction, RequestSpec
 from prober.config.secrets import REDACTED
-from prober.config.templates import MISSING, TemplateError, TemplateValues
+from prober.config.templates import MISSING, TemplateError
 from prober.probes.context import (
     PhaseTimer,
     ProbeContext,
     RequestBody,
     family_mismatch,
     out_of_descriptors,
+)
+from prober.probes.net.redirects import redirect_guard
+from prober.probes.net.request import (
+    InvalidUrl,
+    Request,
+    build_request,
+    check_url,
+    display_url,
+    error_message,
+    header_text,
 )
 from prober.probes.net.tls import (
     PeerFacts,
@@ -33,34 +48,17 @@ from prober.probes.net.tls import (
     peer_facts,
     tls_reason,
 )
-from prober.result import AssertionOutcome, Phases, Reason, StepResult
+from prober.result import AssertionOutcome, HttpFacts, Phases, Reason, StepResult, TlsFacts
 
 _SHOWN_VALUE_CHARS = 48
-# A URL inside an exception's text (aiohttp quotes the whole URL, query and userinfo too).
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-# Standard headers that carry no credential and follow a redirect to any origin.
-_FOLLOW_ANYWHERE = frozenset(
-    {
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "content-type",
-        "content-language",
-        "user-agent",
-    }
-)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-class _InvalidUrl(Exception):
-    """A rendered URL that cannot be requested; the message never quotes the URL."""
-
-
 @dataclass(frozen=True, slots=True)
-class StepOutcome:
+class StepRun:
     """A step's result plus the variables it extracted (raw: they feed later requests).
 
     The secret ones among them were added to the run's redactor (`ctx.redactor`).
@@ -68,90 +66,6 @@ class StepOutcome:
 
     result: StepResult
     variables: dict[str, str]
-
-
-def display_url(url: str) -> str:
-    """The URL without userinfo and with query values hidden: safe for logs and traces."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<invalid url>"
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if port is not None:
-        netloc += f":{port}"
-    query = "&".join(f"{p.split('=', 1)[0]}={REDACTED}" for p in parts.query.split("&") if p)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    url: str
-    headers: dict[str, str]
-    data: bytes | None
-    proxy: str | None
-
-
-def _build_request(spec: RequestSpec, values: TemplateValues) -> _Request:
-    """Render the request; a value that is not UTF-8 text is a TemplateError."""
-    url = spec.url.render(values)
-    headers = {name: t.render(values) for name, t in spec.headers.items()}
-    data: bytes | None = None
-    try:
-        for text in (url, *headers.values()):
-            text.encode()
-        if spec.body is not None:
-            data = spec.body.render(values).encode()
-        elif spec.json_body is not None:
-            data = json.dumps(spec.json_body.render(values)).encode()
-            headers.setdefault("Content-Type", "application/json")
-    except UnicodeEncodeError:
-        raise TemplateError("a value used in the request is not valid UTF-8 text") from None
-    if spec.hostname:
-        headers["Host"] = spec.hostname
-    proxy = spec.proxy_url.render(values) if spec.proxy_url is not None else None
-    return _Request(url, headers, data, proxy)
-
-
-def _check_url(url: str, what: str) -> None:
-    """Raise _InvalidUrl unless `url` is http(s) with a host and a port that parses."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        part = (
-            "port is not a number from 1 to 65535"
-            if "port" in str(exc).lower()
-            else "host is not valid"
-        )
-        raise _InvalidUrl(f"invalid {what}: the {part}") from None
-    if port == 0:
-        raise _InvalidUrl(f"invalid {what}: the port is not a number from 1 to 65535")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _InvalidUrl(f"invalid {what}: it needs http:// or https:// and a host")
-
-
-def _error_message(exc: BaseException) -> str:
-    """An exception as text with every URL in it shown as display_url shows it."""
-    text = f"{type(exc).__name__}: {exc}"
-    return _URL_IN_TEXT.sub(lambda match: display_url(match.group(0)), text)
-
-
-def _header_text(value: str) -> str:
-    """A response header value as text: UTF-8 if its bytes are UTF-8, else Latin-1.
-
-    aiohttp decodes header bytes as UTF-8 with surrogateescape; a Latin-1 value would keep
-    lone surrogates that no page or log can encode.
-    """
-    if value.isascii():
-        return value
-    raw = value.encode("utf-8", "surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -228,8 +142,7 @@ class _Step:
         self.end = 0.0
         self.status: int | None = None
         self.request_line: str = spec.method
-        self.tls_expiry: float | None = None
-        self.tls_version: str | None = None
+        self.tls: TlsFacts | None = None
         self.http_version: str | None = None
         self.content_length: int | None = None
         self.body_length: int | None = None
@@ -264,23 +177,32 @@ class _Step:
             duration=self.end - self.timer.start,
             reason=reason,
             message=self.redactor(message),
-            status_code=self.status,
-            phases=self.phases(),
+            facts=HttpFacts(
+                status_code=self.status,
+                phases=self.phases(),
+                redirects=self.timer.redirects,
+                content_length=self.content_length,
+                body_length=self.body_length,
+                http_version=self.http_version,
+                tls=self.tls,
+            ),
             assertions=assertions,
             extracted=extracted,
             critical=self.critical,
             request_line=self.redactor(self.request_line),
-            tls_expiry=self.tls_expiry,
-            tls_version=self.tls_version,
-            redirects=self.timer.redirects,
-            content_length=self.content_length,
-            http_version=self.http_version,
-            body_length=self.body_length,
         )
 
-    def failed(self, reason: Reason, message: str) -> StepOutcome:
+    def failed(self, reason: Reason, message: str) -> StepRun:
         """The step's outcome when it fails before extracting anything."""
-        return StepOutcome(self.finish(reason, message), {})
+        return StepRun(self.finish(reason, message), {})
+
+    def stage(self) -> str:
+        """What the request is doing now, for a timeout's message."""
+        if self.headers_at:
+            return "reading the body"
+        if self.timer.ready > self.timer.start:
+            return "waiting for the response"
+        return "connecting"
 
 
 async def run_step(
@@ -289,18 +211,19 @@ async def run_step(
     variables: Mapping[str, str],
     ctx: ProbeContext,
     critical: bool = True,
-) -> StepOutcome:
+) -> StepRun:
     """Send one request within the context's deadline and judge the response."""
     step = _Step(name, spec, ctx, critical)
+    ctx.recorder.begin(name, finish=step.finish, stage=step.stage)
     values = {**ctx.values, **variables}
     try:
-        request = _build_request(spec, values)
-        _check_url(request.url, "url")
+        request = build_request(spec, values)
+        check_url(request.url, "url")
         if request.proxy is not None:
-            _check_url(request.proxy, "proxy_url")
+            check_url(request.proxy, "proxy_url")
     except TemplateError as exc:
         return step.failed(Reason.TEMPLATE, str(exc))
-    except _InvalidUrl as exc:
+    except InvalidUrl as exc:
         return step.failed(Reason.INVALID_URL, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
@@ -310,14 +233,14 @@ async def run_step(
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
     except TimeoutError:
-        return step.failed(Reason.TIMEOUT, _timeout_message(step))
+        return step.failed(Reason.TIMEOUT, f"deadline reached while {step.stage()}")
     except _BodyTooLarge:
         message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
         return step.failed(Reason.BODY_TOO_LARGE, message)
     except TlsSetupError as exc:
         return step.failed(Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return step.failed(_classify(exc), _error_message(exc))
+        return step.failed(_classify(exc), error_message(exc))
     return _judge(step, raw)
 
 
@@ -327,7 +250,7 @@ class _Raw:
     cookies: SimpleCookie
 
 
-async def _send(step: _Step, request: _Request) -> _Raw:
+async def _send(step: _Step, request: Request) -> _Raw:
     spec = step.spec
     session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
@@ -343,7 +266,7 @@ async def _send(step: _Step, request: _Request) -> _Raw:
 
 async def _exchange(
     step: _Step,
-    request: _Request,
+    request: Request,
     session: aiohttp.ClientSession,
     ssl_context: ssl.SSLContext,
     payload: RequestBody | None,
@@ -360,7 +283,7 @@ async def _exchange(
         server_hostname=spec.tls.server_name or spec.hostname,
         proxy=request.proxy,
         trace_request_ctx=step.timer,
-        middlewares=_redirect_guard(spec),
+        middlewares=redirect_guard(spec),
     ) as resp:
         step.headers_at = time.perf_counter()
         step.status = resp.status
@@ -370,64 +293,16 @@ async def _exchange(
         body = await _read_capped(resp, spec.max_body_bytes)
         step.end = time.perf_counter()
         step.body_length = len(body)
-        headers = {k.lower(): _header_text(v) for k, v in resp.headers.items()}
+        headers = {k.lower(): header_text(v) for k, v in resp.headers.items()}
         cookies: SimpleCookie = SimpleCookie()
         for value in resp.headers.getall("Set-Cookie", []):
             cookies.load(value)
         latency = step.end - step.timer.start
+        tls = step.tls or TlsFacts()
         response = Response(
-            resp.status,
-            latency,
-            headers,
-            body,
-            tls_expiry=step.tls_expiry,
-            tls_version=step.tls_version,
+            resp.status, latency, headers, body, tls_expiry=tls.expiry, tls_version=tls.version
         )
         return _Raw(response, cookies)
-
-
-def _redirect_guard(spec: RequestSpec) -> tuple[_RedirectGuard, ...]:
-    """The middleware that guards this request's redirects, when it has headers to guard."""
-    if not spec.follow_redirects:
-        return ()
-    guarded = {name.lower() for name in spec.headers} - _FOLLOW_ANYWHERE - NEVER_REDIRECTED
-    if spec.hostname is None and not guarded - set(spec.redirect_headers):
-        return ()  # aiohttp itself drops Authorization, Cookie and Proxy-Authorization
-    return (_RedirectGuard(spec),)
-
-
-class _RedirectGuard:
-    """A client middleware that keeps a request's credentials at their origin.
-
-    aiohttp drops Authorization and Cookie on a redirect to another origin but sends every
-    other header on, an X-Api-Key too. From the first hop that leaves the first request's
-    origin on, only standard headers and those named in `redirect_headers` go on; a Host
-    set by `hostname` becomes the new target's.
-    """
-
-    def __init__(self, spec: RequestSpec) -> None:
-        configured = {name.lower() for name in spec.headers}
-        kept = _FOLLOW_ANYWHERE | set(spec.redirect_headers)
-        self._dropped = ((configured - kept) | NEVER_REDIRECTED) - {"host"}
-        self._own_host = spec.hostname is not None
-        self._origin: object = None
-        self._left = False
-
-    async def __call__(
-        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        origin = request.url.origin()
-        if self._origin is None:
-            self._origin = origin
-        elif origin != self._origin:
-            self._left = True
-        if self._left:
-            for name in self._dropped:
-                request.headers.popall(name, None)
-            host = request.url.host_port_subcomponent
-            if self._own_host and host is not None:
-                request.headers["Host"] = host
-        return await handler(request)
 
 
 def _host(url: str) -> str:
@@ -456,21 +331,10 @@ def _read_tls(step: _Step, resp: aiohttp.ClientResponse) -> None:
     else:
         facts = clients.known_peer(resp.url.host, resp.url.port, options)
     if facts is not None:
-        step.tls_version = facts.version
-        step.tls_expiry = facts.expiry
+        step.tls = TlsFacts(facts.version, facts.expiry)
 
 
-def _timeout_message(step: _Step) -> str:
-    if step.headers_at:
-        where = "reading the body"
-    elif step.timer.ready > step.timer.start:
-        where = "waiting for the response"
-    else:
-        where = "connecting"
-    return f"deadline reached while {where}"
-
-
-def _judge(step: _Step, raw: _Raw) -> StepOutcome:
+def _judge(step: _Step, raw: _Raw) -> StepRun:
     """Status first, then the JSON document, the extractions and the assertions."""
     spec = step.spec
     response = raw.response
@@ -510,4 +374,4 @@ def _judge(step: _Step, raw: _Raw) -> StepOutcome:
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
     result = step.finish(reason, message, outcomes, shown)
-    return StepOutcome(result, variables if not failed else {})
+    return StepRun(result, variables if not failed else {})

@@ -19,17 +19,20 @@ from prober.config.model import TcpCheck
 from prober.config.templates import Regex
 from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.net.tls import TlsSetupError, peer_facts, tls_reason
-from prober.probes.single_step import (
-    Address,
-    Judgement,
-    ProbeFailure,
-    finish_run,
-    resolve,
-    within_deadline,
+from prober.probes.single_step import Address, ProbeFailure, resolve, run_one_step
+from prober.result import (
+    AssertionOutcome,
+    Outcome,
+    Phases,
+    Reason,
+    StepResult,
+    TcpFacts,
+    TlsFacts,
+    shown,
 )
-from prober.result import AssertionOutcome, Phases, Reason, Result, StepResult, shown
 
 STEP_NAME = "connect"
+FACTS = TcpFacts
 _LINE_LIMIT = 64 * 1024
 _MAX_READ_BYTES = 1 << 20
 _T = TypeVar("_T")
@@ -45,8 +48,7 @@ class _Run:
     connected: float = 0.0
     tls_started: bool = False
     secured: float = 0.0
-    tls_version: str | None = None
-    tls_expiry: float | None = None
+    tls: TlsFacts | None = None
     outcomes: list[AssertionOutcome] = field(default_factory=list)
     read_bytes: int = 0
 
@@ -72,32 +74,33 @@ def split_target(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def run(check: TcpCheck, ctx: ProbeContext) -> Result:
+async def run(check: TcpCheck, ctx: ProbeContext) -> Outcome:
     """Connect to the target, optionally shake hands over TLS, and hold the line dialogue."""
-    started_at = time.time()
     state = _Run(time.perf_counter())
-    ctx.current_step = STEP_NAME
-    reason, message = await within_deadline(ctx, _converse(check, ctx, state), lambda: state.stage)
-    end = time.perf_counter()
-    tls = " over TLS" if check.use_tls else ""
-    step = StepResult(
-        name=STEP_NAME,
-        success=reason is None,
-        duration=end - state.start,
-        reason=reason,
-        message=message,
-        phases=state.phases(end),
-        assertions=tuple(state.outcomes),
-        request_line=f"TCP {check.target}{tls}",
-        tls_expiry=state.tls_expiry,
-        tls_version=state.tls_version,
-        protocol="tcp",
-        dns_lookup_time=(state.resolved - state.start) if state.resolved else None,
-    )
-    return finish_run(check.name, started_at, step, ctx)
+    over = " over TLS" if check.use_tls else ""
+
+    def end(reason: Reason | None, message: str) -> StepResult:
+        now = time.perf_counter()
+        return StepResult(
+            name=STEP_NAME,
+            success=reason is None,
+            duration=now - state.start,
+            reason=reason,
+            message=message,
+            facts=TcpFacts(
+                phases=state.phases(now),
+                lookup_time=(state.resolved - state.start) if state.resolved else None,
+                tls=state.tls,
+            ),
+            assertions=tuple(state.outcomes),
+            request_line=f"TCP {check.target}{over}",
+        )
+
+    work = _converse(check, ctx, state)
+    return await run_one_step(ctx, STEP_NAME, work, end, lambda: state.stage)
 
 
-async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> Judgement:
+async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> None:
     host, port = split_target(check.target)
     addresses = await resolve(host, port, check.ip_protocol, socket.SOCK_STREAM, host)
     state.resolved = time.perf_counter()
@@ -115,7 +118,6 @@ async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> Judgemen
     finally:
         # Abort, not close: a TLS close would wait in the background for the peer's reply.
         writer.transport.abort()
-    return None, ""
 
 
 async def _secure(
@@ -137,7 +139,7 @@ async def _secure(
     ssl_object = writer.get_extra_info("ssl_object")
     if isinstance(ssl_object, ssl.SSLObject):
         facts = peer_facts(ssl_object)
-        state.tls_version, state.tls_expiry = facts.version, facts.expiry
+        state.tls = TlsFacts(facts.version, facts.expiry)
 
 
 async def _connect(

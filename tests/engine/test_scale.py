@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from prober.engine.daemon import Daemon
 from prober.engine.scheduler import Scheduler
-from prober.result import Phases, Result, StepResult
+from prober.result import HttpFacts, Phases, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 from tests.support.processes import wait_for
 from tests.support.servers import free_port, serve_app
@@ -237,7 +237,7 @@ def _sink(count: int) -> MetricsSink:
         {f"c{i}": SeriesPlan((("component", "api"),)) for i in range(count)}, {"vantage": "test"}
     )
     for i in range(count):
-        step = StepResult("request", i % 3 > 0, 0.05, status_code=200, phases=Phases(0.001))
+        step = StepResult("request", i % 3 > 0, 0.05, facts=HttpFacts(200, Phases(0.001)))
         sink.record(Result(f"c{i}", i % 3 > 0, 0.05 + i / 1000, 1.7e9, steps=(step,)))
     return sink
 
@@ -260,7 +260,7 @@ def test_streamed_exposition_is_the_whole_exposition_and_parses() -> None:
 def test_exposition_is_rendered_when_a_result_is_recorded() -> None:
     sink = _sink(3)
     before = sink.render()
-    step = StepResult("request", False, 0.2, status_code=500, phases=Phases())
+    step = StepResult("request", False, 0.2, facts=HttpFacts(500))
     sink.record(Result("c1", False, 0.2, 1.7e9, steps=(step,)))
     after = sink.render().decode()
     assert before != after.encode()

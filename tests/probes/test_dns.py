@@ -10,7 +10,8 @@ import pytest
 
 from prober.config.model import DnsCheck
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason
+from prober.result import DnsFacts, Reason
+from tests.support.checks import facts_of
 from tests.support.processes import DEADLINE_SLACK
 from tests.support.samples import exported_samples
 
@@ -36,8 +37,9 @@ async def test_a_record_with_count_and_regex(dns_server: StartServer, env: RunEn
     result = await run_check(check, env)
     assert result.success, result.message
     step = result.steps[0]
-    assert (step.name, step.protocol, step.answer_count) == ("query", "dns", 2)
-    assert step.dns_lookup_time is not None and step.dns_lookup_time > 0
+    facts = facts_of(step, DnsFacts)
+    assert (step.name, facts.answer_count) == ("query", 2)
+    assert facts.lookup_time is not None and facts.lookup_time > 0
     assert [a.actual for a in step.assertions] == ["NOERROR", "2", "10.0.0.2"]
 
 
@@ -97,7 +99,7 @@ async def test_server_that_never_answers_times_out_within_deadline(
     assert result.reason == Reason.TIMEOUT, result.message
     # It waited for its deadline and no longer (the silent server never answers at all).
     assert 0.3 <= elapsed < 0.3 + DEADLINE_SLACK, elapsed
-    assert result.steps[0].answer_count is None
+    assert facts_of(result.steps[0], DnsFacts).answer_count is None
 
 
 async def test_ipv6_server(dns_server: StartServer, env: RunEnvironment) -> None:

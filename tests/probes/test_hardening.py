@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -23,17 +24,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import prober.probes
 from prober.config.load import ConfigError, load_config
 from prober.config.model import TcpCheck
 from prober.engine.daemon import Daemon
 from prober.engine.runner import run_check
+from prober.probes import registry
 from prober.probes.context import ProbeContext
-from prober.result import Reason, Result
+from prober.result import HttpFacts, Outcome, Reason
 from prober.sinks.log import JsonFormatter, LogfmtFormatter
 from prober.web.app import build_app
 from prober.web.server import start_web
-from tests.support.checks import WriteConfig, http_check, run_environment
+from tests.support.checks import WriteConfig, facts_of, http_check, run_environment
 from tests.support.processes import spawn_prober, wait_for
 from tests.support.samples import parse_samples, sample_value
 from tests.support.servers import serve_app
@@ -172,14 +173,15 @@ async def test_probe_that_raises_is_recorded_as_internal_with_a_redacted_traceba
     """A bug in a probe (here one injected into the http kind) fails the run, every run."""
     calls = 0
 
-    async def buggy_probe(check: Any, ctx: ProbeContext) -> Result:
+    async def buggy_probe(check: Any, ctx: ProbeContext) -> Outcome:
         nonlocal calls
         calls += 1
-        ctx.current_step = "request"
+        ctx.recorder.begin("request")
         encoded = base64.b64encode(SECRET.encode()).decode()
         raise RuntimeError(f"bug while holding {SECRET} and {quote(SECRET, safe='')} {encoded}")
 
-    monkeypatch.setitem(prober.probes.PROBES, "http", buggy_probe)
+    buggy = replace(registry.KINDS["http"], run=buggy_probe)
+    monkeypatch.setitem(registry.KINDS, "http", buggy)
     monkeypatch.setenv("BUG_SECRET", SECRET)
     caplog.set_level(logging.DEBUG, logger="prober")
     path = write_config("""
@@ -685,7 +687,7 @@ async def test_only_headers_marked_safe_follow_a_redirect_to_another_origin(
     async with run_environment() as env:
         result = await run_check(check, env)
     assert result.success, result.message
-    assert result.steps[0].redirects == 1
+    assert facts_of(result.steps[0], HttpFacts).redirects == 1
     (landed,) = seen
     assert landed["X-Trace"] == "trace-1" and landed["Accept"] == "text/plain"
     sent = {name: name in landed for name in ("X-Api-Key", "Authorization", "Cookie")}

@@ -9,8 +9,8 @@ import pytest
 
 from prober.config.model import HttpCheck
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason, Result
-from tests.support.checks import http_check, run_environment
+from prober.result import HttpFacts, Reason, Result
+from tests.support.checks import facts_of, http_check, run_environment
 from tests.support.processes import DEADLINE_SLACK
 from tests.support.servers import Target, free_port
 
@@ -26,11 +26,12 @@ async def test_success_reports_status_phases_and_assertions(
     result = await probe(check, env)
     assert result.success, result.message
     step = result.steps[0]
-    assert step.status_code == 200
+    facts = facts_of(step, HttpFacts)
+    assert facts.status_code == 200
     assert [a.passed for a in step.assertions] == [True, True]
-    assert step.phases.connect > 0
-    assert step.phases.processing > 0
-    assert result.duration >= step.phases.connect + step.phases.processing
+    assert facts.phases.connect > 0
+    assert facts.phases.processing > 0
+    assert result.duration >= facts.phases.connect + facts.phases.processing
 
 
 CASES = [
@@ -83,7 +84,7 @@ async def test_hung_target_fails_with_timeout_reason_within_bound(
 async def test_redirects_followed_and_counted(target: Target, env: RunEnvironment) -> None:
     result = await probe(http_check(target.at("/redirect")), env)
     assert result.success
-    assert result.steps[0].redirects == 1
+    assert facts_of(result.steps[0], HttpFacts).redirects == 1
     not_followed = await probe(
         http_check(target.at("/redirect"), follow_redirects=False, expected_status=[302]), env
     )

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from prober.config.load import ConfigError, load_config
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason
-from tests.support.checks import WriteConfig, http_check
+from prober.result import HttpFacts, Reason
+from tests.support.checks import WriteConfig, facts_of, http_check
 from tests.support.samples import exported_samples
 from tests.support.servers import Target, serve_app
 
@@ -72,9 +72,10 @@ async def test_compressed_body_sizes_and_version(server: str, env: RunEnvironmen
     result = await run_check(http_check(server + "/compressed"), env)
     assert result.success, result.message
     step = result.steps[0]
-    assert step.body_length == len(BODY)
-    assert step.content_length is not None and 0 < step.content_length < len(BODY)
-    assert step.http_version == "1.1"
+    facts = facts_of(step, HttpFacts)
+    assert facts.body_length == len(BODY)
+    assert facts.content_length is not None and 0 < facts.content_length < len(BODY)
+    assert facts.http_version == "1.1"
 
 
 async def test_http_detail_series_are_exported(target: Target, env: RunEnvironment) -> None:
@@ -95,7 +96,7 @@ async def test_http_detail_series_are_exported(target: Target, env: RunEnvironme
 async def test_ipv6_loopback(server6: str, env: RunEnvironment) -> None:
     result = await run_check(http_check(server6 + "/ok", ip_protocol="ip6"), env)
     assert result.success, result.message
-    assert result.steps[0].phases.connect > 0
+    assert facts_of(result.steps[0], HttpFacts).phases.connect > 0
 
 
 @pytest.mark.parametrize(

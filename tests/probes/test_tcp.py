@@ -12,9 +12,9 @@ import pytest
 
 from prober.config.model import TcpCheck
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason
+from prober.result import Reason, TcpFacts, TlsFacts
 from tests.support.certs import CertFactory
-from tests.support.checks import run_environment
+from tests.support.checks import facts_of, run_environment
 from tests.support.processes import DEADLINE_SLACK
 from tests.support.samples import exported_samples
 from tests.support.servers import free_port
@@ -104,15 +104,16 @@ async def test_dialogue_in_order_succeeds_with_phases(
     result = await run_check(tcp_check(target, **DIALOGUE), env)
     assert result.success, result.message
     step = result.steps[0]
-    assert step.name == "connect" and step.protocol == "tcp"
+    facts = facts_of(step, TcpFacts)
+    assert step.name == "connect"
     assert [(a.passed, a.actual) for a in step.assertions] == [
         (True, "220 prober-test ready"),
         (True, "PONG"),
         (True, "221 bye"),
     ]
-    assert step.phases.connect > 0 and step.phases.processing > 0
-    assert step.phases.tls == 0
-    assert step.dns_lookup_time is not None
+    assert facts.phases.connect > 0 and facts.phases.processing > 0
+    assert facts.phases.tls == 0 and facts.tls is None
+    assert facts.lookup_time is not None
 
 
 async def test_connect_only_check_succeeds(tcp_server: StartServer, env: RunEnvironment) -> None:
@@ -164,7 +165,8 @@ async def test_silent_server_times_out_within_deadline(
     assert result.reason == Reason.TIMEOUT
     assert "waiting for a line matching '^220'" in result.message
     assert elapsed < 0.3 + DEADLINE_SLACK, elapsed  # the server stays silent for longer
-    assert result.steps[0].phases.connect > 0  # the phases reached are still reported
+    # The phases reached are still reported.
+    assert facts_of(result.steps[0], TcpFacts).phases.connect > 0
 
 
 async def test_tls_dialogue_reports_version_and_expiry(
@@ -176,9 +178,9 @@ async def test_tls_dialogue_reports_version_and_expiry(
     result = await run_check(check, env)
     assert result.success, result.message
     step = result.steps[0]
-    assert step.tls_version == "TLS 1.3"
-    assert step.tls_expiry == leaf.not_after.timestamp()
-    assert step.phases.tls > 0
+    facts = facts_of(step, TcpFacts)
+    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
+    assert facts.phases.tls > 0
 
 
 async def test_tls_failures_are_told_apart(

@@ -14,9 +14,9 @@ from aiohttp import web
 from prober.config.assertions import AssertionSyntaxError, parse_assertion
 from prober.config.model import HttpCheck, TlsOptions
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason, Result
+from prober.result import HttpFacts, Reason, Result, TlsFacts
 from tests.support.certs import CertFactory, Leaf
-from tests.support.checks import http_check
+from tests.support.checks import facts_of, http_check
 from tests.support.samples import exported_samples
 from tests.support.servers import Target, serve_app
 
@@ -75,12 +75,12 @@ async def test_valid_certificate_reports_version_expiry_and_split_phases(
     )
     assert result.success, result.message
     step = result.steps[0]
-    assert step.tls_version == "TLS 1.3"
-    assert step.tls_expiry == leaf.not_after.timestamp()
+    facts = facts_of(step, HttpFacts)
+    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
     assert result.tls_expiry == leaf.not_after.timestamp()
-    assert step.phases.tls > 0
-    assert step.phases.connect > 0
-    assert step.http_version == "1.1"
+    assert facts.phases.tls > 0
+    assert facts.phases.connect > 0
+    assert facts.http_version == "1.1"
 
 
 async def test_redirect_over_tls_counts_both_handshakes(
@@ -90,7 +90,7 @@ async def test_redirect_over_tls_counts_both_handshakes(
     check = https_check(server.url + "/redirect", tls={"ca_file": str(certs.ca_file)})
     result = await run_check(check, env)
     assert result.success, result.message
-    assert result.steps[0].redirects == 1
+    assert facts_of(result.steps[0], HttpFacts).redirects == 1
     assert len(server.sni) == 2  # a fresh connection, so a fresh handshake, per round trip
 
 
@@ -281,6 +281,7 @@ async def test_keep_alive_reused_connection_keeps_certificate_facts(
     second = await run_check(check, env)
     assert first.success and second.success, second.message
     assert len(server.sni) == 1  # the second run reused the connection: no new handshake
-    assert second.steps[0].phases.tls == 0
+    facts = facts_of(second.steps[0], HttpFacts)
+    assert facts.phases.tls == 0
     assert second.tls_expiry == leaf.not_after.timestamp()
-    assert second.steps[0].tls_version == "TLS 1.3"
+    assert facts.tls is not None and facts.tls.version == "TLS 1.3"

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
-from prober.sinks.metrics import MetricsSink, SeriesPlan
+from prober.result import (
+    AttemptFailure,
+    DnsFacts,
+    HttpFacts,
+    Phases,
+    Reason,
+    Result,
+    StepResult,
+    TcpFacts,
+    TlsFacts,
+)
+from prober.sinks.metrics import FAMILIES, MetricsSink, SeriesPlan
 from tests.support.checks import login_result
 from tests.support.processes import require_tool
 from tests.support.samples import parse_samples
@@ -73,15 +84,14 @@ def test_promtool_check_metrics_accepts_exposition(sink: MetricsSink) -> None:
 def _flow(success: bool, started_at: float = 1.7e9) -> Result:
     """A two-step flow run: login passes, the timeline answers 200, or 503 when failing."""
     login = StepResult(
-        "login", True, 0.01, status_code=200, phases=Phases(0.001, 0.002, 0.0, 0.005, 0.001)
+        "login", True, 0.01, facts=HttpFacts(200, Phases(0.001, 0.002, 0.0, 0.005, 0.001))
     )
     timeline = StepResult(
         "timeline",
         success,
         0.02,
         None if success else Reason.STATUS,
-        status_code=200 if success else 503,
-        phases=Phases(0.0, 0.003, 0.0, 0.010, 0.002),
+        facts=HttpFacts(200 if success else 503, Phases(0.0, 0.003, 0.0, 0.010, 0.002)),
     )
     return Result(
         "flow",
@@ -199,3 +209,57 @@ def test_a_changed_plan_starts_the_check_again() -> None:
     sink.apply({"a": SeriesPlan(full=True)}, {})
     samples = _samples_of(sink, "a")
     assert samples[("prober_check_runs_total", frozenset({("result", "success")}))] == 0
+
+
+def _every_kind_of_run() -> MetricsSink:
+    """A sink whose checks, between them, export every per-check family."""
+    sink = MetricsSink()
+    full_flow = SeriesPlan((("component", "api"),), full=True, steps=True, attempts=True)
+    sink.apply(
+        {
+            "flow": full_flow,
+            "tcp": SeriesPlan((("component", "mail"),), full=True, degraded=True),
+            "dns": SeriesPlan((("component", "dns"),)),
+        },
+        {"vantage": "eu"},
+    )
+    tls = TlsFacts("TLS 1.3", 1.8e9)
+    login = StepResult("login", True, 0.0, cached=True)
+    post = StepResult("post", True, 0.01, facts=HttpFacts(201, Phases(0.1), tls=tls), waited=0.5)
+    pooled = replace(post, accounts=2, accounts_failed=1)
+    account = Result("flow", True, 0.01, 1.7e9, steps=(post,), account="user-1")
+    sink.record(
+        Result(
+            "flow",
+            False,
+            0.02,
+            1.7e9,
+            Reason.STATUS,
+            failed_step="post",
+            steps=(login, pooled),
+            failures=(AttemptFailure(Reason.STATUS, "post"),),
+            accounts=(account, replace(account, success=False, account="user-2")),
+        )
+    )
+    tcp = StepResult("connect", True, 0.01, facts=TcpFacts(Phases(0.001), 0.001, tls))
+    sink.record(Result("tcp", True, 0.01, 1.7e9, steps=(tcp,)))
+    dns = StepResult("query", True, 0.01, facts=DnsFacts(Phases(0.001), 2, 0.002))
+    sink.record(Result("dns", True, 0.01, 1.7e9, steps=(dns,)))
+    return sink
+
+
+def test_every_family_is_rendered_alike_by_the_fast_renderer_and_the_reference() -> None:
+    sink = _every_kind_of_run()
+    reference = CollectorRegistry()
+    reference.register(sink)
+    stock = set(parse_samples(generate_latest(reference).decode()))
+    fast = {s for s in parse_samples(sink.render().decode()) if any(k == "check" for k, _ in s[1])}
+    assert fast == stock
+    shown = {name.removesuffix("_total") for name, _, _ in fast}
+    families = {family.name.removesuffix("_total") for family in FAMILIES}
+    assert {n for n in families if not any(s.startswith(n) for s in shown)} == set()
+
+
+def test_each_family_is_written_once() -> None:
+    names = [family.name for family in FAMILIES]
+    assert len(names) == len(set(names))

@@ -7,7 +7,16 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from prober.result import Phases, Reason, Result, StepResult
+from prober.result import (
+    DnsFacts,
+    HttpFacts,
+    Phases,
+    Reason,
+    Result,
+    StepResult,
+    TcpFacts,
+    TlsFacts,
+)
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 from tests.support.processes import require_tool
 from tests.support.samples import parse_samples
@@ -30,36 +39,35 @@ def _sink() -> MetricsSink:
         "request",
         True,
         0.05,
-        status_code=200,
-        phases=Phases(0.001, 0.002, 0.01, 0.02, 0.001),
-        tls_expiry=EXPIRY,
-        tls_version="TLS 1.3",
-        redirects=2,
-        content_length=120,
-        body_length=400,
-        http_version="2.0",
+        facts=HttpFacts(
+            status_code=200,
+            phases=Phases(0.001, 0.002, 0.01, 0.02, 0.001),
+            redirects=2,
+            content_length=120,
+            body_length=400,
+            http_version="2.0",
+            tls=TlsFacts("TLS 1.3", EXPIRY),
+        ),
     )
     tcp = StepResult(
         "connect",
         True,
         0.01,
-        phases=Phases(0.001, 0.002, 0.003, 0.004),
-        protocol="tcp",
-        tls_version="TLS 1.2",
-        tls_expiry=EXPIRY + 1,
-        dns_lookup_time=0.001,
+        facts=TcpFacts(
+            Phases(0.001, 0.002, 0.003, 0.004),
+            lookup_time=0.001,
+            tls=TlsFacts("TLS 1.2", EXPIRY + 1),
+        ),
     )
     dns = StepResult(
         "query",
         False,
         0.2,
         Reason.DNS,
-        phases=Phases(processing=0.2),
-        protocol="dns",
-        answer_count=0,
-        dns_lookup_time=0.2,
+        facts=DnsFacts(Phases(processing=0.2), answer_count=0, lookup_time=0.2),
     )
-    refused = StepResult("request", False, 0.001, Reason.CONNECT_REFUSED)
+    # An http step without a response: no status, no TLS.
+    refused = StepResult("request", False, 0.001, Reason.CONNECT_REFUSED, facts=HttpFacts())
     for check, step in (("web", https), ("smtp", tcp), ("resolve", dns), ("down", refused)):
         sink.record(Result(check, step.success, step.duration, 1.7e9, steps=(step,)))
     return sink

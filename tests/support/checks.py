@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prober.config.model import HttpCheck
 from prober.config.templates import TemplateValues
 from prober.engine.runner import RunEnvironment
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.result import AttemptFailure, Phases, Reason, Result, StepResult
+from prober.result import AttemptFailure, HttpFacts, Phases, Reason, Result, StepResult
 from tests.support.processes import (
     REPO,
 )
+
+_F = TypeVar("_F")
 
 
 def http_check(url: str, **settings: Any) -> HttpCheck:
@@ -71,8 +73,10 @@ def login_result(check: str, success: bool, duration: float) -> Result:
         success,
         duration,
         None if success else Reason.STATUS,
-        status_code=200 if success else 503,
-        phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+        facts=HttpFacts(
+            status_code=200 if success else 503,
+            phases=Phases(0.001, 0.002, 0.0, duration / 2, 0.0005),
+        ),
     )
     return Result(
         check,
@@ -84,3 +88,9 @@ def login_result(check: str, success: bool, duration: float) -> Result:
         failed_step="" if success else "login",
         failures=() if success else (AttemptFailure(Reason.STATUS, "login"),),
     )
+
+
+def facts_of(step: StepResult, kind: type[_F]) -> _F:
+    """The step's facts, which must be of this kind (HttpFacts, TcpFacts, DnsFacts)."""
+    assert isinstance(step.facts, kind), step
+    return step.facts

@@ -33,7 +33,7 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
-COUNTERS = [f.name.removesuffix("_total") for f in FAMILIES if f.kind == "counter"]
+COUNTERS = [f.name.removesuffix("_total") for f in FAMILIES if f.type == "counter"]
 
 
 def openmetrics_samples(text: str) -> list[Sample]:

@@ -1,1 +1,1 @@
-"""Network clients the probes share: TLS contexts and handshakes."""
+"""What the probes share on the wire: request rendering, redirect guarding, TLS."""

@@ -1,0 +1,259 @@
+"""Every per-check family, written once: a table of the check-wide ones, and one table per
+kind of facts (http, tls, tcp, dns) saying what each family reads off a step's facts.
+
+The fast renderer and the reference collector (render.py) both read `FAMILIES`, so they
+cannot disagree. A step's facts are dispatched on their type: `HttpFacts` feed the http
+table, the `TlsFacts` nested in http and tcp facts the tls table, and so on. A new kind of
+facts adds its table to `TABLES`.
+"""
+
+from __future__ import annotations
+
+from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Result, TcpFacts, TlsFacts
+from prober.sinks.metrics.family import (
+    CheckFamily,
+    FactsFamily,
+    Family,
+    FamilyTable,
+    Scope,
+    attempts,
+    check_histogram,
+    degraded,
+    earliest,
+    facts_family,
+    failures,
+    info,
+    last,
+    per_check,
+    per_step,
+    phased,
+    runs,
+    step_histograms,
+    summed,
+)
+from prober.sinks.metrics.state import CheckSeries, Value, ran_steps
+
+TCP_PHASE_NAMES = PHASE_NAMES[:4]  # resolve, connect, tls, processing: no transfer for tcp
+
+
+CHECK_FAMILIES = FamilyTable(
+    leading=(
+        CheckFamily(
+            "probe_success",
+            "gauge",
+            "1 if the last run of the check succeeded",
+            per_check(lambda s: s.success),
+        ),
+        CheckFamily(
+            "probe_duration_seconds",
+            "gauge",
+            "How long the last run took",
+            per_check(lambda s: s.duration),
+        ),
+    ),
+    trailing=(
+        CheckFamily(
+            "prober_check_duration_seconds", "histogram", "Duration of check runs", check_histogram
+        ),
+        CheckFamily("prober_check_runs_total", "counter", "Check runs by result", runs),
+        CheckFamily(
+            "prober_check_failures_total",
+            "counter",
+            "Failed attempts by reason and step",
+            failures,
+        ),
+        CheckFamily(
+            "prober_check_attempts_total", "counter", "Attempts made, retries included", attempts
+        ),
+        CheckFamily(
+            "prober_check_degraded", "gauge", "1 if the last run passed but was slow", degraded
+        ),
+        CheckFamily(
+            "prober_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last success",
+            per_check(lambda s: s.last_success),
+        ),
+        CheckFamily(
+            "prober_step_success",
+            "gauge",
+            "1 if the step's last run succeeded",
+            per_step(lambda st: st.success),
+        ),
+        CheckFamily(
+            "prober_step_reused",
+            "gauge",
+            "1 if the session step's last run reused a cached login instead of logging in",
+            per_step(lambda st: st.reused),
+        ),
+        CheckFamily(
+            "prober_step_propagation_seconds",
+            "gauge",
+            "A polled step's last run: seconds until what an earlier step wrote could be read",
+            per_step(lambda st: st.waited),
+        ),
+        CheckFamily(
+            "prober_check_accounts_probed",
+            "gauge",
+            "Accounts a pooled flow's last run probed",
+            per_check(lambda s: s.accounts_probed),
+        ),
+        CheckFamily(
+            "prober_check_accounts_failed",
+            "gauge",
+            "Accounts a pooled flow's last run failed for",
+            per_check(lambda s: s.accounts_failed),
+        ),
+        CheckFamily(
+            "prober_step_accounts_failed",
+            "gauge",
+            "Accounts each step of a pooled flow's last run failed for",
+            per_step(lambda st: st.accounts_failed),
+        ),
+        CheckFamily(
+            "prober_step_duration_seconds", "histogram", "Duration of flow steps", step_histograms
+        ),
+    ),
+)
+
+HTTP_FAMILIES = FamilyTable(
+    leading=(
+        # Like blackbox_exporter: 0 when there was no response at all.
+        facts_family(
+            HttpFacts,
+            "probe_http_status_code",
+            "HTTP status of the last response",
+            lambda f: float(f.status_code or 0),
+            Scope.RUN,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_duration_seconds",
+            "Seconds per phase of the last request",
+            lambda f: f.phases.as_tuple(),
+            Scope.RUN,
+            summed,
+            phased(PHASE_NAMES),
+        ),
+    ),
+    trailing=(
+        facts_family(
+            HttpFacts,
+            "probe_http_redirects",
+            "Redirects followed by each step's request",
+            lambda f: float(f.redirects),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_content_length",
+            "Content-Length of the response, -1 if absent",
+            lambda f: float(f.content_length or 0),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_uncompressed_body_length",
+            "Body bytes read after decompression",
+            lambda f: float(f.body_length or 0),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_version",
+            "HTTP version of each step's response",
+            lambda f: float(f.http_version) if f.http_version else 0.0,
+            Scope.FULL,
+        ),
+    ),
+)
+
+TLS_FAMILIES = FamilyTable(
+    leading=(
+        facts_family(
+            TlsFacts,
+            "probe_ssl_earliest_cert_expiry",
+            "Earliest certificate expiry, unix time",
+            lambda f: f.expiry,
+            Scope.CHECK,
+            earliest,
+        ),
+    ),
+    trailing=(
+        facts_family(
+            TlsFacts,
+            "probe_tls_version_info",
+            "TLS version each step negotiated",
+            lambda f: f.version,
+            Scope.FULL,
+            shape=info("version"),
+        ),
+    ),
+)
+
+TCP_FAMILIES = FamilyTable(
+    trailing=(
+        facts_family(
+            TcpFacts,
+            "probe_tcp_duration_seconds",
+            "Seconds per phase of a tcp check",
+            lambda f: f.phases.as_tuple()[: len(TCP_PHASE_NAMES)],
+            Scope.RUN,
+            summed,
+            phased(TCP_PHASE_NAMES),
+        ),
+    ),
+)
+
+DNS_FAMILIES = FamilyTable(
+    trailing=(
+        # tcp checks resolve their target too: the same series, from their lookup.
+        facts_family(
+            DnsFacts,
+            "probe_dns_lookup_time_seconds",
+            "Name resolution (tcp) or query (dns) time",
+            lambda f: f.lookup_time,
+            Scope.CHECK,
+            last,
+            also=(TcpFacts,),
+        ),
+        # A dns run without an answer reports 0 records.
+        facts_family(
+            DnsFacts,
+            "probe_dns_answer_rrs",
+            "Records in the answer section of a dns check",
+            lambda f: float(f.answer_count or 0),
+            Scope.CHECK,
+            last,
+        ),
+    ),
+)
+
+TABLES = (CHECK_FAMILIES, HTTP_FAMILIES, TLS_FAMILIES, TCP_FAMILIES, DNS_FAMILIES)
+# The exposition's families, in the order it shows them.
+FAMILIES: tuple[Family, ...] = (
+    *(family for table in TABLES for family in table.leading),
+    *(family for table in TABLES for family in table.trailing),
+)
+_READ_OFF_FACTS = tuple(f for f in FAMILIES if isinstance(f, FactsFamily))
+# Each type of facts -> the families that read it, in FAMILIES order.
+FACTS_FAMILIES: dict[type, tuple[FactsFamily, ...]] = {
+    source: tuple(f for f in _READ_OFF_FACTS if source in f.sources)
+    for source in dict.fromkeys(s for f in _READ_OFF_FACTS for s in f.sources)
+}
+
+
+def record(series: CheckSeries, result: Result) -> None:
+    """Update a check's series from one run: the run-wide state, then each family of facts
+    from the steps that ran, dispatched on the type of their facts (and of the TLS facts
+    nested in them)."""
+    series.record(result)
+    read: dict[FactsFamily, list[tuple[str, Value]]] = {}
+    for step in ran_steps(result):
+        for facts in (step.facts, step.tls):
+            for family in FACTS_FAMILIES.get(type(facts), ()):
+                value = family.read(facts)
+                if value is not None:
+                    read.setdefault(family, []).append((step.name, value))
+    for family, values in read.items():
+        family.note(series, values, result.failed_step)
