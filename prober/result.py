@@ -111,12 +111,18 @@ class TcpFacts:
 
 @dataclass(frozen=True, slots=True)
 class DnsFacts:
-    """What one DNS query showed: records in the answer (None without an answer) and the
-    query's round trip (None when it was never sent)."""
+    """What one DNS query showed. Phases: resolve (the server's name), connect (the socket,
+    a TCP handshake over tcp) and processing (the query's round trip). The record counts of
+    each section are None without a response; `serial` is the answer's SOA serial for a SOA
+    query (0 without one) and None for other types; `lookup_time` is the server name's
+    resolution (None when it did not finish), as blackbox_exporter's."""
 
     phases: Phases = Phases()
     answer_count: int | None = None
     lookup_time: float | None = None
+    authority_count: int | None = None
+    additional_count: int | None = None
+    serial: int | None = None
 
 
 # The facts of one step, one type per kind of request; sinks dispatch on the type.

@@ -31,21 +31,17 @@ from prober.config.model_fields import (
     Regexes,
     parse_duration,
 )
+from prober.config.model_net import (
+    DNS_RCODES,
+    QueryClass,
+    QueryResponse,
+    QueryType,
+    RecordValidation,
+    SourceAddress,
+    rounds_as_entries,
+)
 from prober.config.model_requests import IpProtocol, RequestSpec, Step, TlsOptions
 
-DNS_RCODES = (
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
-)
 _DNS_SERVER = re.compile(
     r"\[[0-9A-Fa-f:.]+\](:\d{1,5})?"  # [IPv6] or [IPv6]:PORT
     r"|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"  # a bare IPv6 address
@@ -221,15 +217,18 @@ class FlowCheck(CheckBase):
 
 
 class TcpCheck(CheckBase):
-    """Open a TCP connection, optionally upgrade to TLS, send lines and expect replies."""
+    """Open a TCP connection, optionally upgrade to TLS, and hold a line dialogue: prober's
+    `send`/`expect` rounds, or blackbox_exporter's `query_response` entries."""
 
     kind: Literal["tcp"]
     target: str
     send: list[str] = Field(default_factory=list)
     expect: Regexes = Field(default_factory=list)
+    query_response: list[QueryResponse] = Field(default_factory=list)
     use_tls: bool = False
     tls: TlsOptions = Field(default_factory=TlsOptions)
     ip_protocol: IpProtocol = "either"
+    source_ip_address: SourceAddress | None = None
 
     @field_validator("target")
     @classmethod
@@ -238,18 +237,38 @@ class TcpCheck(CheckBase):
             raise ValueError(f"{value!r}: expected HOST:PORT (IPv6 as [::1]:PORT)")
         return value
 
+    @model_validator(mode="after")
+    def _one_dialogue(self) -> TcpCheck:
+        if self.query_response and (self.send or self.expect):
+            raise ValueError("give query_response or send/expect, not both")
+        return self
+
+    @property
+    def dialogue(self) -> tuple[QueryResponse, ...]:
+        """The dialogue as query_response entries, whichever form the check was written in."""
+        if self.query_response:
+            return tuple(self.query_response)
+        return rounds_as_entries(self.send, self.expect)
+
 
 class DnsCheck(CheckBase):
     """Resolve a name, optionally against a given server, and judge the answers."""
 
     kind: Literal["dns"]
     query_name: str
-    query_type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "NS", "SOA"] = "A"
+    query_type: QueryType = "A"
+    query_class: QueryClass = "IN"
+    recursion_desired: bool = True
+    transport_protocol: Literal["udp", "tcp"] = "udp"
     server: str | None = None
     valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
     answer_regex: Regexes = Field(default_factory=list)
     min_answers: int = Field(default=0, ge=0)
+    validate_answer_rrs: RecordValidation = Field(default_factory=RecordValidation)
+    validate_authority_rrs: RecordValidation = Field(default_factory=RecordValidation)
+    validate_additional_rrs: RecordValidation = Field(default_factory=RecordValidation)
     ip_protocol: IpProtocol = "either"
+    source_ip_address: SourceAddress | None = None
 
     @field_validator("server")
     @classmethod

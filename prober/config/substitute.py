@@ -44,11 +44,24 @@ def _is_request_template(path: KeyPath) -> bool:
     """Request fields of checks and steps keep `${...}` for run time (variables, secrets)."""
     if len(path) >= 3 and path[0] == "checks" and path[2] in REQUEST_TEMPLATE_KEYS:
         return True
+    if _is_capture_template(path):
+        return True
     return (
         len(path) >= 5
         and path[0] == "checks"
         and path[2] == "steps"
         and (path[4] in REQUEST_TEMPLATE_KEYS)
+    )
+
+
+def _is_capture_template(path: KeyPath) -> bool:
+    """A tcp `query_response` entry's `send`: its `${1}` and `${name}` are the captures of
+    the entry's `expect` (blackbox_exporter's expansion), filled in at run time."""
+    return (
+        len(path) >= 5
+        and path[0] == "checks"
+        and path[2:3] == ("query_response",)
+        and (path[4] == "send")
     )
 
 

@@ -219,7 +219,7 @@ def _every_kind_of_run() -> MetricsSink:
         {
             "flow": full_flow,
             "tcp": SeriesPlan((("component", "mail"),), full=True, degraded=True),
-            "dns": SeriesPlan((("component", "dns"),)),
+            "dns": SeriesPlan((("component", "dns"),), full=True),
         },
         {"vantage": "eu"},
     )
@@ -243,7 +243,8 @@ def _every_kind_of_run() -> MetricsSink:
     )
     tcp = StepResult("connect", True, 0.01, facts=TcpFacts(Phases(0.001), 0.001, tls))
     sink.record(Result("tcp", True, 0.01, 1.7e9, steps=(tcp,)))
-    dns = StepResult("query", True, 0.01, facts=DnsFacts(Phases(0.001), 2, 0.002))
+    dns_facts = DnsFacts(Phases(0.001), 2, 0.002, authority_count=1, additional_count=1, serial=7)
+    dns = StepResult("query", True, 0.01, facts=dns_facts)
     sink.record(Result("dns", True, 0.01, 1.7e9, steps=(dns,)))
     return sink
 

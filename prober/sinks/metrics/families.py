@@ -1,5 +1,6 @@
 """Every per-check family, written once: a table of the check-wide ones, and one table per
-kind of facts (http, tls, tcp, dns) saying what each family reads off a step's facts.
+kind of facts (http, tls here; tcp, dns in families_tcp_dns.py) saying what each family
+reads off a step's facts.
 
 The fast renderer and the reference collector (render.py) both read `FAMILIES`, so they
 cannot disagree. A step's facts are dispatched on their type: `HttpFacts` feed the http
@@ -9,7 +10,8 @@ facts adds its table to `TABLES`.
 
 from __future__ import annotations
 
-from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Result, TcpFacts, TlsFacts
+from prober.result import PHASE_NAMES, HttpFacts, Result, TlsFacts
+from prober.sinks.metrics.families_tcp_dns import DNS_FAMILIES, TCP_FAMILIES
 from prober.sinks.metrics.family import (
     CheckFamily,
     FactsFamily,
@@ -23,7 +25,6 @@ from prober.sinks.metrics.family import (
     facts_family,
     failures,
     info,
-    last,
     per_check,
     per_step,
     phased,
@@ -32,9 +33,6 @@ from prober.sinks.metrics.family import (
     summed,
 )
 from prober.sinks.metrics.state import CheckSeries, Value, ran_steps
-
-TCP_PHASE_NAMES = PHASE_NAMES[:4]  # resolve, connect, tls, processing: no transfer for tcp
-
 
 CHECK_FAMILIES = FamilyTable(
     leading=(
@@ -187,44 +185,6 @@ TLS_FAMILIES = FamilyTable(
             lambda f: f.version,
             Scope.FULL,
             shape=info("version"),
-        ),
-    ),
-)
-
-TCP_FAMILIES = FamilyTable(
-    trailing=(
-        facts_family(
-            TcpFacts,
-            "probe_tcp_duration_seconds",
-            "Seconds per phase of a tcp check",
-            lambda f: f.phases.as_tuple()[: len(TCP_PHASE_NAMES)],
-            Scope.RUN,
-            summed,
-            phased(TCP_PHASE_NAMES),
-        ),
-    ),
-)
-
-DNS_FAMILIES = FamilyTable(
-    trailing=(
-        # tcp checks resolve their target too: the same series, from their lookup.
-        facts_family(
-            DnsFacts,
-            "probe_dns_lookup_time_seconds",
-            "Name resolution (tcp) or query (dns) time",
-            lambda f: f.lookup_time,
-            Scope.CHECK,
-            last,
-            also=(TcpFacts,),
-        ),
-        # A dns run without an answer reports 0 records.
-        facts_family(
-            DnsFacts,
-            "probe_dns_answer_rrs",
-            "Records in the answer section of a dns check",
-            lambda f: float(f.answer_count or 0),
-            Scope.CHECK,
-            last,
         ),
     ),
 )
