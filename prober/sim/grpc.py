@@ -38,7 +38,7 @@ SERVICES: dict[str, Component] = {"": Component.API, **{c.value: c for c in PLAT
 _NOT_SERVING_FROM = 500
 
 
-class _BytesCodec(CodecBase):
+class BytesCodec(CodecBase):
     """Messages are bytes already (grpc_wire made them): no protobuf in between."""
 
     @property
@@ -122,7 +122,7 @@ async def start_grpc_health(
     `tls` is a server context; it should offer ALPN h2, as gRPC clients expect.
     """
     sock = _listening_socket(host, port)
-    server = Server([HealthService(state)], codec=_BytesCodec())
+    server = Server([HealthService(state)], codec=BytesCodec())
     try:
         await server.start(sock=sock, ssl=tls)
     except BaseException:

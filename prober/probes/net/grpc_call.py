@@ -190,11 +190,11 @@ class UnaryCall(asyncio.Protocol):
                 status = _HTTP_TO_GRPC.get(http_status, GrpcStatus.UNKNOWN)
                 raise status_error(status, f"HTTP status {http_status} without a gRPC status")
             raise ProtocolError("the answer has no grpc-status")
+        status = _parse_status(raw_status)
+        if status is not GrpcStatus.OK:  # some servers leave content-type out of these
+            raise status_error(status, _status_message(final.get("grpc-message", "")))
         if not headers.get("content-type", "").startswith("application/grpc"):
             raise ProtocolError("the answer's content-type is not application/grpc")
-        status = _parse_status(raw_status)
-        if status is not GrpcStatus.OK:
-            raise status_error(status, _status_message(final.get("grpc-message", "")))
         if len(self._reader.messages) != 1 or self._reader.pending:
             raise ProtocolError(f"{len(self._reader.messages)} messages in a unary answer")
         self.answer = self._reader.messages[0]
