@@ -132,6 +132,8 @@ def _checked_url(request: WsRequest) -> URL:
         raise InvalidRequest("invalid url: it needs ws:// or wss:// and a host")
     if _SCHEMES[url.scheme] and request.ssl_context is None:
         raise InvalidRequest("a wss:// exchange needs an ssl_context")
+    if url.user is not None and any(k.lower() == "authorization" for k, _ in request.headers):
+        raise InvalidRequest("the url's userinfo and an Authorization header cannot both be sent")
     return url
 
 
@@ -151,12 +153,11 @@ async def exchange(request: WsRequest, deadline: float) -> WsResponse:
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+    ws: aiohttp.ClientWebSocketResponse | None = None
     try:
         async with asyncio.timeout_at(deadline):
             ws = await _open(session, url, request, stamps)
-            response = await _converse(ws, request, stamps)
-            await _close_politely(ws, deadline)
-            return response
+            return await _converse(ws, request, stamps)
     except TimeoutError:
         timeline = stamps.timeline()
         raise DeadlineReached(f"deadline reached in {timeline.phase}", timeline) from None
@@ -166,6 +167,8 @@ async def exchange(request: WsRequest, deadline: float) -> WsResponse:
             exc.timeline = stamps.timeline()
         raise
     finally:
+        if ws is not None:
+            await _close_politely(ws, deadline)
         await session.close()
 
 
@@ -274,7 +277,7 @@ async def _next_message(ws: aiohttp.ClientWebSocketResponse) -> str:
                 raise Closed(None, "the server dropped the connection")
             raise Closed(code, f"the server closed the WebSocket with code {code}")
         if msg.type is aiohttp.WSMsgType.ERROR:
-            error = ws.exception()
+            error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
             if isinstance(error, aiohttp.WebSocketError):
                 raise ProtocolError(f"invalid WebSocket data: {error}")
             raise Closed(None, f"the connection broke ({_kind(error)})")
@@ -282,7 +285,12 @@ async def _next_message(ws: aiohttp.ClientWebSocketResponse) -> str:
 
 
 async def _close_politely(ws: aiohttp.ClientWebSocketResponse, deadline: float) -> None:
-    """Send our close frame and wait briefly for the server's, never past the deadline."""
+    """Send our close frame and wait briefly for the server's, never past the deadline.
+
+    Past it, the close is cancelled at once, and aiohttp then drops the connection.
+    """
+    if ws.closed:
+        return
     loop = asyncio.get_running_loop()
     with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
         async with asyncio.timeout_at(min(deadline, loop.time() + _CLOSE_S)):
