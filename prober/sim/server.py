@@ -130,11 +130,13 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
+def parse_listen(
+    text: str, option: str = "--listen", example: str = DEFAULT_LISTEN
+) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT) or raise ValueError."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"bad {option} {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise ValueError(f"bad {option} {text!r}: expected HOST:PORT, e.g. {example}")
     return host.strip("[]"), int(port)
 
 
@@ -173,7 +175,11 @@ def run_sim(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         host, port = parse_listen(args.listen)
-        grpc_listen = parse_listen(args.grpc_listen, "--grpc-listen") if args.grpc_listen else None
+        grpc_listen = (
+            parse_listen(args.grpc_listen, "--grpc-listen", "127.0.0.1:50051")
+            if args.grpc_listen
+            else None
+        )
         if options.scenario:
             load_scenario(options.scenario)  # fail before serving, not after
     except (FaultError, ScenarioError, ValueError) as exc:
