@@ -199,6 +199,18 @@ async def test_bad_url_is_refused_before_any_io(url: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("header", "message"),
+    [(("X-Key", "a\r\nInjected: 1"), "line break"), (("X Key", "v"), "not a valid HTTP token")],
+    ids=["line-break", "bad-name"],
+)
+async def test_bad_header_is_refused_before_any_io(header: tuple[str, str], message: str) -> None:
+    error = await failure(f"ws://127.0.0.1:{free_port()}/", headers=(header,))
+    assert "Injected" not in str(error)
+    assert isinstance(error, InvalidRequest)
+    assert message in str(error)
+
+
+@pytest.mark.parametrize(
     "headers",
     [(("Authorization", "Bearer t0ken"),), (("X-Key", "t0ken"),)],
     ids=["userinfo-and-authorization", "userinfo"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 _SCHEMES = {"ws": False, "wss": True}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_VALUES = re.compile(r"[\r\n\x00]")
 # How long a polite close (our close frame, the server's answer) may take after a match.
 _CLOSE_S = 1.0
 _CLOSING_TYPES = frozenset(
@@ -132,6 +135,11 @@ def _checked_url(request: WsRequest) -> URL:
         raise InvalidRequest("invalid url: it needs ws:// or wss:// and a host")
     if _SCHEMES[url.scheme] and request.ssl_context is None:
         raise InvalidRequest("a wss:// exchange needs an ssl_context")
+    for name, value in request.headers:
+        if not _TOKEN.fullmatch(name):
+            raise InvalidRequest("a header name is not a valid HTTP token")
+        if _FORBIDDEN_IN_VALUES.search(value):
+            raise InvalidRequest(f"the value of header {name} has a line break or NUL")
     if url.user is not None and any(k.lower() == "authorization" for k, _ in request.headers):
         raise InvalidRequest("the url's userinfo and an Authorization header cannot both be sent")
     return url
