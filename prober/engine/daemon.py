@@ -17,7 +17,7 @@ from prober.engine.loop import LoopLagMonitor, settle_heap
 from prober.engine.runner import RunEnvironment, run_check
 from prober.engine.scheduler import Scheduler
 from prober.engine.shard import Shard, owned_checks
-from prober.probes.context import HttpClients
+from prober.probes.context import HttpClients, tls_blocks
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.sinks.log import Throttled, log_failure, log_recovery
@@ -138,6 +138,7 @@ class Daemon:
                 task.cancel()
         assert self._clients is not None
         self._clients.forget_tls()  # a reload re-reads CA and client-certificate files
+        self._clients.prepare_tls(b for c in owned.values() for b in tls_blocks(c))
         self._env = RunEnvironment(
             self._clients, config.template_values(), config.sensitive_values, self.sessions
         )

@@ -12,7 +12,7 @@ import pytest
 
 from prober.config.model import TcpCheck
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import Reason, TcpFacts, TlsFacts
+from prober.result import Reason, TcpFacts
 from tests.support.certs import CertFactory
 from tests.support.checks import facts_of, run_environment
 from tests.support.processes import DEADLINE_SLACK
@@ -179,7 +179,8 @@ async def test_tls_dialogue_reports_version_and_expiry(
     assert result.success, result.message
     step = result.steps[0]
     facts = facts_of(step, TcpFacts)
-    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
+    assert facts.tls is not None
+    assert (facts.tls.version, facts.tls.expiry) == ("TLS 1.3", leaf.not_after.timestamp())
     assert facts.phases.tls > 0
 
 
