@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.payload
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp.abc import AbstractStreamWriter, ResolveResult
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
@@ -50,9 +50,9 @@ def out_of_descriptors(exc: BaseException | None) -> bool:
     return False
 
 
-def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
+def family_mismatch(host: str, ip_protocol: IpProtocol, fallback: bool = False) -> str:
     """Why an IP-literal host cannot be reached with this ip_protocol ("" when it can)."""
-    if ip_protocol == "either":
+    if ip_protocol == "either" or fallback:
         return ""
     try:
         address = ipaddress.ip_address(host.strip("[]"))
@@ -215,6 +215,22 @@ class _PeerNotingConnector(aiohttp.TCPConnector):
         return connection
 
 
+class _PreferringResolver(aiohttp.ThreadedResolver):
+    """`ip_protocol_fallback`: one address, of the preferred family if the name has one,
+    else the other family's last, as blackbox_exporter's chooseProtocol picks it."""
+
+    def __init__(self, preferred: socket.AddressFamily) -> None:
+        super().__init__()
+        self._preferred = preferred
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[ResolveResult]:
+        found = await super().resolve(host, port, socket.AF_UNSPEC)
+        chosen = [r for r in found if r["family"] == self._preferred][:1] or found[-1:]
+        return chosen
+
+
 def _no_silent_retry(session: aiohttp.ClientSession) -> None:
     """Stop aiohttp from quietly resending a GET once after a reset connection.
 
@@ -237,21 +253,28 @@ class HttpClients:
 
     def __init__(self, user_agent: str) -> None:
         self._user_agent = user_agent
-        self._sessions: dict[tuple[bool, socket.AddressFamily], aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[bool, socket.AddressFamily, bool], aiohttp.ClientSession] = {}
         self._ssl: dict[TlsOptions, asyncio.Task[ssl.SSLContext]] = {}
         # Last TLS facts per (host, port, options): a reused keep-alive connection shows no
         # handshake, but its certificate is still the one seen when it was made.
         self._peers: dict[tuple[str, int, TlsOptions], PeerFacts] = {}
 
-    def session(self, keep_alive: bool, ip_protocol: IpProtocol) -> aiohttp.ClientSession:
-        key = (keep_alive, FAMILIES[ip_protocol])
+    def session(
+        self, keep_alive: bool, ip_protocol: IpProtocol, fallback: bool = False
+    ) -> aiohttp.ClientSession:
+        """The session for these settings; with `fallback`, names resolve in both families
+        and the preferred one's first address is used, else the other's last (blackbox)."""
+        preferred = FAMILIES[ip_protocol]
+        fallback = fallback and preferred != socket.AF_UNSPEC
+        key = (keep_alive, preferred, fallback)
         session = self._sessions.get(key)
         if session is None or session.closed:
             connector = _PeerNotingConnector(
                 force_close=not keep_alive,
                 limit=0,
                 use_dns_cache=False,
-                family=key[1],
+                family=socket.AF_UNSPEC if fallback else preferred,
+                resolver=_PreferringResolver(preferred) if fallback else None,
                 enable_cleanup_closed=False,
             )
             session = aiohttp.ClientSession(

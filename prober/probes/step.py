@@ -205,7 +205,7 @@ async def run_step(
     except InvalidUrl as exc:
         return step.failed(Reason.INVALID_URL, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
-    mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
+    mismatch = family_mismatch(_host(request.url), spec.ip_protocol, spec.ip_protocol_fallback)
     if mismatch:
         return step.failed(Reason.DNS, mismatch)
     try:
@@ -235,7 +235,7 @@ class _Raw:
 
 async def _send(step: _Step, request: Request) -> _Raw:
     spec = step.spec
-    session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
+    session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol, spec.ip_protocol_fallback)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
     body = RequestBody(request.data) if request.data is not None else None
     try:
