@@ -45,6 +45,8 @@ def classify(exc: BaseException) -> Reason:
 
 
 def _os_text(error: OSError) -> str:
+    if isinstance(error, ConnectionResetError) and not error.strerror:
+        return "connection reset by peer"
     if error.strerror:
         return error.strerror
     if error.errno:
