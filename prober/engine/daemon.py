@@ -95,6 +95,9 @@ class Daemon:
         self._clients = HttpClients(config.settings.user_agent)
         self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
         self._apply(config)
+        # The first runs start with their SSL contexts built (a reload's runs wait for theirs
+        # before their clock starts: runner.tls_ready).
+        await self._clients.tls_ready(b for c in self._checks.values() for b in tls_blocks(c))
         settle_heap()
         self._scheduler.start()
         lag = self._lag.watch(config.settings.loop_lag_budget, self.metrics.daemon.loop_lag.observe)
