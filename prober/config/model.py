@@ -27,7 +27,9 @@ from prober.config.model_checks import (
 from prober.config.model_fields import Labels, Model, PositiveDuration, parse_duration, valid_name
 from prober.config.model_requests import (
     NEVER_REDIRECTED,
+    Compression,
     Extraction,
+    HeaderMatch,
     IpProtocol,
     Poll,
     RequestSpec,
@@ -43,10 +45,12 @@ __all__ = [
     "Check",
     "CheckBase",
     "CheckFile",
+    "Compression",
     "DnsCheck",
     "Extraction",
     "FlowCheck",
     "GlobalConfig",
+    "HeaderMatch",
     "HttpCheck",
     "IpProtocol",
     "Model",

@@ -133,7 +133,7 @@ async def _secure(
     ssl_object = writer.get_extra_info("ssl_object")
     if isinstance(ssl_object, ssl.SSLObject):
         facts = peer_facts(ssl_object)
-        state.tls = TlsFacts(facts.version, facts.expiry)
+        state.tls = facts.tls
 
 
 async def _connect(

@@ -15,7 +15,7 @@ from prober.config.model import TcpCheck
 from prober.config.templates import compile_regex
 from prober.engine.runner import RunEnvironment, run_check
 from prober.probes.tcp_dialogue import expand
-from prober.result import Reason, TcpFacts, TlsFacts
+from prober.result import Reason, TcpFacts
 from tests.support.certs import CertFactory
 from tests.support.checks import WriteConfig, facts_of, run_environment
 from tests.support.processes import DEADLINE_SLACK
@@ -212,7 +212,8 @@ async def test_tls_dialogue_reports_version_and_expiry(
     assert result.success, result.message
     step = result.steps[0]
     facts = facts_of(step, TcpFacts)
-    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
+    assert facts.tls is not None
+    assert (facts.tls.version, facts.tls.expiry) == ("TLS 1.3", leaf.not_after.timestamp())
     assert facts.phases.tls > 0
 
 
@@ -272,7 +273,8 @@ async def test_starttls_in_query_response_as_blackbox(
     result = await run_check(check, env)
     assert result.success, result.message
     facts = facts_of(result.steps[0], TcpFacts)
-    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
+    assert facts.tls is not None
+    assert (facts.tls.version, facts.tls.expiry) == ("TLS 1.3", leaf.not_after.timestamp())
     assert facts.phases.tls > 0 and facts.phases.processing > 0
     assert [a.actual for a in result.steps[0].assertions][-2:] == ["250-AUTH PLAIN", "221 bye"]
     names = {name for name, _, _ in exported_samples(result, "mail", full=True)}

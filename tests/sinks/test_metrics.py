@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from prober.result import (
     AttemptFailure,
+    CertInfo,
     DnsFacts,
     HttpFacts,
     Phases,
@@ -223,9 +224,13 @@ def _every_kind_of_run() -> MetricsSink:
         },
         {"vantage": "eu"},
     )
-    tls = TlsFacts("TLS 1.3", 1.8e9)
+    leaf = CertInfo("ab" * 32, "CN=localhost", "CN=prober test CA", "localhost", "01")
+    tls = TlsFacts("TLS 1.3", 1.8e9, 1.9e9, leaf)
     login = StepResult("login", True, 0.0, cached=True)
-    post = StepResult("post", True, 0.01, facts=HttpFacts(201, Phases(0.1), tls=tls), waited=0.5)
+    facts = HttpFacts(
+        201, Phases(0.1), tls=tls, ip_protocol=4, ip_addr_hash=3668918509.0, last_modified=7.8e8
+    )
+    post = StepResult("post", True, 0.01, facts=facts, waited=0.5)
     pooled = replace(post, accounts=2, accounts_failed=1)
     account = Result("flow", True, 0.01, 1.7e9, steps=(post,), account="user-1")
     sink.record(

@@ -25,6 +25,7 @@ from prober.sinks.metrics.family import (
     facts_family,
     failures,
     info,
+    labelled,
     per_check,
     per_step,
     phased,
@@ -163,6 +164,42 @@ HTTP_FAMILIES = FamilyTable(
             lambda f: float(f.http_version) if f.http_version else 0.0,
             Scope.FULL,
         ),
+        # blackbox_exporter's, with its help texts; `detail: full` only (the series budget).
+        facts_family(
+            HttpFacts,
+            "probe_http_ssl",
+            "Indicates if SSL was used for the final redirect",
+            lambda f: float(f.tls is not None),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_failed_due_to_regex",
+            "Indicates if probe failed due to regex",
+            lambda f: float(f.failed_due_to_regex),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_last_modified_timestamp_seconds",
+            "Returns the Last-Modified HTTP response header in unixtime",
+            lambda f: f.last_modified,
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_ip_protocol",
+            "Specifies whether probe ip protocol is IP4 or IP6",
+            lambda f: float(f.ip_protocol) if f.ip_protocol else None,
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_ip_addr_hash",
+            "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+            lambda f: f.ip_addr_hash,
+            Scope.FULL,
+        ),
     ),
 )
 
@@ -185,6 +222,21 @@ TLS_FAMILIES = FamilyTable(
             lambda f: f.version,
             Scope.FULL,
             shape=info("version"),
+        ),
+        facts_family(
+            TlsFacts,
+            "probe_ssl_last_chain_expiry_timestamp_seconds",
+            "Returns last SSL chain expiry in timestamp",
+            lambda f: f.chain_expiry,
+            Scope.FULL,
+        ),
+        facts_family(
+            TlsFacts,
+            "probe_ssl_last_chain_info",
+            "Contains SSL leaf certificate information",
+            lambda f: f.leaf.labels() if f.leaf else None,
+            Scope.FULL,
+            shape=labelled,
         ),
     ),
 )
