@@ -68,7 +68,8 @@ async def test_serving_service_passes_with_its_phases(sim: RunningSim, env: RunE
     facts = grpc_facts(result)
     assert (facts.serving_status, facts.status_code, facts.tls) == ("SERVING", 0, None)
     assert facts.phases.connect > 0 and facts.phases.processing > 0 and facts.phases.tls == 0
-    samples = {(n, dict(labels).get("phase")): v for n, labels, v in exported_samples(result, "api")}
+    exported = exported_samples(result, "api")
+    samples = {(n, dict(labels).get("phase")): v for n, labels, v in exported}
     assert samples[("probe_grpc_status_code", None)] == 0
     assert samples[("probe_grpc_ssl", None)] == 0
     assert {p for n, p in samples if n == "probe_grpc_duration_seconds"} == {
