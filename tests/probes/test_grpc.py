@@ -180,4 +180,3 @@ async def _run_without_values(check: GrpcCheck) -> Result:
 def test_bad_keys_are_refused_at_load(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         grpc_check(**{"target": "127.0.0.1:50051", **fields})
-
