@@ -161,8 +161,35 @@ class DnsFacts:
     serial: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GrpcFacts:
+    """What one gRPC health check call showed. Phases: resolve, connect, tls and processing
+    (the `check` phase: HTTP/2 setup, request and answer). `serving_status` is the answer's
+    (SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN; None without an answer); `status_code`
+    the call's gRPC status (0 OK, 4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 14 UNAVAILABLE, ...;
+    None when no call was made); `tls` is set where the connection spoke TLS."""
+
+    phases: Phases = Phases()
+    serving_status: str | None = None
+    status_code: int | None = None
+    tls: TlsFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WsFacts:
+    """What one WebSocket exchange showed. Phases: resolve, connect, tls, processing (the
+    `handshake`: the HTTP upgrade) and transfer (`first_message`: the send, then the wait for
+    the matching message). `status_code` is the upgrade's answer (101, or the refusal's
+    status; None without one); `messages` how many messages were read."""
+
+    phases: Phases = Phases()
+    status_code: int | None = None
+    messages: int = 0
+    tls: TlsFacts | None = None
+
+
 # The facts of one step, one type per kind of request; sinks dispatch on the type.
-Facts = HttpFacts | TcpFacts | DnsFacts
+Facts = HttpFacts | TcpFacts | DnsFacts | GrpcFacts | WsFacts
 
 
 @dataclass(frozen=True, slots=True)

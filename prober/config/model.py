@@ -19,9 +19,11 @@ from prober.config.model_checks import (
     CheckBase,
     DnsCheck,
     FlowCheck,
+    GrpcCheck,
     HttpCheck,
     TcpCheck,
     TimingDefaults,
+    WebsocketCheck,
     check_kind,
 )
 from prober.config.model_fields import Labels, Model, PositiveDuration, parse_duration, valid_name
@@ -50,6 +52,7 @@ __all__ = [
     "Extraction",
     "FlowCheck",
     "GlobalConfig",
+    "GrpcCheck",
     "HeaderMatch",
     "HttpCheck",
     "IpProtocol",
@@ -60,6 +63,7 @@ __all__ = [
     "Step",
     "TcpCheck",
     "TlsOptions",
+    "WebsocketCheck",
     "check_kind",
     "parse_duration",
     "valid_name",

@@ -29,10 +29,12 @@ from prober.config.model_fields import (
     Name,
     PositiveDuration,
     Regexes,
+    TemplateStr,
     parse_duration,
 )
 from prober.config.model_net import (
     DNS_RCODES,
+    OneRegex,
     QueryClass,
     QueryResponse,
     QueryType,
@@ -41,6 +43,7 @@ from prober.config.model_net import (
     rounds_as_entries,
 )
 from prober.config.model_requests import IpProtocol, RequestSpec, Step, TlsOptions
+from prober.config.model_streams import GrpcMetadata, GrpcTarget, WsUrl
 
 _DNS_SERVER = re.compile(
     r"\[[0-9A-Fa-f:.]+\](:\d{1,5})?"  # [IPv6] or [IPv6]:PORT
@@ -287,9 +290,42 @@ class DnsCheck(CheckBase):
         return upper
 
 
+class GrpcCheck(CheckBase):
+    """Ask a gRPC server's health service (`grpc.health.v1.Health/Check`) whether `service`
+    ("" for the whole server) is SERVING, over a fresh HTTP/2 connection."""
+
+    kind: Literal["grpc"]
+    target: GrpcTarget
+    service: str = ""
+    use_tls: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    ip_protocol: IpProtocol = "either"
+    metadata: GrpcMetadata = Field(default_factory=dict)
+
+
+class WebsocketCheck(CheckBase):
+    """Open a WebSocket, optionally send one text message, then wait `within` (else until
+    the timeout) for a message matching `expect`: "a notification arrives in time"."""
+
+    kind: Literal["websocket"]
+    url: WsUrl
+    headers: dict[str, TemplateStr] = Field(default_factory=dict)
+    send: TemplateStr | None = None
+    expect: OneRegex | None = None
+    within: PositiveDuration | None = None
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    ip_protocol: IpProtocol = "either"
+
+    @model_validator(mode="after")
+    def _within_needs_expect(self) -> WebsocketCheck:
+        if self.within is not None and self.expect is None:
+            raise ValueError("within is the time to wait for expect: give expect too")
+        return self
+
+
 # The kinds of check, written once. The tagged union below, its error message, the loader's
 # kind tags and the probes' registry (prober/probes/registry.py) are all derived from it.
-AnyCheck = HttpCheck | FlowCheck | TcpCheck | DnsCheck
+AnyCheck = HttpCheck | FlowCheck | TcpCheck | DnsCheck | GrpcCheck | WebsocketCheck
 CHECK_MODELS: tuple[type[CheckBase], ...] = get_args(AnyCheck)
 
 

@@ -1,7 +1,8 @@
 """`${VAR}` and `${VAR:-default}` in a config document, filled from the environment at load.
 
-Request fields (`url`, `headers`, `body`, `json`, `proxy_url`) are left as templates: they may
-name variables an earlier step extracts, and secrets, which resolve when the request is made.
+Request fields (`url`, `headers`, `body`, `json`, `proxy_url`, a grpc check's `metadata`) are
+left as templates: they may name variables an earlier step extracts, and secrets, which
+resolve when the request is made.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prober.config.located import ConfigIssue, KeyPath
 from prober.config.read import ConfigDocument
 from prober.config.templates import TemplateError, compile_template
 
-REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url"})
+REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url", "metadata"})
 
 
 def substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:

@@ -12,6 +12,7 @@ from prober.result import (
     AttemptFailure,
     CertInfo,
     DnsFacts,
+    GrpcFacts,
     HttpFacts,
     Phases,
     Reason,
@@ -19,6 +20,7 @@ from prober.result import (
     StepResult,
     TcpFacts,
     TlsFacts,
+    WsFacts,
 )
 from prober.sinks.metrics import FAMILIES, MetricsSink, SeriesPlan
 from tests.support.checks import login_result
@@ -221,6 +223,8 @@ def _every_kind_of_run() -> MetricsSink:
             "flow": full_flow,
             "tcp": SeriesPlan((("component", "mail"),), full=True, degraded=True),
             "dns": SeriesPlan((("component", "dns"),), full=True),
+            "grpc": SeriesPlan((("component", "api"),), full=True),
+            "websocket": SeriesPlan((("component", "notifications"),), full=True),
         },
         {"vantage": "eu"},
     )
@@ -251,6 +255,10 @@ def _every_kind_of_run() -> MetricsSink:
     dns_facts = DnsFacts(Phases(0.001), 2, 0.002, authority_count=1, additional_count=1, serial=7)
     dns = StepResult("query", True, 0.01, facts=dns_facts)
     sink.record(Result("dns", True, 0.01, 1.7e9, steps=(dns,)))
+    grpc = StepResult("check", True, 0.01, facts=GrpcFacts(Phases(0.001), "SERVING", 0, tls))
+    sink.record(Result("grpc", True, 0.01, 1.7e9, steps=(grpc,)))
+    stream = StepResult("stream", True, 0.01, facts=WsFacts(Phases(0.001, transfer=0.2), 101, 1))
+    sink.record(Result("websocket", True, 0.01, 1.7e9, steps=(stream,)))
     return sink
 
 

@@ -11,6 +11,7 @@ facts adds its table to `TABLES`.
 from __future__ import annotations
 
 from prober.result import PHASE_NAMES, HttpFacts, Result, TlsFacts
+from prober.sinks.metrics.families_streams import GRPC_FAMILIES, WS_FAMILIES
 from prober.sinks.metrics.families_tcp_dns import DNS_FAMILIES, TCP_FAMILIES
 from prober.sinks.metrics.family import (
     CheckFamily,
@@ -241,7 +242,15 @@ TLS_FAMILIES = FamilyTable(
     ),
 )
 
-TABLES = (CHECK_FAMILIES, HTTP_FAMILIES, TLS_FAMILIES, TCP_FAMILIES, DNS_FAMILIES)
+TABLES = (
+    CHECK_FAMILIES,
+    HTTP_FAMILIES,
+    TLS_FAMILIES,
+    TCP_FAMILIES,
+    DNS_FAMILIES,
+    GRPC_FAMILIES,
+    WS_FAMILIES,
+)
 # The exposition's families, in the order it shows them.
 FAMILIES: tuple[Family, ...] = (
     *(family for table in TABLES for family in table.leading),
