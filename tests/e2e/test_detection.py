@@ -71,6 +71,17 @@ def firing(name: str, **labels: str) -> Callable[[AlertStates], bool]:
     return check
 
 
+def daemon_logs(stack: Stack, lines: int = 80) -> str:
+    """The last log lines of each vantage's daemon: what it saw when an alert went wrong."""
+    parts = []
+    for vantage in stack.vantages:
+        log = vantage.daemon.log
+        if log is not None and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {vantage.daemon.name} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 async def watch(
     stack: Stack, until: Callable[[AlertStates], bool], forbidden: set[str], what: str
 ) -> None:
@@ -81,7 +92,7 @@ async def watch(
         leaked = {
             name: s for name, s in states.items() if name in forbidden and "firing" in s.values()
         }
-        assert not leaked, f"{what}: must not fire: {leaked}"
+        assert not leaked, f"{what}: must not fire: {leaked}\n{daemon_logs(stack)}"
         if until(states):
             return
         await asyncio.sleep(0.5)
