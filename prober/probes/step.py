@@ -31,6 +31,7 @@ from prober.probes.context import (
     family_mismatch,
     out_of_descriptors,
 )
+from prober.probes.lean import LeanFailure, covers, send
 from prober.probes.net.redirects import redirect_guard
 from prober.probes.net.request import (
     InvalidUrl,
@@ -40,6 +41,7 @@ from prober.probes.net.request import (
     display_url,
     error_message,
     header_text,
+    reported_content_length,
 )
 from prober.probes.net.tls import (
     PeerFacts,
@@ -103,7 +105,8 @@ def _classify(exc: BaseException) -> Reason:
         if exc.os_error.errno == errno.ECONNREFUSED:
             return Reason.CONNECT_REFUSED
         return Reason.CONNECT_ERROR
-    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+    reset = isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
+    if reset or _reset_mid_body(exc):
         return Reason.RESET
     if isinstance(exc, aiohttp.ClientOSError):
         return Reason.RESET if exc.errno in (errno.ECONNRESET, errno.EPIPE) else Reason.ERROR
@@ -112,6 +115,15 @@ def _classify(exc: BaseException) -> Reason:
     ):
         return Reason.PROTOCOL
     return Reason.ERROR
+
+
+def _reset_mid_body(exc: BaseException) -> bool:
+    """Whether the body was cut by a reset connection, not by a clean close.
+
+    aiohttp keeps the connection's error only in the payload error's text (its cause is the
+    parser's "not completed"); the lean path reports the same cut as `reset`.
+    """
+    return isinstance(exc, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(exc)
 
 
 def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str | None:
@@ -147,6 +159,8 @@ class _Step:
         self.content_length: int | None = None
         self.body_length: int | None = None
         self.redactor = ctx.redactor
+        # The facts of a request the lean path sent (it times its own phases).
+        self.lean_facts: HttpFacts | None = None
 
     def phases(self) -> Phases:
         timer = self.timer
@@ -177,19 +191,23 @@ class _Step:
             duration=self.end - self.timer.start,
             reason=reason,
             message=self.redactor(message),
-            facts=HttpFacts(
-                status_code=self.status,
-                phases=self.phases(),
-                redirects=self.timer.redirects,
-                content_length=self.content_length,
-                body_length=self.body_length,
-                http_version=self.http_version,
-                tls=self.tls,
-            ),
+            facts=self.lean_facts or self.facts(),
             assertions=assertions,
             extracted=extracted,
             critical=self.critical,
             request_line=self.redactor(self.request_line),
+        )
+
+    def facts(self) -> HttpFacts:
+        """The facts of a request sent through aiohttp, from its trace hooks."""
+        return HttpFacts(
+            status_code=self.status,
+            phases=self.phases(),
+            redirects=self.timer.redirects,
+            content_length=self.content_length,
+            body_length=self.body_length,
+            http_version=self.http_version,
+            tls=self.tls,
         )
 
     def failed(self, reason: Reason, message: str) -> StepRun:
@@ -229,6 +247,8 @@ async def run_step(
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
     if mismatch:
         return step.failed(Reason.DNS, mismatch)
+    if covers(spec):
+        return await _run_lean(step, request)
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
@@ -242,6 +262,17 @@ async def run_step(
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return step.failed(_classify(exc), error_message(exc))
     return _judge(step, raw)
+
+
+async def _run_lean(step: _Step, request: Request) -> StepRun:
+    """The request over the lean path (probes/lean.py), which keeps the deadline itself."""
+    try:
+        reply = await send(step.spec, request, step.ctx, step.timer.start)
+    except LeanFailure as exc:
+        step.lean_facts, step.end = exc.facts, exc.ended
+        return step.failed(exc.reason, str(exc))
+    step.lean_facts, step.end = reply.facts, reply.ended
+    return _judge(step, _Raw(reply.response, reply.cookies))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +319,7 @@ async def _exchange(
         step.headers_at = time.perf_counter()
         step.status = resp.status
         step.http_version = f"{resp.version.major}.{resp.version.minor}" if resp.version else None
-        step.content_length = resp.content_length if resp.content_length is not None else -1
+        step.content_length = reported_content_length(resp.status, resp.content_length)
         _read_tls(step, resp)
         body = await _read_capped(resp, spec.max_body_bytes)
         step.end = time.perf_counter()

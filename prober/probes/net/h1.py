@@ -42,6 +42,7 @@ from prober.probes.net.h1_values import (
     Phase,
     ProtocolError,
     ResolveFailed,
+    ResponseHead,
     Timeline,
     TlsFailed,
     TlsSession,
@@ -63,6 +64,7 @@ __all__ = [
     "Phase",
     "ProtocolError",
     "ResolveFailed",
+    "ResponseHead",
     "Timeline",
     "TlsFailed",
     "TlsSession",
@@ -119,10 +121,13 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
             await exchange.done
     except TimeoutError:
         timeline = exchange.timeline()
-        raise DeadlineReached(f"deadline reached in {timeline.phase}", timeline) from None
+        late = DeadlineReached(f"deadline reached in {timeline.phase}", timeline)
+        late.head = exchange.head()
+        raise late from None
     except H1Error as exc:
         if exc.timeline is None:
             exc.timeline = exchange.timeline()
+        exc.head = exc.head or exchange.head()
         raise
     finally:
         exchange.abort()

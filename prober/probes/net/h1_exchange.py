@@ -21,6 +21,7 @@ from prober.probes.net.h1_values import (
     NetworkError,
     PeerReset,
     ProtocolError,
+    ResponseHead,
     Timeline,
     TlsSession,
 )
@@ -248,6 +249,14 @@ class Exchange(asyncio.Protocol):
             first_byte=self._first_byte,
             last_byte=self._last_byte,
             ended=self._ended or time.perf_counter(),
+        )
+
+    def head(self) -> ResponseHead | None:
+        """The final response's status line and headers, once they have arrived."""
+        if not self._headers_done:
+            return None
+        return ResponseHead(
+            self._status, self._parser.get_http_version(), tuple(self._headers), self._session
         )
 
     def response(self) -> H1Response:

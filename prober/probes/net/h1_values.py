@@ -143,13 +143,26 @@ class H1Response:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """The status line and headers of a response whose body then failed (too large, cut,
+    late): what the request still showed, for the caller's facts."""
+
+    status: int
+    http_version: str
+    headers: tuple[tuple[str, str], ...]
+    tls: TlsSession | None
+
+
 class H1Error(Exception):
     """A request that failed. The message never holds the URL's userinfo or query, nor a
-    header value; `timeline` (None before any I/O) shows how far it got."""
+    header value; `timeline` (None before any I/O) shows how far it got, `head` the
+    response's head when it had arrived."""
 
     def __init__(self, message: str, timeline: Timeline | None = None) -> None:
         super().__init__(message)
         self.timeline = timeline
+        self.head: ResponseHead | None = None
 
     @property
     def phase(self) -> Phase | None:

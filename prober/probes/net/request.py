@@ -106,3 +106,17 @@ def header_text(value: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+# Statuses whose response has no body, whatever its Content-Length says (RFC 9110 6.4.1).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def reported_content_length(status: int, header: int | None) -> int:
+    """`probe_http_content_length` as blackbox_exporter reports it (Go's resp.ContentLength).
+
+    The header's value, -1 without one; 0 for 1xx, 204 and 304, which have no body.
+    """
+    if status in _NO_BODY_STATUSES or 100 <= status < 200:
+        return 0
+    return header if header is not None else -1

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 
@@ -108,17 +109,24 @@ def peer_facts(ssl_object: ssl.SSLObject) -> PeerFacts:
     `getpeercert()` is empty when verification is off, so the DER form is parsed instead:
     `insecure_skip_verify` still reports when the certificate expires.
     """
-    raw_version = ssl_object.version()
-    version = _VERSION_NAMES.get(raw_version, raw_version) if raw_version else None
-    expiry: float | None = None
-    der = ssl_object.getpeercert(binary_form=True)
-    if der:
-        try:
-            expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-        except ValueError:
-            expiry = None
     seconds = ssl_object.handshake_seconds if isinstance(ssl_object, TimedSSLObject) else 0.0
+    version, expiry = session_facts(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
     return PeerFacts(version, expiry, seconds)
+
+
+def session_facts(raw_version: str | None, der: bytes | None) -> tuple[str | None, float | None]:
+    """The protocol's name ("TLS 1.3") and the leaf's notAfter (unix seconds) of a session."""
+    version = _VERSION_NAMES.get(raw_version, raw_version) if raw_version else None
+    return version, certificate_expiry(der) if der else None
+
+
+@lru_cache(maxsize=256)
+def certificate_expiry(der: bytes) -> float | None:
+    """The DER certificate's notAfter; cached, as a target shows the same one run after run."""
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    except ValueError:
+        return None
 
 
 def tls_reason(exc: BaseException) -> Reason:
