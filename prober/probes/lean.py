@@ -52,6 +52,8 @@ ENABLED = True
 # aiohttp's max_redirects as the aiohttp path sets it: the 10th redirect response fails.
 MAX_REDIRECTS = 10
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Methods aiohttp gives a default Content-Type (application/octet-stream), body or not.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # What a step was doing when the deadline came, in the aiohttp path's words (`_Step.stage`).
 _STAGES: dict[Phase, str] = {
     "resolve": "connecting",
@@ -150,7 +152,7 @@ class _Hops:
         self._dropped = _dropped_on_leaving(self.spec)
 
     def headers(self, user_agent: str) -> tuple[tuple[str, str], ...]:
-        """This hop's headers as aiohttp would send them: User-Agent, Content-Type of a body."""
+        """This hop's headers as aiohttp would send them: User-Agent, a default Content-Type."""
         given = self.request.headers
         if self.left_origin:
             given = {k: v for k, v in given.items() if k.lower() not in self._dropped}
@@ -158,7 +160,8 @@ class _Hops:
         sent = list(given.items())
         if "user-agent" not in names:
             sent.append(("User-Agent", user_agent))
-        if self.body is not None and "content-type" not in names:
+        with_body = self.body is not None or self.method in _BODY_METHODS
+        if with_body and "content-type" not in names:
             sent.append(("Content-Type", "application/octet-stream"))
         cookies = self._cookies_for(self.url)
         if cookies:
