@@ -240,10 +240,11 @@ class _Hops:
         )
 
     def _keep_cookies(self, response: H1Response) -> None:
-        host = (urlsplit(self.url).hostname or "").lower()
+        host = ""
         for name, value in response.headers:
             if name.lower() != "set-cookie":
                 continue
+            host = host or (urlsplit(self.url).hostname or "").lower()
             parsed: SimpleCookie = SimpleCookie()
             try:
                 parsed.load(value)

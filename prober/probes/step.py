@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
@@ -336,7 +337,9 @@ async def _exchange(
         return _Raw(response, cookies)
 
 
+@lru_cache(maxsize=4096)
 def _host(url: str) -> str:
+    """The URL's host, "" when it has none; cached, as display_url and check_url are."""
     try:
         return urlsplit(url).hostname or ""
     except ValueError:
