@@ -120,10 +120,7 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
             await _connect(loop, exchange, addresses, target, tls_context, request)
             await exchange.done
     except TimeoutError:
-        timeline = exchange.timeline()
-        late = DeadlineReached(f"deadline reached in {timeline.phase}", timeline)
-        late.head = exchange.head()
-        raise late from None
+        raise _deadline_reached(exchange) from None
     except H1Error as exc:
         if exc.timeline is None:
             exc.timeline = exchange.timeline()
@@ -132,6 +129,15 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     finally:
         exchange.abort()
     return exchange.response()
+
+
+def _deadline_reached(exchange: Exchange) -> DeadlineReached:
+    """The timeout as an H1Error, built here: a local of `fetch` holding it would make a
+    cycle (its traceback holds the frame) that keeps the request's bytes until a collection."""
+    timeline = exchange.timeline()
+    late = DeadlineReached(f"deadline reached in {timeline.phase}", timeline)
+    late.head = exchange.head()
+    return late
 
 
 @lru_cache(maxsize=4096)

@@ -96,6 +96,10 @@ class Exchange(asyncio.Protocol):
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
             return
+        # The transport keeps what it has not sent yet. The exchange and its parser refer to
+        # each other (a cycle, freed by a collection), so it must not keep the request too:
+        # a large body that a peer never reads would outlive the run (the abort frees it).
+        self._request = b""
         self._written = time.perf_counter()
 
     def data_received(self, data: bytes) -> None:
