@@ -119,6 +119,7 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
                 exchange.resolved = exchange.started
             await _connect(loop, exchange, addresses, target, tls_context, request)
             await exchange.done
+        response = exchange.response()
     except TimeoutError:
         raise _deadline_reached(exchange) from None
     except H1Error as exc:
@@ -128,7 +129,11 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
         raise
     finally:
         exchange.abort()
-    return exchange.response()
+        exchange.release()
+        # A failure's traceback holds this frame, and the exchange's future holds the
+        # failure: without this the two would keep each other (and the request) alive.
+        del exchange
+    return response
 
 
 def _deadline_reached(exchange: Exchange) -> DeadlineReached:
@@ -302,7 +307,7 @@ async def _connect(
         except OSError as exc:
             if exchange.handshakes:  # connected: the handshake is what failed
                 raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
-            failure = exc
+            failure = exc.with_traceback(None)  # kept without the frames: no cycle
     assert failure is not None
     where = (
         f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"

@@ -64,7 +64,9 @@ class Exchange(asyncio.Protocol):
         self._last_byte = 0.0
         self._ended = 0.0
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
+        # Refers back to this exchange (its callbacks): `release` breaks the cycle.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self._version = ""
         self._session: TlsSession | None = None
         self._head_bytes = 0
         self._finished = False
@@ -109,8 +111,11 @@ class Exchange(asyncio.Protocol):
         if not self._first_byte:
             self._first_byte = now
         self._arrived = now
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if cause is not None else ProtocolError("invalid HTTP response"))
@@ -157,7 +162,10 @@ class Exchange(asyncio.Protocol):
             self._framing[lowered] = text
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # it is calling us
+        status = parser.get_status_code()
+        self._version = parser.get_http_version()
         self._status = status
         if 100 <= status < 200:
             self._interim = True  # 100 Continue and the like: the real response follows
@@ -239,6 +247,16 @@ class Exchange(asyncio.Protocol):
         elif not self.done.cancelled():
             self.done.exception()  # seen: a failure that came after the deadline is moot
 
+    def release(self) -> None:
+        """Drop the parser and the transport once the exchange is over (after `abort`).
+
+        Both refer back to the exchange; under uvloop nothing else of a probe makes a
+        reference cycle, so the daemon collects rarely (engine/loop.py), and cycles left per
+        probe would hold their bodies until a full collection.
+        """
+        self._parser = None
+        self._transport = None
+
     def _handshake_started(self) -> float:
         return self.handshakes[0].handshake_started if self.handshakes else 0.0
 
@@ -259,16 +277,14 @@ class Exchange(asyncio.Protocol):
         """The final response's status line and headers, once they have arrived."""
         if not self._headers_done:
             return None
-        return ResponseHead(
-            self._status, self._parser.get_http_version(), tuple(self._headers), self._session
-        )
+        return ResponseHead(self._status, self._version, tuple(self._headers), self._session)
 
     def response(self) -> H1Response:
         """The whole response; call once `done` has resolved without error."""
         return H1Response(
             status=self._status,
             reason=self._reason.decode("latin-1"),
-            http_version=self._parser.get_http_version(),
+            http_version=self._version,
             headers=tuple(self._headers),
             body=self._result,
             wire_length=self._body.wire_length if self._body is not None else 0,
