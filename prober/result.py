@@ -74,20 +74,52 @@ def shown(text: str, redactor: Redactor = NO_SECRETS) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class CertInfo:
+    """The leaf certificate as blackbox_exporter's `probe_ssl_last_chain_info` labels it."""
+
+    fingerprint_sha256: str
+    subject: str
+    issuer: str
+    subjectalternative: str
+    serialnumber: str
+
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("fingerprint_sha256", self.fingerprint_sha256),
+            ("subject", self.subject),
+            ("issuer", self.issuer),
+            ("subjectalternative", self.subjectalternative),
+            ("serialnumber", self.serialnumber),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TlsFacts:
-    """What the TLS handshake of a step showed: protocol version and leaf certificate expiry
-    (unix seconds); either is None when the handshake did not tell."""
+    """What the TLS handshake of a step showed; a field is None where the handshake did not
+    tell.
+
+    `expiry` is the earliest notAfter (unix seconds) of every certificate the server sent,
+    `chain_expiry` the earliest of the chain the verifier built (None without verification),
+    `leaf` the served leaf's names.
+    """
 
     version: str | None = None
     expiry: float | None = None
+    chain_expiry: float | None = None
+    leaf: CertInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HttpFacts:
     """What one HTTP request showed. Without a response, `status_code` is None.
 
-    `content_length` is the Content-Length header (-1 when absent), `body_length` the bytes
-    read after decompression; `tls` is set where the final connection spoke TLS.
+    `content_length` is the final response's Content-Length on the wire (-1 when absent, 0
+    for a 204 or 304, as Go reads it), `body_length` the bytes read after decoding; `tls` is
+    set where the final connection spoke TLS. `redirects` counts redirect responses as
+    blackbox_exporter does. `ip_protocol` (4 or 6) and `ip_addr_hash` (FNV-1a 32 of the
+    address bytes) describe the final connection's peer; `failed_due_to_regex` whether a
+    header or body regex failed the step; `last_modified` the Last-Modified header as unix
+    seconds, where it parses.
     """
 
     status_code: int | None = None
@@ -97,6 +129,10 @@ class HttpFacts:
     body_length: int | None = None
     http_version: str | None = None
     tls: TlsFacts | None = None
+    ip_protocol: int | None = None
+    ip_addr_hash: float | None = None
+    failed_due_to_regex: bool = False
+    last_modified: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +147,49 @@ class TcpFacts:
 
 @dataclass(frozen=True, slots=True)
 class DnsFacts:
-    """What one DNS query showed: records in the answer (None without an answer) and the
-    query's round trip (None when it was never sent)."""
+    """What one DNS query showed. Phases: resolve (the server's name), connect (the socket,
+    a TCP handshake over tcp) and processing (the query's round trip). The record counts of
+    each section are None without a response; `serial` is the answer's SOA serial for a SOA
+    query (0 without one) and None for other types; `lookup_time` is the server name's
+    resolution (None when it did not finish), as blackbox_exporter's."""
 
     phases: Phases = Phases()
     answer_count: int | None = None
     lookup_time: float | None = None
+    authority_count: int | None = None
+    additional_count: int | None = None
+    serial: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcFacts:
+    """What one gRPC health check call showed. Phases: resolve, connect, tls and processing
+    (the `check` phase: HTTP/2 setup, request and answer). `serving_status` is the answer's
+    (SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN; None without an answer); `status_code`
+    the call's gRPC status (0 OK, 4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 14 UNAVAILABLE, ...;
+    None when no call was made); `tls` is set where the connection spoke TLS."""
+
+    phases: Phases = Phases()
+    serving_status: str | None = None
+    status_code: int | None = None
+    tls: TlsFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WsFacts:
+    """What one WebSocket exchange showed. Phases: resolve, connect, tls, processing (the
+    `handshake`: the HTTP upgrade) and transfer (`first_message`: the send, then the wait for
+    the matching message). `status_code` is the upgrade's answer (101, or the refusal's
+    status; None without one); `messages` how many messages were read."""
+
+    phases: Phases = Phases()
+    status_code: int | None = None
+    messages: int = 0
+    tls: TlsFacts | None = None
 
 
 # The facts of one step, one type per kind of request; sinks dispatch on the type.
-Facts = HttpFacts | TcpFacts | DnsFacts
+Facts = HttpFacts | TcpFacts | DnsFacts | GrpcFacts | WsFacts
 
 
 @dataclass(frozen=True, slots=True)

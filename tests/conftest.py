@@ -3,7 +3,6 @@ writers, the canary reference, a metrics sink. Helpers they use live in tests/su
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.support.checks import (
     login_result,
     run_environment,
 )
-from tests.support.servers import DnsZone, StartDnsServer, Target, serve_app, target_app
+from tests.support.servers import DnsServers, StartDnsServer, Target, serve_app, target_app
 
 
 @pytest.fixture
@@ -46,21 +45,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFactory:
 
 @pytest.fixture
 async def dns_server() -> AsyncIterator[StartDnsServer]:
-    """Start servers of ZONE on loopback UDP (`silent` ones never answer): HOST:PORT each."""
-    transports: list[asyncio.DatagramTransport] = []
-
-    async def start(host: str = "127.0.0.1", silent: bool = False) -> str:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: DnsZone(silent), local_addr=(host, 0)
-        )
-        transports.append(transport)
-        port = transport.get_extra_info("sockname")[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    yield start
-    for transport in transports:
-        transport.close()
+    """Start servers of ZONE on loopback UDP and TCP (`silent`: never answer): HOST:PORT each."""
+    servers = DnsServers()
+    yield servers.start
+    await servers.close()
 
 
 @pytest.fixture

@@ -16,7 +16,16 @@ from prober.engine.runner import RunEnvironment, run_check
 from prober.probes import http, lean
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
-from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Phases, Result, StepResult
+from prober.result import (
+    PHASE_NAMES,
+    DnsFacts,
+    GrpcFacts,
+    HttpFacts,
+    Phases,
+    Result,
+    StepResult,
+    WsFacts,
+)
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 
 
@@ -32,6 +41,11 @@ def _outcome_line(step: StepResult) -> str:
         return f"  {step.request_line} -> status {status}"
     if isinstance(facts, DnsFacts) and facts.answer_count is not None:
         return f"  {step.request_line} -> {facts.answer_count} answers"
+    if isinstance(facts, GrpcFacts) and facts.status_code is not None:
+        serving = facts.serving_status or "no answer"
+        return f"  {step.request_line} -> {serving} (grpc status {facts.status_code})"
+    if isinstance(facts, WsFacts) and facts.status_code is not None:
+        return f"  {step.request_line} -> status {facts.status_code}, {facts.messages} messages"
     return f"  {step.request_line}"
 
 

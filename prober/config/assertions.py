@@ -12,7 +12,7 @@ import json
 import operator
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +53,15 @@ class AssertionSyntaxError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What an assertion may look at; the JSON document is decoded at most once."""
+    """What an assertion may look at; the JSON document is decoded at most once.
+
+    `headers` holds every value of each header, by lower-case name, in the order received
+    (`response_headers` builds it).
+    """
 
     status: int
     latency: float
-    headers: Mapping[str, str]
+    headers: Mapping[str, tuple[str, ...]]
     body: bytes
     document: Any = MISSING
     tls_expiry: float | None = None
@@ -80,9 +84,23 @@ class Assertion:
     def needs_json(self) -> bool:
         return self.path is not None
 
+    @property
+    def matches_regex(self) -> bool:
+        """A regex on a header or the body: what blackbox_exporter's
+        `probe_failed_due_to_regex` is about."""
+        return self.regex is not None and self.subject in ("header", "body")
+
     def evaluate(self, response: Response, redactor: Redactor = NO_SECRETS) -> AssertionOutcome:
-        """Judge the response; the value seen is shown with `redactor`'s secrets hidden."""
+        """Judge the response; the value seen is shown with `redactor`'s secrets hidden.
+
+        A repeated header is judged on every value: `!~` and `!=` pass only if every value
+        does (a forbidden value anywhere fails), the other operators if any value does.
+        """
         actual = self._read(response)
+        if isinstance(actual, tuple):
+            results = [self._compare(value) for value in actual]
+            passed = all(results) if self.op in ("!~", "!=") else any(results)
+            return AssertionOutcome(self.text, passed, _show(", ".join(actual), redactor))
         passed = self._compare(actual)
         return AssertionOutcome(self.text, passed, _show(actual, redactor))
 
@@ -92,7 +110,7 @@ class Assertion:
         if self.subject == "latency":
             return response.latency
         if self.subject == "header":
-            return response.headers.get(self.header, MISSING)
+            return response.headers.get(self.header) or MISSING
         if self.subject == "body":
             return response.body.decode("utf-8", "replace")
         if self.subject == "tls.days_left":
@@ -134,6 +152,15 @@ def _equals(actual: Any, expected: Any) -> bool:
         and not isinstance(expected, bool)
         and actual == expected
     )
+
+
+def response_headers(items: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Every value of each header by lower-case name, in order: what `Response` holds."""
+    headers: dict[str, tuple[str, ...]] = {}
+    for name, value in items:
+        key = name.lower()
+        headers[key] = (*headers.get(key, ()), value)
+    return headers
 
 
 def _contains(actual: Any, expected: Any) -> bool:

@@ -29,23 +29,22 @@ from prober.config.model_fields import (
     Name,
     PositiveDuration,
     Regexes,
+    TemplateStr,
     parse_duration,
 )
-from prober.config.model_requests import IpProtocol, RequestSpec, Step, TlsOptions
-
-DNS_RCODES = (
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
+from prober.config.model_net import (
+    DNS_RCODES,
+    OneRegex,
+    QueryClass,
+    QueryResponse,
+    QueryType,
+    RecordValidation,
+    SourceAddress,
+    rounds_as_entries,
 )
+from prober.config.model_requests import IpProtocol, RequestSpec, Step, TlsOptions
+from prober.config.model_streams import GrpcMetadata, GrpcTarget, WsUrl
+
 _DNS_SERVER = re.compile(
     r"\[[0-9A-Fa-f:.]+\](:\d{1,5})?"  # [IPv6] or [IPv6]:PORT
     r"|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"  # a bare IPv6 address
@@ -221,15 +220,18 @@ class FlowCheck(CheckBase):
 
 
 class TcpCheck(CheckBase):
-    """Open a TCP connection, optionally upgrade to TLS, send lines and expect replies."""
+    """Open a TCP connection, optionally upgrade to TLS, and hold a line dialogue: prober's
+    `send`/`expect` rounds, or blackbox_exporter's `query_response` entries."""
 
     kind: Literal["tcp"]
     target: str
     send: list[str] = Field(default_factory=list)
     expect: Regexes = Field(default_factory=list)
+    query_response: list[QueryResponse] = Field(default_factory=list)
     use_tls: bool = False
     tls: TlsOptions = Field(default_factory=TlsOptions)
     ip_protocol: IpProtocol = "either"
+    source_ip_address: SourceAddress | None = None
 
     @field_validator("target")
     @classmethod
@@ -238,18 +240,38 @@ class TcpCheck(CheckBase):
             raise ValueError(f"{value!r}: expected HOST:PORT (IPv6 as [::1]:PORT)")
         return value
 
+    @model_validator(mode="after")
+    def _one_dialogue(self) -> TcpCheck:
+        if self.query_response and (self.send or self.expect):
+            raise ValueError("give query_response or send/expect, not both")
+        return self
+
+    @property
+    def dialogue(self) -> tuple[QueryResponse, ...]:
+        """The dialogue as query_response entries, whichever form the check was written in."""
+        if self.query_response:
+            return tuple(self.query_response)
+        return rounds_as_entries(self.send, self.expect)
+
 
 class DnsCheck(CheckBase):
     """Resolve a name, optionally against a given server, and judge the answers."""
 
     kind: Literal["dns"]
     query_name: str
-    query_type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "NS", "SOA"] = "A"
+    query_type: QueryType = "A"
+    query_class: QueryClass = "IN"
+    recursion_desired: bool = True
+    transport_protocol: Literal["udp", "tcp"] = "udp"
     server: str | None = None
     valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
     answer_regex: Regexes = Field(default_factory=list)
     min_answers: int = Field(default=0, ge=0)
+    validate_answer_rrs: RecordValidation = Field(default_factory=RecordValidation)
+    validate_authority_rrs: RecordValidation = Field(default_factory=RecordValidation)
+    validate_additional_rrs: RecordValidation = Field(default_factory=RecordValidation)
     ip_protocol: IpProtocol = "either"
+    source_ip_address: SourceAddress | None = None
 
     @field_validator("server")
     @classmethod
@@ -268,9 +290,42 @@ class DnsCheck(CheckBase):
         return upper
 
 
+class GrpcCheck(CheckBase):
+    """Ask a gRPC server's health service (`grpc.health.v1.Health/Check`) whether `service`
+    ("" for the whole server) is SERVING, over a fresh HTTP/2 connection."""
+
+    kind: Literal["grpc"]
+    target: GrpcTarget
+    service: str = ""
+    use_tls: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    ip_protocol: IpProtocol = "either"
+    metadata: GrpcMetadata = Field(default_factory=dict)
+
+
+class WebsocketCheck(CheckBase):
+    """Open a WebSocket, optionally send one text message, then wait `within` (else until
+    the timeout) for a message matching `expect`: "a notification arrives in time"."""
+
+    kind: Literal["websocket"]
+    url: WsUrl
+    headers: dict[str, TemplateStr] = Field(default_factory=dict)
+    send: TemplateStr | None = None
+    expect: OneRegex | None = None
+    within: PositiveDuration | None = None
+    tls: TlsOptions = Field(default_factory=TlsOptions)
+    ip_protocol: IpProtocol = "either"
+
+    @model_validator(mode="after")
+    def _within_needs_expect(self) -> WebsocketCheck:
+        if self.within is not None and self.expect is None:
+            raise ValueError("within is the time to wait for expect: give expect too")
+        return self
+
+
 # The kinds of check, written once. The tagged union below, its error message, the loader's
 # kind tags and the probes' registry (prober/probes/registry.py) are all derived from it.
-AnyCheck = HttpCheck | FlowCheck | TcpCheck | DnsCheck
+AnyCheck = HttpCheck | FlowCheck | TcpCheck | DnsCheck | GrpcCheck | WebsocketCheck
 CHECK_MODELS: tuple[type[CheckBase], ...] = get_args(AnyCheck)
 
 

@@ -3,6 +3,7 @@ flow steps (pydantic v2, frozen)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Any, Literal
 
@@ -25,6 +26,33 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 NEVER_REDIRECTED = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
 
 IpProtocol = Literal["ip4", "ip6", "either"]
+# blackbox_exporter's spellings (prometheus/common's TLSConfig and Go's resp.Proto).
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+HttpVersion = Literal["HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"]
+Compression = Literal["gzip", "deflate", "br", "identity"]
+_TLS_ORDER = ("TLS10", "TLS11", "TLS12", "TLS13")
+
+
+def brotli_available() -> bool:
+    """Whether a brotli decoder is installed (`pip install prober[brotli]`)."""
+    return any(importlib.util.find_spec(name) for name in ("brotli", "brotlicffi"))
+
+
+def _accept_encoding_allows(header: str, compression: str) -> bool:
+    """blackbox_exporter's rule for an Accept-Encoding header next to `compression`: the
+    entry of highest q that names the algorithm or `*` must have q > 0."""
+    entries: list[tuple[float, str]] = []
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        entries.append((q, name.strip()))
+    entries.sort(key=lambda entry: -entry[0])
+    return next((q > 0 for q, name in entries if name in (compression, "*")), False)
 
 
 class Extraction(Model):
@@ -66,6 +94,21 @@ class Extraction(Model):
         return self
 
 
+class HeaderMatch(Model):
+    """One of blackbox_exporter's `fail_if_header_matches` / `fail_if_header_not_matches`:
+    every value of `header` is matched with `regexp`; a missing header fails unless
+    `allow_missing`."""
+
+    header: str = Field(min_length=1)
+    regexp: Regex
+    allow_missing: bool = False
+
+    @field_validator("regexp", mode="before")
+    @classmethod
+    def _compile(cls, value: Any) -> Any:
+        return checked_regex(value) if isinstance(value, str) else value
+
+
 class TlsOptions(Model):
     """Client TLS settings for https targets."""
 
@@ -74,6 +117,15 @@ class TlsOptions(Model):
     key_file: str | None = None
     insecure_skip_verify: bool = False
     server_name: str | None = None
+    min_version: TlsVersion | None = None
+    max_version: TlsVersion | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TlsOptions:
+        low, high = self.min_version, self.max_version
+        if low and high and _TLS_ORDER.index(high) < _TLS_ORDER.index(low):
+            raise ValueError(f"max_version {high} is lower than min_version {low}")
+        return self
 
 
 class RequestSpec(Model):
@@ -99,6 +151,35 @@ class RequestSpec(Model):
     ip_protocol: IpProtocol = "either"
     proxy_url: UrlTemplateStr | None = None
     redirect_headers: list[str] = Field(default_factory=list)
+    valid_http_versions: list[HttpVersion] = Field(default_factory=list)
+    compression: Compression | None = None
+    fail_if_header_matches: list[HeaderMatch] = Field(default_factory=list)
+    fail_if_header_not_matches: list[HeaderMatch] = Field(default_factory=list)
+    ip_protocol_fallback: bool = False
+
+    @field_validator("compression")
+    @classmethod
+    def _decoder_installed(cls, value: Compression | None) -> Compression | None:
+        if value == "br" and not brotli_available():
+            raise ValueError("compression br needs the brotli package (pip install prober[brotli])")
+        return value
+
+    @model_validator(mode="after")
+    def _accept_encoding(self) -> RequestSpec:
+        if self.compression is None:
+            return self
+        header = next((t for n, t in self.headers.items() if n.lower() == "accept-encoding"), None)
+        if header is not None and not _accept_encoding_allows(header.source, self.compression):
+            raise ValueError(
+                f"the Accept-Encoding header does not accept compression {self.compression}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_needs_a_family(self) -> RequestSpec:
+        if self.ip_protocol_fallback and self.ip_protocol == "either":
+            raise ValueError("ip_protocol_fallback needs ip_protocol ip4 or ip6")
+        return self
 
     @field_validator("expected_status")
     @classmethod

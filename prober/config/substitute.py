@@ -1,7 +1,8 @@
 """`${VAR}` and `${VAR:-default}` in a config document, filled from the environment at load.
 
-Request fields (`url`, `headers`, `body`, `json`, `proxy_url`) are left as templates: they may
-name variables an earlier step extracts, and secrets, which resolve when the request is made.
+Request fields (`url`, `headers`, `body`, `json`, `proxy_url`, a grpc check's `metadata`) are
+left as templates: they may name variables an earlier step extracts, and secrets, which
+resolve when the request is made.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prober.config.located import ConfigIssue, KeyPath
 from prober.config.read import ConfigDocument
 from prober.config.templates import TemplateError, compile_template
 
-REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url"})
+REQUEST_TEMPLATE_KEYS = frozenset({"url", "headers", "body", "json", "proxy_url", "metadata"})
 
 
 def substitute(doc: ConfigDocument, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
@@ -44,11 +45,24 @@ def _is_request_template(path: KeyPath) -> bool:
     """Request fields of checks and steps keep `${...}` for run time (variables, secrets)."""
     if len(path) >= 3 and path[0] == "checks" and path[2] in REQUEST_TEMPLATE_KEYS:
         return True
+    if _is_capture_template(path):
+        return True
     return (
         len(path) >= 5
         and path[0] == "checks"
         and path[2] == "steps"
         and (path[4] in REQUEST_TEMPLATE_KEYS)
+    )
+
+
+def _is_capture_template(path: KeyPath) -> bool:
+    """A tcp `query_response` entry's `send`: its `${1}` and `${name}` are the captures of
+    the entry's `expect` (blackbox_exporter's expansion), filled in at run time."""
+    return (
+        len(path) >= 5
+        and path[0] == "checks"
+        and path[2:3] == ("query_response",)
+        and (path[4] == "send")
     )
 
 

@@ -17,7 +17,7 @@ from prober.engine.loop import LoopLagMonitor, settle_heap
 from prober.engine.runner import RunEnvironment, run_check
 from prober.engine.scheduler import Scheduler
 from prober.engine.shard import Shard, owned_checks
-from prober.probes.context import HttpClients
+from prober.probes.context import HttpClients, tls_blocks
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.sinks.log import Throttled, log_failure, log_recovery
@@ -95,6 +95,9 @@ class Daemon:
         self._clients = HttpClients(config.settings.user_agent)
         self._semaphore = asyncio.Semaphore(config.settings.max_concurrent_probes)
         self._apply(config)
+        # The first runs start with their SSL contexts built (a reload's runs wait for theirs
+        # before their clock starts: runner.tls_ready).
+        await self._clients.tls_ready(b for c in self._checks.values() for b in tls_blocks(c))
         settle_heap()
         self._scheduler.start()
         lag = self._lag.watch(config.settings.loop_lag_budget, self.metrics.daemon.loop_lag.observe)
@@ -138,6 +141,7 @@ class Daemon:
                 task.cancel()
         assert self._clients is not None
         self._clients.forget_tls()  # a reload re-reads CA and client-certificate files
+        self._clients.prepare_tls(b for c in owned.values() for b in tls_blocks(c))
         self._env = RunEnvironment(
             self._clients, config.template_values(), config.sensitive_values, self.sessions
         )

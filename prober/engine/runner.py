@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from prober.config.model import Check
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
-from prober.probes.context import HttpClients, ProbeContext
+from prober.probes.context import HttpClients, ProbeContext, tls_blocks
 from prober.probes.recorder import StepRecorder
 from prober.probes.registry import probe_for
 from prober.probes.sessions import SessionStore
@@ -157,6 +157,8 @@ async def _attempt(
 ) -> _Attempt:
     """One attempt within the check's timeout; an Outcome whatever happens but cancellation."""
     assert check.timeout is not None
+    # SSL contexts are built at apply time; a run never pays for one inside its clock.
+    await env.clients.tls_ready(tls_blocks(check))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + check.timeout
     recorder = StepRecorder()

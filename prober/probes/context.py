@@ -8,15 +8,20 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import aiohttp.payload
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp.abc import AbstractStreamWriter, ResolveResult
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
-from prober.config.model import IpProtocol, TlsOptions
+from prober.config.model import Check, FlowCheck, HttpCheck, IpProtocol, TcpCheck, TlsOptions
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
@@ -45,9 +50,9 @@ def out_of_descriptors(exc: BaseException | None) -> bool:
     return False
 
 
-def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
+def family_mismatch(host: str, ip_protocol: IpProtocol, fallback: bool = False) -> str:
     """Why an IP-literal host cannot be reached with this ip_protocol ("" when it can)."""
-    if ip_protocol == "either":
+    if ip_protocol == "either" or fallback:
         return ""
     try:
         address = ipaddress.ip_address(host.strip("[]"))
@@ -61,7 +66,12 @@ def family_mismatch(host: str, ip_protocol: IpProtocol) -> str:
 
 @dataclass
 class PhaseTimer:
-    """Timestamps (perf_counter) of one request's round trips, filled by aiohttp trace hooks."""
+    """Timestamps (perf_counter) of one request's round trips, filled by aiohttp trace hooks
+    and by `HopRecorder` once per hop, so every redirect hop's phases are summed.
+
+    `ready` is when the current hop had its connection, `processing` the sum over hops of
+    connection-ready to response headers, `headers_at` when the last hop's headers came.
+    """
 
     start: float
     dns_start: float = 0.0
@@ -69,8 +79,11 @@ class PhaseTimer:
     conn_start: float = 0.0
     conn_time: float = 0.0
     ready: float = 0.0
+    processing: float = 0.0
+    headers_at: float = 0.0
     redirects: int = 0
     handshakes: list[TimedSSLObject] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ready = self.start
@@ -124,6 +137,100 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
+def tls_blocks(check: Check) -> frozenset[TlsOptions]:
+    """The `tls:` blocks a check's requests use (an http check's even without https in its
+    URL: a redirect may go there, and the default block is shared by every check)."""
+    if isinstance(check, HttpCheck):
+        return frozenset({check.tls})
+    if isinstance(check, FlowCheck):
+        return frozenset(step.tls for step in check.steps)
+    if isinstance(check, TcpCheck) and check.use_tls:
+        return frozenset({check.tls})
+    return frozenset()
+
+
+class HopRecorder:
+    """A per-request client middleware, called once per hop (redirects too): times the hop
+    from its connection to its response headers, and keeps the request's own cookie jar.
+
+    The jar is keyed by the URL's host name (not the resolved address) and accepts IP hosts,
+    so a cookie set by a redirect is sent on the next hop, as a browser and blackbox_exporter
+    do; it lives as long as the request (its redirect chain), never across runs.
+    """
+
+    def __init__(self, timer: PhaseTimer) -> None:
+        self._timer = timer
+        self._jar = aiohttp.CookieJar(unsafe=True)
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        timer = self._timer
+        timer.ready = time.perf_counter()  # the connection trace moves it on a new connection
+        jar_cookies = self._jar.filter_cookies(request.url)
+        if jar_cookies:
+            sent = "; ".join(f"{name}={morsel.coded_value}" for name, morsel in jar_cookies.items())
+            own = request.headers.get("Cookie")
+            request.headers["Cookie"] = f"{own}; {sent}" if own else sent
+        response = await handler(request)
+        timer.headers_at = time.perf_counter()
+        timer.processing += max(timer.headers_at - timer.ready, 0.0)
+        self._jar.update_cookies_from_headers(
+            response.headers.getall("Set-Cookie", []), response.url
+        )
+        return response
+
+
+# Where the peer addresses of the current request's connections are noted.
+_PEERS: ContextVar[list[str] | None] = ContextVar("peers", default=None)
+
+
+@contextmanager
+def collect_peers(into: list[str]) -> Iterator[None]:
+    """Append the peer address of every connection this task gets inside the block."""
+    token = _PEERS.set(into)
+    try:
+        yield
+    finally:
+        _PEERS.reset(token)
+
+
+class _PeerNotingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that notes each connection's peer address (`collect_peers`), new or
+    reused: the address the request really went to, for probe_ip_protocol and its hash."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        peers = _PEERS.get()
+        transport = connection.transport
+        if peers is not None and transport is not None:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and peer:
+                peers.append(str(peer[0]))
+        return connection
+
+
+class _PreferringResolver(aiohttp.ThreadedResolver):
+    """`ip_protocol_fallback`: one address, of the preferred family if the name has one,
+    else the other family's last, as blackbox_exporter's chooseProtocol picks it."""
+
+    def __init__(self, preferred: socket.AddressFamily) -> None:
+        super().__init__()
+        self._preferred = preferred
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[ResolveResult]:
+        found = await super().resolve(host, port, socket.AF_UNSPEC)
+        chosen = [r for r in found if r["family"] == self._preferred][:1] or found[-1:]
+        return chosen
+
+
 def _no_silent_retry(session: aiohttp.ClientSession) -> None:
     """Stop aiohttp from quietly resending a GET once after a reset connection.
 
@@ -146,7 +253,7 @@ class HttpClients:
 
     def __init__(self, user_agent: str) -> None:
         self._user_agent = user_agent
-        self._sessions: dict[tuple[bool, socket.AddressFamily], aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[bool, socket.AddressFamily, bool], aiohttp.ClientSession] = {}
         self._ssl: dict[TlsOptions, asyncio.Task[ssl.SSLContext]] = {}
         # Last TLS facts per (host, port, options): a reused keep-alive connection shows no
         # handshake, but its certificate is still the one seen when it was made.
@@ -157,23 +264,32 @@ class HttpClients:
         """The User-Agent every request sends unless its headers name one."""
         return self._user_agent
 
-    def session(self, keep_alive: bool, ip_protocol: IpProtocol) -> aiohttp.ClientSession:
-        key = (keep_alive, FAMILIES[ip_protocol])
+    def session(
+        self, keep_alive: bool, ip_protocol: IpProtocol, fallback: bool = False
+    ) -> aiohttp.ClientSession:
+        """The session for these settings; with `fallback`, names resolve in both families
+        and the preferred one's first address is used, else the other's last (blackbox)."""
+        preferred = FAMILIES[ip_protocol]
+        fallback = fallback and preferred != socket.AF_UNSPEC
+        key = (keep_alive, preferred, fallback)
         session = self._sessions.get(key)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _PeerNotingConnector(
                 force_close=not keep_alive,
                 limit=0,
                 use_dns_cache=False,
-                family=key[1],
+                family=socket.AF_UNSPEC if fallback else preferred,
+                resolver=_PreferringResolver(preferred) if fallback else None,
                 enable_cleanup_closed=False,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
                 trace_configs=[_trace_config()],
-                cookie_jar=aiohttp.DummyCookieJar(),
+                cookie_jar=aiohttp.DummyCookieJar(),  # each request keeps its own (HopRecorder)
                 headers={"User-Agent": self._user_agent},
-                auto_decompress=True,
+                # Nothing asked or decoded unless a check says `compression:` (as blackbox).
+                skip_auto_headers=("Accept-Encoding",),
+                auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None),
             )
             _no_silent_retry(session)
@@ -187,11 +303,7 @@ class HttpClients:
         kept and raised again until `forget_tls` (a reload): a broken file is not re-read
         on every run. A shortage of file descriptors is not kept: it says nothing of the files.
         """
-        task = self._ssl.get(options)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
-            task.add_done_callback(_retrieve)
-            self._ssl[options] = task
+        task = self._build(options)
         try:
             # Shielded: one probe's deadline must not cancel a build that others wait on.
             return await asyncio.shield(task)
@@ -199,6 +311,27 @@ class HttpClients:
             if out_of_descriptors(exc) and self._ssl.get(options) is task:
                 del self._ssl[options]  # a shortage passes: the next run builds it again
             raise
+
+    def _build(self, options: TlsOptions) -> asyncio.Task[ssl.SSLContext]:
+        task = self._ssl.get(options)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
+            task.add_done_callback(_retrieve)
+            self._ssl[options] = task
+        return task
+
+    def prepare_tls(self, blocks: Iterable[TlsOptions]) -> None:
+        """Start building each `tls:` block's context now, at load or apply, in threads: a
+        check's first run must not pay for reading the CA bundle inside its duration."""
+        for options in blocks:
+            self._build(options)
+
+    async def tls_ready(self, blocks: Iterable[TlsOptions]) -> None:
+        """Wait until these blocks' contexts are built (before a run's clock starts); a load
+        error is left for the probe to report."""
+        for options in blocks:
+            with suppress(TlsSetupError):
+                await self.ssl_for(options)
 
     def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
         """Keep what a handshake with this target showed, for its reused connections."""

@@ -1,8 +1,10 @@
-"""`kind: dns`: one query with dnspython, judged on rcode, answer count and answer text.
+"""`kind: dns`: one query with dnspython, judged on rcode, records and their text.
 
-The query goes over UDP to `server` (or the host's first nameserver) and is retried over TCP
-when the answer is truncated. Phases: resolve (the server's own name, when it has one) and
-processing (the query's round trip, also exported as the lookup time).
+The query goes over UDP (retried over TCP when the answer is truncated) or TCP
+(`transport_protocol`) to `server` or the host's first nameserver. Phases, as
+blackbox_exporter's `probe_dns_duration_seconds`: resolve (the server's own name), connect
+(the socket; the TCP handshake over tcp) and processing (the query's round trip, blackbox's
+`request`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import dns.resolver
 
 from prober.config.model import DnsCheck
-from prober.probes.context import ProbeContext, out_of_descriptors
+from prober.probes.context import ProbeContext
+from prober.probes.dns_exchange import ExchangeClock, Server, exchange
+from prober.probes.dns_records import record_lines, soa_serial, validate_records
 from prober.probes.single_step import ProbeFailure, resolve, run_one_step
 from prober.result import AssertionOutcome, DnsFacts, Outcome, Phases, Reason, StepResult, shown
 
@@ -36,16 +41,41 @@ class _Query:
     start: float
     stage: str = "resolving the server"
     server: str = ""
-    asked: float = 0.0
-    answered: float = 0.0
-    answer_count: int | None = None
+    resolved: float = 0.0
+    clock: ExchangeClock = field(default_factory=ExchangeClock)
+    response: dns.message.Message | None = None
+    serial: int | None = None
     outcomes: list[AssertionOutcome] = field(default_factory=list)
 
     def phases(self, end: float) -> Phases:
-        asked = self.asked or end
+        """Each phase from its start to its end; one cut short by a failure ends at `end`."""
+        resolved = self.resolved or end
+        connected = self.clock.connected or (end if self.resolved else resolved)
+        answered = self.clock.answered or (end if self.clock.connected else connected)
         return Phases(
-            resolve=asked - self.start,
-            processing=(self.answered or end) - self.asked if self.asked else 0.0,
+            resolve=resolved - self.start,
+            connect=connected - resolved,
+            processing=answered - connected,
+        )
+
+    def facts(self, end: float) -> DnsFacts:
+        response = self.response
+        counts = (
+            (
+                len(record_lines(response.answer)),
+                len(record_lines(response.authority)),
+                len(record_lines(response.additional)),
+            )
+            if response is not None
+            else (None, None, None)
+        )
+        return DnsFacts(
+            phases=self.phases(end),
+            answer_count=counts[0],
+            lookup_time=(self.resolved - self.start) if self.resolved else None,
+            authority_count=counts[1],
+            additional_count=counts[2],
+            serial=self.serial,
         )
 
 
@@ -72,13 +102,9 @@ async def run(check: DnsCheck, ctx: ProbeContext) -> Outcome:
             duration=now - state.start,
             reason=reason,
             message=message,
-            facts=DnsFacts(
-                phases=state.phases(now),
-                answer_count=state.answer_count,
-                lookup_time=(state.answered or now) - state.asked if state.asked else None,
-            ),
+            facts=state.facts(now),
             assertions=tuple(state.outcomes),
-            request_line=f"DNS {check.query_type} {check.query_name} @{state.server or '?'}",
+            request_line=_request_line(check, state.server),
         )
 
     work = _ask_and_judge(check, ctx, state)
@@ -89,34 +115,42 @@ async def _ask_and_judge(check: DnsCheck, ctx: ProbeContext, state: _Query) -> N
     _judge(check, await _ask(check, ctx, state), state, ctx)
 
 
+def _request_line(check: DnsCheck, server: str) -> str:
+    """`DNS A api.example.com @192.0.2.53:53`, with the class and transport where not the
+    defaults."""
+    extras = [f"class {check.query_class}"] if check.query_class != "IN" else []
+    if check.transport_protocol != "udp":
+        extras.append(f"over {check.transport_protocol}")
+    tail = f" ({', '.join(extras)})" if extras else ""
+    return f"DNS {check.query_type} {check.query_name} @{server or '?'}{tail}"
+
+
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
-    address, port = await _server_address(check)
-    state.server = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    try:
-        query = dns.message.make_query(check.query_name, check.query_type)
-    except dns.exception.DNSException as exc:
-        raise ProbeFailure(Reason.ERROR, f"cannot build the query: {exc}") from None
+    server = await _server(check)
+    state.resolved = time.perf_counter()
+    state.server = server.shown
+    query = _query(check)
     state.stage = f"waiting for {state.server}"
-    state.asked = time.perf_counter()
-    try:
-        response, _ = await dns.asyncquery.udp_with_fallback(
-            query, address, timeout=max(ctx.remaining(), 0.001), port=port
-        )
-    except dns.exception.Timeout:  # dnspython's own timeout is the attempt's deadline
-        raise ProbeFailure(Reason.TIMEOUT, f"deadline reached while {state.stage}") from None
-    except ConnectionRefusedError as exc:
-        raise ProbeFailure(Reason.CONNECT_REFUSED, f"{state.server} refused: {exc}") from None
-    except OSError as exc:
-        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.CONNECT_ERROR
-        raise ProbeFailure(reason, f"cannot reach {state.server}: {exc}") from None
-    except dns.exception.DNSException as exc:
-        raise ProbeFailure(Reason.PROTOCOL, f"bad answer from {state.server}: {exc}") from None
-    state.answered = time.perf_counter()
+    timeout = max(ctx.remaining(), 0.001)
+    tcp = check.transport_protocol == "tcp"
+    response = await exchange(query, server, tcp, timeout, state.clock)
+    state.response = response
     return response
 
 
-async def _server_address(check: DnsCheck) -> tuple[str, int]:
-    """The server's IP address and port, resolving its name with the check's ip_protocol."""
+def _query(check: DnsCheck) -> dns.message.Message:
+    """One question of the check's name, type and class; no EDNS, as blackbox_exporter."""
+    try:
+        query = dns.message.make_query(check.query_name, check.query_type, check.query_class)
+    except dns.exception.DNSException as exc:
+        raise ProbeFailure(Reason.ERROR, f"cannot build the query: {exc}") from None
+    if not check.recursion_desired:
+        query.flags &= ~dns.flags.RD
+    return query
+
+
+async def _server(check: DnsCheck) -> Server:
+    """The server's address, resolving its name with the check's ip_protocol."""
     if check.server is None:
         servers = await _system_nameservers()
         if not servers:
@@ -124,8 +158,10 @@ async def _server_address(check: DnsCheck) -> tuple[str, int]:
         host, port = servers[0], DNS_PORT
     else:
         host, port = split_server(check.server)
-    addresses = await resolve(host, port, check.ip_protocol, socket.SOCK_DGRAM, f"server {host}")
-    return str(addresses[0][1][0]), port
+    kind = socket.SOCK_STREAM if check.transport_protocol == "tcp" else socket.SOCK_DGRAM
+    addresses = await resolve(host, port, check.ip_protocol, kind, f"server {host}")
+    family, sockaddr = addresses[0]
+    return Server(str(sockaddr[0]), port, family, check.source_ip_address)
 
 
 async def _system_nameservers() -> tuple[str, ...]:
@@ -146,12 +182,34 @@ def _read_system_nameservers() -> tuple[str, ...]:
 def _judge(
     check: DnsCheck, response: dns.message.Message, state: _Query, ctx: ProbeContext
 ) -> None:
-    """rcode first (a DNS failure), then the answer count and regexes (assertions)."""
+    """rcode first (a DNS failure), then the answers and each section's records (assertions)."""
     rcode = dns.rcode.to_text(response.rcode())
-    answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
-    state.answer_count = len(answers)
+    if check.query_type == "SOA":
+        state.serial = soa_serial(response)
     valid = check.valid_rcodes  # upper-cased when the config loads
     outcomes = [AssertionOutcome(f"rcode in {', '.join(valid)}", rcode in valid, rcode)]
+    outcomes += _answer_outcomes(check, response, ctx)
+    sections = (
+        ("answer", response.answer, check.validate_answer_rrs),
+        ("authority", response.authority, check.validate_authority_rrs),
+        ("additional", response.additional, check.validate_additional_rrs),
+    )
+    for name, section, rules in sections:
+        outcomes += validate_records(name, record_lines(section), rules, ctx.redactor)
+    state.outcomes = outcomes
+    if rcode not in valid:
+        raise ProbeFailure(Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}")
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        raise ProbeFailure(Reason.ASSERTION, f"{failed[0].text} failed (actual {failed[0].actual})")
+
+
+def _answer_outcomes(
+    check: DnsCheck, response: dns.message.Message, ctx: ProbeContext
+) -> list[AssertionOutcome]:
+    """prober's own `min_answers` and `answer_regex` (each regex on some record's data)."""
+    answers = [rdata.to_text() for rrset in response.answer for rdata in rrset]
+    outcomes = []
     if check.min_answers:
         outcomes.append(
             AssertionOutcome(
@@ -165,9 +223,4 @@ def _judge(
         seen = matched if matched is not None else (answers[0] if answers else "<no answer>")
         text = f"answer ~= {pattern.pattern!r}"
         outcomes.append(AssertionOutcome(text, matched is not None, shown(seen, ctx.redactor)))
-    state.outcomes = outcomes
-    if rcode not in valid:
-        raise ProbeFailure(Reason.DNS, f"rcode {rcode}, expected {', '.join(valid)}")
-    failed = [o for o in outcomes if not o.passed]
-    if failed:
-        raise ProbeFailure(Reason.ASSERTION, f"{failed[0].text} failed (actual {failed[0].actual})")
+    return outcomes

@@ -3,12 +3,14 @@ per hop, instead of through aiohttp.
 
 It costs a fraction of aiohttp's CPU per probe and takes its timestamps in the transport
 callbacks (docs/PERFORMANCE.md). The step runner uses it for every request it `covers`: no
-proxy and no keep-alive, which stay on aiohttp. Redirects are followed here, hop by hop, by
-the rules of the aiohttp path (a 10th redirect fails with `protocol`; a 3xx without Location
-is final but counted; a request's own headers stay at their origin, `net/redirects.py`), and
-by blackbox_exporter's where that path carries nothing (docs/research/blackbox.md §1.3,
-§1.11): cookies a hop sets go with the next hops to their host name; phases are summed over
-the hops, transfer is the final hop's. `_Hops.follow` is the one place that counts redirects.
+proxy, no keep-alive and no `ip_protocol_fallback`, which stay on aiohttp. Redirects are
+followed here, hop by hop, by the rules both paths share (`http_judge`: up to MAX_REDIRECTS
+followed, the next redirect response judged; redirects counted as blackbox_exporter counts
+them; a request's own headers stay at their origin, `net/redirects.py`), and by
+blackbox_exporter's (docs/research/blackbox.md §1.3, §1.11): cookies a hop sets go with the
+next hops to their host name; phases are summed over the hops, transfer is the final hop's.
+The body is decoded only for a `compression:` (`encoding.BodyReader`, through h1); TLS facts
+come from the chains h1 keeps (`tls.chain_facts`, as the aiohttp path's `peer_facts`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urljoin, urlsplit
 
-from prober.config.assertions import Response
+from prober.config.assertions import Response, response_headers
 from prober.config.model import NEVER_REDIRECTED, RequestSpec
 from prober.probes.context import FAMILIES, ProbeContext, out_of_descriptors
+from prober.probes.http_judge import (
+    MAX_REDIRECTS,
+    is_redirect,
+    last_modified,
+    redirect_count,
+    wire_content_length,
+)
+from prober.probes.net.addresses import address_facts
 from prober.probes.net.h1 import (
     BodyTooLarge,
     ConnectFailed,
@@ -43,15 +53,12 @@ from prober.probes.net.h1 import (
     fetch,
 )
 from prober.probes.net.redirects import FOLLOW_ANYWHERE
-from prober.probes.net.request import Request, reported_content_length
-from prober.probes.net.tls import TlsSetupError, session_facts, tls_reason
+from prober.probes.net.request import Request
+from prober.probes.net.tls import TlsSetupError, chain_facts, tls_reason
 from prober.result import HttpFacts, Phases, Reason, TlsFacts
 
 # Set to False to send every request through aiohttp (bench/harness.py measures both paths).
 ENABLED = True
-# aiohttp's max_redirects as the aiohttp path sets it: the 10th redirect response fails.
-MAX_REDIRECTS = 10
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Methods aiohttp gives a default Content-Type (application/octet-stream), body or not.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # What a step was doing when the deadline came, in the aiohttp path's words (`_Step.stage`).
@@ -65,18 +72,25 @@ _STAGES: dict[Phase, str] = {
 
 
 def covers(spec: RequestSpec) -> bool:
-    """Whether the lean path sends this request (else aiohttp: proxies, keep-alive sessions)."""
-    return ENABLED and spec.proxy_url is None and not spec.keep_alive
+    """Whether the lean path sends this request (else aiohttp: proxies, keep-alive sessions,
+    resolving with `ip_protocol_fallback`)."""
+    return (
+        ENABLED and spec.proxy_url is None and not spec.keep_alive and not spec.ip_protocol_fallback
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class LeanReply:
-    """The final response for the step to judge, its cookies, the step's facts, its end."""
+    """The final response for the step to judge, its cookies, the step's facts, its end;
+    `version` as `valid_http_versions` lists it, `cut_short` why it is not the last one
+    asked for (the redirect limit) or ""."""
 
     response: Response
     cookies: SimpleCookie
     facts: HttpFacts
     ended: float
+    version: str
+    cut_short: str = ""
 
 
 class LeanFailure(Exception):
@@ -107,6 +121,7 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
             server_hostname,
             family,
             spec.max_body_bytes,
+            spec.compression,
         )
         try:
             response = await fetch(sent, ctx.deadline)
@@ -141,7 +156,7 @@ class _Hops:
     url: str = ""
     method: str = ""
     body: bytes | None = None
-    redirects: int = 0
+    followed: int = 0
     left_origin: bool = False
     phases: list[Phases] = field(default_factory=list)
     jar: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
@@ -176,14 +191,13 @@ class _Hops:
 
     def follow(self, response: H1Response) -> bool:
         """Whether to send the next hop (this response redirects, within the limit)."""
-        if response.status not in _REDIRECT_STATUSES or not self.spec.follow_redirects:
+        if not self.spec.follow_redirects or self.followed >= MAX_REDIRECTS:
             return False
-        self.redirects += 1
-        if self.redirects >= MAX_REDIRECTS:
-            raise self.stopped(Reason.PROTOCOL, f"redirected {self.redirects} times, the limit")
-        location = response.header("location")
-        if location is None:
+        headers = response_headers(response.headers)
+        if not is_redirect(response.status, headers):
             return False
+        location = response.header("location") or response.header("uri") or ""
+        self.followed += 1
         target = urljoin(self.url, location)
         if urlsplit(target).scheme.lower() not in ("http", "https"):
             raise self.stopped(Reason.ERROR, "redirected to a location that is not http(s)")
@@ -195,11 +209,15 @@ class _Hops:
         return True
 
     def reply(self, response: H1Response) -> LeanReply:
-        """The final response, to judge."""
+        """The final response, to judge; a redirect past the limit is judged without its
+        body, as the aiohttp path (which does not read it) judges it."""
         ended = response.timeline.last_byte or response.timeline.ended
+        headers = response_headers(response.headers)
+        cut_short = ""
         body = response.body
-        facts = self._facts(_Head.of(response), body_length=len(body))
-        headers = {name.lower(): value for name, value in response.headers}
+        if self.spec.follow_redirects and is_redirect(response.status, headers):
+            cut_short, body = f"too many redirects ({MAX_REDIRECTS})", b""
+        facts = self._facts(_Head.of(response, self.method), body_length=len(body))
         tls = facts.tls or TlsFacts()
         judged = Response(
             response.status,
@@ -209,15 +227,19 @@ class _Hops:
             tls_expiry=tls.expiry,
             tls_version=tls.version,
         )
-        return LeanReply(judged, _final_cookies(response), facts, ended)
+        version = f"HTTP/{response.http_version}"
+        return LeanReply(judged, _final_cookies(response), facts, ended, version, cut_short)
 
     def failed(self, exc: H1Error) -> LeanFailure:
         """The hop's error as the step's failure, with the facts seen until then."""
         timeline = exc.timeline
         if timeline is not None:
             self.phases.append(_phases(timeline))
-        head = _Head.of(exc.head) if exc.head is not None else None
+        head = _Head.of(exc.head, self.method) if exc.head is not None else None
         message = str(exc)
+        decoded = self.spec.compression not in (None, "identity")
+        if isinstance(exc, BodyTooLarge) and decoded:  # the aiohttp path's words
+            message = f"decoded body larger than max_body_bytes ({self.spec.max_body_bytes})"
         if isinstance(exc, DeadlineReached):
             stage = _STAGES[timeline.phase] if timeline is not None else "connecting"
             message = f"deadline reached while {stage}"
@@ -229,14 +251,18 @@ class _Hops:
         return LeanFailure(reason, message, self._facts(None, None), time.perf_counter())
 
     def _facts(self, head: _Head | None, body_length: int | None) -> HttpFacts:
+        peer = address_facts(head.peer_address) if head else None
         return HttpFacts(
             status_code=head.status if head else None,
             phases=_summed(self.phases),
-            redirects=self.redirects,
+            redirects=head.redirects(self.followed) if head else self.followed,
             content_length=head.content_length if head else None,
             body_length=body_length,
             http_version=head.http_version if head else None,
             tls=head.tls if head else None,
+            ip_protocol=peer[0] if peer else None,
+            ip_addr_hash=peer[1] if peer else None,
+            last_modified=last_modified(head.headers) if head else None,
         )
 
     def _keep_cookies(self, response: H1Response) -> None:
@@ -273,25 +299,30 @@ class _Hops:
 
 @dataclass(frozen=True, slots=True)
 class _Head:
-    """The facts a response's head gives: status, version, content length, TLS."""
+    """The facts a response's head gives: status, version, content length (Go's), TLS, the
+    address it came from, its headers (every value, by lower-case name)."""
 
     status: int
     http_version: str
     content_length: int
     tls: TlsFacts | None
+    peer_address: str
+    headers: dict[str, tuple[str, ...]]
 
     @classmethod
-    def of(cls, head: ResponseHead | H1Response) -> _Head:
-        header = None
-        for name, value in reversed(head.headers):
-            if name.lower() == "content-length":
-                header = int(value)
-                break
+    def of(cls, head: ResponseHead | H1Response, method: str) -> _Head:
+        headers = response_headers(head.headers)
+        lengths = headers.get("content-length")
+        length = wire_content_length(head.status, method, lengths[-1] if lengths else None)
+        session = head.tls
         tls = None
-        if head.tls is not None:
-            tls = TlsFacts(*session_facts(head.tls.version, head.tls.peer_certificate))
-        length = reported_content_length(head.status, header)
-        return cls(head.status, head.http_version, length, tls)
+        if session is not None:
+            tls = chain_facts(session.version, session.served, session.verified)
+        return cls(head.status, head.http_version, length, tls, head.peer_address, headers)
+
+    def redirects(self, followed: int) -> int:
+        """`probe_http_redirects` with this response as the final one."""
+        return redirect_count(followed, self.status, self.headers)
 
 
 def _final_cookies(response: H1Response) -> SimpleCookie:

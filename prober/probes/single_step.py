@@ -1,4 +1,4 @@
-"""The frame of the one-step probes that do not speak HTTP (tcp, dns).
+"""The frame of the one-step probes that do not speak HTTP (tcp, dns, grpc, websocket).
 
 A failure is raised as `ProbeFailure` where it is understood, the target's name is resolved
 with the check's ip_protocol, and the step becomes the Outcome with its message redacted.

@@ -9,30 +9,42 @@ cut the attempt short instead (`ctx.recorder`).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from prober.config.assertions import Response
+from prober.config.assertions import Response, response_headers
 from prober.config.model import Extraction, RequestSpec
 from prober.config.secrets import REDACTED
 from prober.config.templates import MISSING, TemplateError
 from prober.probes.context import (
+    HopRecorder,
     PhaseTimer,
     ProbeContext,
     RequestBody,
+    collect_peers,
     family_mismatch,
     out_of_descriptors,
 )
+from prober.probes.http_judge import (
+    MAX_REDIRECTS,
+    header_matches,
+    http_version,
+    last_modified,
+    redirect_count,
+    version_refused,
+    wire_content_length,
+)
 from prober.probes.lean import LeanFailure, covers, send
+from prober.probes.net.addresses import address_facts
+from prober.probes.net.aiohttp_errors import classify, describe
+from prober.probes.net.encoding import BodyReader, BodyTooLarge, UndecodableBody
 from prober.probes.net.redirects import redirect_guard
 from prober.probes.net.request import (
     InvalidUrl,
@@ -40,24 +52,12 @@ from prober.probes.net.request import (
     build_request,
     check_url,
     display_url,
-    error_message,
     header_text,
-    reported_content_length,
 )
-from prober.probes.net.tls import (
-    PeerFacts,
-    TlsSetupError,
-    collect_handshakes,
-    peer_facts,
-    tls_reason,
-)
+from prober.probes.net.tls import PeerFacts, TlsSetupError, collect_handshakes, peer_facts
 from prober.result import AssertionOutcome, HttpFacts, Phases, Reason, StepResult, TlsFacts
 
 _SHOWN_VALUE_CHARS = 48
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +71,6 @@ class StepRun:
     variables: dict[str, str]
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > cap:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _status_expected(status: int, expected: list[int | str]) -> bool:
     for item in expected:
         if isinstance(item, int):
@@ -92,41 +81,6 @@ def _status_expected(status: int, expected: list[int | str]) -> bool:
     return False
 
 
-def _classify(exc: BaseException) -> Reason:
-    """Map an aiohttp/OS failure to a bounded reason."""
-    if out_of_descriptors(exc):
-        return Reason.RESOURCE
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return tls_reason(exc.certificate_error)
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
-        return tls_reason(exc)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return Reason.DNS
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if exc.os_error.errno == errno.ECONNREFUSED:
-            return Reason.CONNECT_REFUSED
-        return Reason.CONNECT_ERROR
-    reset = isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
-    if reset or _reset_mid_body(exc):
-        return Reason.RESET
-    if isinstance(exc, aiohttp.ClientOSError):
-        return Reason.RESET if exc.errno in (errno.ECONNRESET, errno.EPIPE) else Reason.ERROR
-    if isinstance(
-        exc, aiohttp.TooManyRedirects | aiohttp.ClientResponseError | aiohttp.ClientPayloadError
-    ):
-        return Reason.PROTOCOL
-    return Reason.ERROR
-
-
-def _reset_mid_body(exc: BaseException) -> bool:
-    """Whether the body was cut by a reset connection, not by a clean close.
-
-    aiohttp keeps the connection's error only in the payload error's text (its cause is the
-    parser's "not completed"); the lean path reports the same cut as `reset`.
-    """
-    return isinstance(exc, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(exc)
-
-
 def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str | None:
     if rule.json_path is not None:
         found = rule.json_path.find(response.document)
@@ -134,7 +88,8 @@ def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str
             return None
         return found if isinstance(found, str) else json.dumps(found)
     if rule.header is not None:
-        return response.headers.get(rule.header.lower())
+        values = response.headers.get(rule.header.lower())
+        return values[-1] if values else None  # a repeated header: its last value
     if rule.cookie is not None:
         morsel = cookies.get(rule.cookie)
         return morsel.value if morsel is not None else None
@@ -151,7 +106,6 @@ class _Step:
         self.ctx = ctx
         self.critical = critical
         self.timer = PhaseTimer(time.perf_counter())
-        self.headers_at = 0.0
         self.end = 0.0
         self.status: int | None = None
         self.request_line: str = spec.method
@@ -159,17 +113,26 @@ class _Step:
         self.http_version: str | None = None
         self.content_length: int | None = None
         self.body_length: int | None = None
+        self.redirects = 0
+        self.peer: tuple[int, float] | None = None
+        self.last_modified: float | None = None
+        self.failed_due_to_regex = False
+        # Why the response judged is not the last one asked for (the redirect limit).
+        self.cut_short = ""
         self.redactor = ctx.redactor
         # The facts of a request the lean path sent (it times its own phases).
         self.lean_facts: HttpFacts | None = None
 
     def phases(self) -> Phases:
+        """The phases summed over every hop of the redirect chain (as blackbox_exporter);
+        transfer is the final hop's body."""
         timer = self.timer
         end = self.end or time.perf_counter()
-        headers_at = self.headers_at or end
         connect = max(timer.conn_time - timer.dns_time - timer.tls_time, 0.0)
-        processing = max(headers_at - timer.ready, 0.0)
-        transfer = max(end - headers_at, 0.0) if self.headers_at else 0.0
+        processing = timer.processing
+        if not timer.headers_at and timer.ready > timer.start:  # cut short waiting for headers
+            processing += max(end - timer.ready, 0.0)
+        transfer = max(end - timer.headers_at, 0.0) if timer.headers_at else 0.0
         return Phases(
             resolve=timer.dns_time,
             connect=connect,
@@ -192,23 +155,28 @@ class _Step:
             duration=self.end - self.timer.start,
             reason=reason,
             message=self.redactor(message),
-            facts=self.lean_facts or self.facts(),
+            facts=self._facts(),
             assertions=assertions,
             extracted=extracted,
             critical=self.critical,
             request_line=self.redactor(self.request_line),
         )
 
-    def facts(self) -> HttpFacts:
-        """The facts of a request sent through aiohttp, from its trace hooks."""
+    def _facts(self) -> HttpFacts:
+        if self.lean_facts is not None:
+            return replace(self.lean_facts, failed_due_to_regex=self.failed_due_to_regex)
         return HttpFacts(
             status_code=self.status,
             phases=self.phases(),
-            redirects=self.timer.redirects,
+            redirects=self.redirects,
             content_length=self.content_length,
             body_length=self.body_length,
             http_version=self.http_version,
             tls=self.tls,
+            ip_protocol=self.peer[0] if self.peer else None,
+            ip_addr_hash=self.peer[1] if self.peer else None,
+            failed_due_to_regex=self.failed_due_to_regex,
+            last_modified=self.last_modified,
         )
 
     def failed(self, reason: Reason, message: str) -> StepRun:
@@ -217,7 +185,7 @@ class _Step:
 
     def stage(self) -> str:
         """What the request is doing now, for a timeout's message."""
-        if self.headers_at:
+        if self.timer.headers_at and self.status is not None:
             return "reading the body"
         if self.timer.ready > self.timer.start:
             return "waiting for the response"
@@ -245,23 +213,32 @@ async def run_step(
     except InvalidUrl as exc:
         return step.failed(Reason.INVALID_URL, str(exc))
     step.request_line = f"{spec.method} {display_url(request.url)}"
-    mismatch = family_mismatch(_host(request.url), spec.ip_protocol)
+    mismatch = family_mismatch(_host(request.url), spec.ip_protocol, spec.ip_protocol_fallback)
     if mismatch:
         return step.failed(Reason.DNS, mismatch)
     if covers(spec):
         return await _run_lean(step, request)
+    return await _run_aiohttp(step, request)
+
+
+async def _run_aiohttp(step: _Step, request: Request) -> StepRun:
+    """The request over aiohttp, bounded by the context's deadline."""
+    spec, ctx = step.spec, step.ctx
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
     except TimeoutError:
         return step.failed(Reason.TIMEOUT, f"deadline reached while {step.stage()}")
-    except _BodyTooLarge:
-        message = f"body larger than max_body_bytes ({spec.max_body_bytes})"
+    except BodyTooLarge:
+        what = "decoded body" if spec.compression not in (None, "identity") else "body"
+        message = f"{what} larger than max_body_bytes ({spec.max_body_bytes})"
         return step.failed(Reason.BODY_TOO_LARGE, message)
+    except UndecodableBody as exc:
+        return step.failed(Reason.PROTOCOL, str(exc))
     except TlsSetupError as exc:
         return step.failed(Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return step.failed(_classify(exc), error_message(exc))
+        return step.failed(classify(exc), describe(exc))
     return _judge(step, raw)
 
 
@@ -273,22 +250,24 @@ async def _run_lean(step: _Step, request: Request) -> StepRun:
         step.lean_facts, step.end = exc.facts, exc.ended
         return step.failed(exc.reason, str(exc))
     step.lean_facts, step.end = reply.facts, reply.ended
-    return _judge(step, _Raw(reply.response, reply.cookies))
+    step.cut_short = reply.cut_short
+    return _judge(step, _Raw(reply.response, reply.cookies, reply.version))
 
 
 @dataclass(frozen=True, slots=True)
 class _Raw:
     response: Response
     cookies: SimpleCookie
+    version: str | None = None
 
 
 async def _send(step: _Step, request: Request) -> _Raw:
     spec = step.spec
-    session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol)
+    session = step.ctx.clients.session(spec.keep_alive, spec.ip_protocol, spec.ip_protocol_fallback)
     ssl_context = await step.ctx.clients.ssl_for(spec.tls)
     body = RequestBody(request.data) if request.data is not None else None
     try:
-        with collect_handshakes(step.timer.handshakes):
+        with collect_handshakes(step.timer.handshakes), collect_peers(step.timer.peers):
             return await _exchange(step, request, session, ssl_context, body)
     except asyncio.CancelledError:  # the deadline: a peer that never reads keeps nothing
         if body is not None:
@@ -303,43 +282,84 @@ async def _exchange(
     ssl_context: ssl.SSLContext,
     payload: RequestBody | None,
 ) -> _Raw:
+    """Send the request, follow up to MAX_REDIRECTS redirects, read the final body.
+
+    aiohttp gives up on the redirect response that reaches `max_redirects`: asked for one
+    more than followed, so that response is the 11th, judged as blackbox_exporter judges it
+    (its status and headers, no body).
+    """
     spec = step.spec
-    async with session.request(
-        spec.method,
-        request.url,
-        headers=request.headers,
-        data=payload,
-        allow_redirects=spec.follow_redirects,
-        max_redirects=10,
-        ssl=ssl_context,
-        server_hostname=spec.tls.server_name or spec.hostname,
-        proxy=request.proxy,
-        trace_request_ctx=step.timer,
-        middlewares=redirect_guard(spec),
-    ) as resp:
-        step.headers_at = time.perf_counter()
-        step.status = resp.status
-        step.http_version = f"{resp.version.major}.{resp.version.minor}" if resp.version else None
-        step.content_length = reported_content_length(resp.status, resp.content_length)
-        _read_tls(step, resp)
-        body = await _read_capped(resp, spec.max_body_bytes)
+    headers = request.headers
+    if spec.compression and not any(name.lower() == "accept-encoding" for name in headers):
+        headers = {**headers, "Accept-Encoding": spec.compression}
+    try:
+        async with session.request(
+            spec.method,
+            request.url,
+            headers=headers,
+            data=payload,
+            allow_redirects=spec.follow_redirects,
+            max_redirects=MAX_REDIRECTS + 1,
+            ssl=ssl_context,
+            server_hostname=spec.tls.server_name or spec.hostname,
+            proxy=request.proxy,
+            trace_request_ctx=step.timer,
+            middlewares=(*redirect_guard(spec), HopRecorder(step.timer)),
+        ) as resp:
+            reader = _received(step, resp, _followed(resp))
+            async for chunk in resp.content.iter_chunked(65536):
+                reader.feed(chunk)
+            body = reader.body()
+            step.end = time.perf_counter()
+            step.body_length = len(body)
+            return _raw(step, resp, body)
+    except aiohttp.TooManyRedirects as exc:
+        last = exc.history[-1]
+        step.cut_short = f"too many redirects ({MAX_REDIRECTS})"
+        _received(step, last, len(exc.history) - 1)
         step.end = time.perf_counter()
-        step.body_length = len(body)
-        headers = {k.lower(): header_text(v) for k, v in resp.headers.items()}
-        cookies: SimpleCookie = SimpleCookie()
-        for value in resp.headers.getall("Set-Cookie", []):
-            cookies.load(value)
-        latency = step.end - step.timer.start
-        tls = step.tls or TlsFacts()
-        response = Response(
-            resp.status, latency, headers, body, tls_expiry=tls.expiry, tls_version=tls.version
-        )
-        return _Raw(response, cookies)
+        step.body_length = 0
+        return _raw(step, last, b"")
 
 
-@lru_cache(maxsize=4096)
+def _followed(resp: aiohttp.ClientResponse) -> int:
+    """The redirects aiohttp followed: a 3xx without Location ends the chain, yet aiohttp
+    puts it in its own history; Go (blackbox_exporter) follows none there."""
+    history = resp.history
+    return len(history) - 1 if history and history[-1] is resp else len(history)
+
+
+def _received(step: _Step, resp: aiohttp.ClientResponse, followed: int) -> BodyReader:
+    """Note what the final response's head says; the reader for its body."""
+    step.status = resp.status
+    step.http_version = f"{resp.version.major}.{resp.version.minor}" if resp.version else None
+    headers = response_headers(resp.headers.items())
+    step.redirects = redirect_count(followed, resp.status, headers)
+    step.content_length = wire_content_length(
+        resp.status, resp.method, resp.headers.get("Content-Length")
+    )
+    step.last_modified = last_modified(headers)
+    peers = step.timer.peers
+    step.peer = address_facts(peers[-1] if peers else (resp.url.host or ""))
+    _read_tls(step, resp)
+    return BodyReader(step.spec.compression, step.spec.max_body_bytes)
+
+
+def _raw(step: _Step, resp: aiohttp.ClientResponse, body: bytes) -> _Raw:
+    headers = response_headers((k, header_text(v)) for k, v in resp.headers.items())
+    cookies: SimpleCookie = SimpleCookie()
+    for value in resp.headers.getall("Set-Cookie", []):
+        cookies.load(value)
+    latency = step.end - step.timer.start
+    tls = step.tls or TlsFacts()
+    version = http_version(resp.version.major, resp.version.minor) if resp.version else None
+    response = Response(
+        resp.status, latency, headers, body, tls_expiry=tls.expiry, tls_version=tls.version
+    )
+    return _Raw(response, cookies, version)
+
+
 def _host(url: str) -> str:
-    """The URL's host, "" when it has none; cached, as display_url and check_url are."""
     try:
         return urlsplit(url).hostname or ""
     except ValueError:
@@ -365,7 +385,7 @@ def _read_tls(step: _Step, resp: aiohttp.ClientResponse) -> None:
     else:
         facts = clients.known_peer(resp.url.host, resp.url.port, options)
     if facts is not None:
-        step.tls = TlsFacts(facts.version, facts.expiry)
+        step.tls = facts.tls
 
 
 def _judge(step: _Step, raw: _Raw) -> StepRun:
@@ -374,7 +394,11 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
     response = raw.response
     if not _status_expected(response.status, spec.expected_status):
         expected = ", ".join(str(s) for s in spec.expected_status)
-        return step.failed(Reason.STATUS, f"status {response.status}, expected {expected}")
+        after = f" after {step.cut_short}" if step.cut_short else ""
+        return step.failed(Reason.STATUS, f"status {response.status}{after}, expected {expected}")
+    refused = version_refused(spec, raw.version)
+    if refused:
+        return step.failed(Reason.ASSERTION, refused)
     needs_json = any(a.needs_json for a in spec.assertions) or any(
         r.json_path is not None for r in spec.extract.values()
     )
@@ -403,7 +427,12 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
         )
         for var, rule in spec.extract.items()
     )
-    outcomes = tuple(a.evaluate(response, step.redactor) for a in spec.assertions)
+    matched = header_matches(spec, response.headers, step.redactor)
+    asserted = tuple(a.evaluate(response, step.redactor) for a in spec.assertions)
+    step.failed_due_to_regex = any(not o.passed for o in matched) or any(
+        a.matches_regex and not o.passed for a, o in zip(spec.assertions, asserted, strict=True)
+    )
+    outcomes = matched + asserted
     failed = [o for o in outcomes if not o.passed]
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""

@@ -1,8 +1,8 @@
-"""`kind: tcp`: connect, optionally over TLS, then send lines and expect replies in turn.
+"""`kind: tcp`: connect (from `source_ip_address` if set), optionally over TLS, then hold the
+line dialogue (tcp_dialogue.py), which may start TLS midway (`starttls`).
 
-Round i sends `send[i]` (skipped when empty, for a server that speaks first) followed by a
-newline, then reads lines until one matches `expect[i]`. Phases: resolve, connect, tls, and
-processing for the whole exchange of lines.
+Phases: resolve, connect, tls (every handshake), and processing for the rest of the
+exchange of lines. The TLS facts are those of the last handshake.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from prober.config.model import TcpCheck
-from prober.config.templates import Regex
 from prober.probes.context import ProbeContext, out_of_descriptors
 from prober.probes.net.tls import TlsSetupError, peer_facts, tls_reason
 from prober.probes.single_step import Address, ProbeFailure, resolve, run_one_step
+from prober.probes.tcp_dialogue import LINE_LIMIT, hold_dialogue
 from prober.result import (
     AssertionOutcome,
     Outcome,
@@ -28,14 +26,10 @@ from prober.result import (
     StepResult,
     TcpFacts,
     TlsFacts,
-    shown,
 )
 
 STEP_NAME = "connect"
 FACTS = TcpFacts
-_LINE_LIMIT = 64 * 1024
-_MAX_READ_BYTES = 1 << 20
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -46,25 +40,26 @@ class _Run:
     stage: str = "resolving the target"
     resolved: float = 0.0
     connected: float = 0.0
-    tls_started: bool = False
-    secured: float = 0.0
+    handshake_started: float = 0.0  # of the handshake under way (0: none)
+    handshakes: float = 0.0  # seconds spent in finished handshakes
     tls: TlsFacts | None = None
     outcomes: list[AssertionOutcome] = field(default_factory=list)
     read_bytes: int = 0
 
     def phases(self, end: float) -> Phases:
-        """Each phase from its start to its end; one cut short by a failure ends at `end`."""
+        """Each phase from its start to its end; one cut short by a failure ends at `end`.
+        `tls` is every handshake, `processing` the rest of the time since the connect."""
         resolved = self.resolved or end
         connected = self.connected or (end if self.resolved else resolved)
-        if not self.connected:
-            secured = connected
-        else:
-            secured = self.secured or (end if self.tls_started else connected)
+        tls = 0.0
+        if self.connected:
+            under_way = end - self.handshake_started if self.handshake_started else 0.0
+            tls = self.handshakes + under_way
         return Phases(
             resolve=resolved - self.start,
             connect=connected - resolved,
-            tls=secured - connected,
-            processing=end - secured,
+            tls=tls,
+            processing=end - connected - tls,
         )
 
 
@@ -104,17 +99,15 @@ async def _converse(check: TcpCheck, ctx: ProbeContext, state: _Run) -> None:
     host, port = split_target(check.target)
     addresses = await resolve(host, port, check.ip_protocol, socket.SOCK_STREAM, host)
     state.resolved = time.perf_counter()
-    reader, writer = await _connect(addresses, state)
+    reader, writer = await _connect(addresses, check.source_ip_address, state)
+
+    async def start_tls() -> None:
+        await _secure(writer, check, ctx, state, host)
+
     try:
         if check.use_tls:
-            await _secure(writer, check, ctx, state, host)
-        for index in range(max(len(check.send), len(check.expect))):
-            if index < len(check.send) and check.send[index]:
-                state.stage = f"sending line {index + 1}"
-                writer.write(check.send[index].encode() + b"\n")
-                await _io(writer.drain())
-            if index < len(check.expect):
-                await _expect(reader, check.expect[index], state, ctx)
+            await start_tls()
+        await hold_dialogue(check.dialogue, reader, writer, start_tls, state, ctx)
     finally:
         # Abort, not close: a TLS close would wait in the background for the peer's reply.
         writer.transport.abort()
@@ -130,27 +123,30 @@ async def _secure(
     except TlsSetupError as exc:
         reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS
         raise ProbeFailure(reason, str(exc)) from None
-    state.tls_started = True
+    state.handshake_started = time.perf_counter()
     try:
         await writer.start_tls(context, server_hostname=check.tls.server_name or host)
     except (ssl.SSLError, OSError) as exc:
         raise ProbeFailure(tls_reason(exc), f"TLS handshake: {exc}") from None
-    state.secured = time.perf_counter()
+    state.handshakes += time.perf_counter() - state.handshake_started
+    state.handshake_started = 0.0
     ssl_object = writer.get_extra_info("ssl_object")
     if isinstance(ssl_object, ssl.SSLObject):
         facts = peer_facts(ssl_object)
-        state.tls = TlsFacts(facts.version, facts.expiry)
+        state.tls = facts.tls
 
 
 async def _connect(
     addresses: list[Address],
+    source: str | None,
     state: _Run,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Try each resolved address in order; the first that accepts wins."""
+    """Try each resolved address in order (of the source address's family, if one is given,
+    bound before connecting); the first that accepts wins."""
     state.stage = "connecting"
     loop = asyncio.get_running_loop()
     last: OSError | None = None
-    for family, address in addresses:
+    for family, address in _of_source_family(addresses, source):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
@@ -158,6 +154,8 @@ async def _connect(
             raise ProbeFailure(reason, f"cannot open a socket: {exc}") from None
         sock.setblocking(False)
         try:
+            if source is not None:
+                sock.bind((source, 0))
             await loop.sock_connect(sock, address)
         except OSError as exc:
             sock.close()
@@ -167,47 +165,20 @@ async def _connect(
             sock.close()
             raise
         state.connected = time.perf_counter()
-        return await asyncio.open_connection(sock=sock, limit=_LINE_LIMIT)
+        return await asyncio.open_connection(sock=sock, limit=LINE_LIMIT)
     if isinstance(last, ConnectionRefusedError):
         raise ProbeFailure(Reason.CONNECT_REFUSED, f"connection refused: {last}")
     raise ProbeFailure(Reason.CONNECT_ERROR, f"cannot connect: {last}")
 
 
-async def _expect(
-    reader: asyncio.StreamReader, pattern: Regex, state: _Run, ctx: ProbeContext
-) -> None:
-    """Read lines until one matches; the connection closing first fails the expectation.
-
-    RE2 matches in time linear in the line, so a hostile line cannot stall the loop.
-    """
-    state.stage = f"waiting for a line matching {pattern.pattern!r}"
-    text = f"expect {pattern.pattern!r}"
-    last = ""
-    while True:
-        try:
-            raw = await _io(reader.readline())
-        except ValueError:  # a line longer than the stream's limit
-            raise ProbeFailure(Reason.PROTOCOL, f"a line longer than {_LINE_LIMIT} bytes") from None
-        if not raw:
-            seen = shown(last, ctx.redactor) or "<closed>"
-            state.outcomes.append(AssertionOutcome(text, False, seen))
-            raise ProbeFailure(
-                Reason.ASSERTION, f"connection closed before a line matched {pattern.pattern!r}"
-            )
-        state.read_bytes += len(raw)
-        if state.read_bytes > _MAX_READ_BYTES:
-            raise ProbeFailure(Reason.BODY_TOO_LARGE, f"more than {_MAX_READ_BYTES} bytes read")
-        last = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if pattern.found_in(last):
-            state.outcomes.append(AssertionOutcome(text, True, shown(last, ctx.redactor)))
-            return
-
-
-async def _io(awaitable: Awaitable[_T]) -> _T:
-    """Await a read or write; a peer that resets the connection gives Reason.RESET."""
-    try:
-        return await awaitable
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        raise ProbeFailure(Reason.RESET, f"connection reset: {exc}") from None
-    except ssl.SSLError as exc:
-        raise ProbeFailure(Reason.TLS, f"TLS error: {exc}") from None
+def _of_source_family(addresses: list[Address], source: str | None) -> list[Address]:
+    """The addresses a socket bound to `source` can reach; none is a failure saying why."""
+    if source is None:
+        return addresses
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    usable = [a for a in addresses if a[0] == family]
+    if not usable:
+        raise ProbeFailure(
+            Reason.CONNECT_ERROR, "the target has no address of source_ip_address's family"
+        )
+    return usable

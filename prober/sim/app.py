@@ -32,6 +32,7 @@ def create_app(options: SimOptions | None = None) -> web.Application:
     async def release_waiters(app: web.Application) -> None:
         # Hung and slow responses wait on this, so shutdown never waits for them.
         state.closing.set()
+        state.feed.close()  # and open notification streams close (1001)
 
     async def stop_replay(app: web.Application) -> None:
         await state.runner.stop()

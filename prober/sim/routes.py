@@ -31,6 +31,7 @@ from prober.sim.faults import (
 from prober.sim.posts import Post
 from prober.sim.reply import Rejected, Reply, bad_request, not_found
 from prober.sim.state import SIM_STATE, SimState
+from prober.sim.stream import notification_stream
 
 _MAX_TIMELINE_LIMIT = 100
 _DEFAULT_TIMELINE_LIMIT = 20
@@ -277,3 +278,5 @@ def add_platform_routes(app: web.Application) -> None:
         "/api/v1/notifications",
         platform_route(Component.NOTIFICATIONS, notifications, token_account),
     )
+    # A WebSocket, so it draws its faults itself (sim/stream.py) rather than through a Reply.
+    router.add_get("/api/v1/notifications/stream", notification_stream)

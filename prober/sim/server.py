@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ from pydantic import ValidationError
 from prober.sim.accounts import ACCOUNT_PATTERN, account_name
 from prober.sim.app import create_app
 from prober.sim.faults import FaultError, describe_validation_error, parse_fault_args
+from prober.sim.grpc import RunningGrpc, start_grpc_health
 from prober.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
-from prober.sim.state import DEMO_PASSWORD, DEMO_USER, SimOptions
+from prober.sim.state import DEMO_PASSWORD, DEMO_USER, SIM_STATE, SimOptions
 
 __all__ = ["RunningSim", "SimOptions", "add_sim_arguments", "run_sim", "start_sim"]
 
@@ -26,12 +28,14 @@ _SHUTDOWN_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class RunningSim:
-    """A simulated platform listening on a real socket."""
+    """A simulated platform listening on a real socket (and its gRPC health service on
+    another, when asked for)."""
 
     app: web.Application
     host: str
     port: int
     _runner: web.AppRunner
+    grpc: RunningGrpc | None = None
 
     @property
     def url(self) -> str:
@@ -41,13 +45,21 @@ class RunningSim:
 
     async def stop(self) -> None:
         """Stop listening, release hung requests, stop the scenario replay."""
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self._runner.cleanup()
 
 
 async def start_sim(
-    host: str = "127.0.0.1", port: int = 0, options: SimOptions | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: SimOptions | None = None,
+    *,
+    grpc_listen: tuple[str, int] | None = None,
+    grpc_tls: ssl.SSLContext | None = None,
 ) -> RunningSim:
-    """Serve the simulated platform on host:port (0 picks a free port) until `stop()`."""
+    """Serve the simulated platform on host:port (0 picks a free port) until `stop()`;
+    with `grpc_listen`, its gRPC health service too (over TLS with `grpc_tls`)."""
     app = create_app(options)
     # handler_cancellation: a client that gives up on a hung request ends its handler too.
     runner = web.AppRunner(
@@ -61,7 +73,14 @@ async def start_sim(
         await runner.cleanup()
         raise
     bound_port = int(runner.addresses[0][1])
-    return RunningSim(app=app, host=host, port=bound_port, _runner=runner)
+    grpc = None
+    if grpc_listen is not None:
+        try:
+            grpc = await start_grpc_health(app[SIM_STATE], *grpc_listen, tls=grpc_tls)
+        except BaseException:
+            await runner.cleanup()
+            raise
+    return RunningSim(app=app, host=host, port=bound_port, _runner=runner, grpc=grpc)
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +88,10 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
         help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grpc-listen", metavar="HOST:PORT",
+        help="serve the gRPC health service there too (default off; port 0 picks a free one)",
     )  # fmt: skip
     parser.add_argument(
         "--fault", action="append", default=[], metavar="COMPONENT:KEY=VALUE[,KEY=VALUE]",
@@ -107,11 +130,13 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(
+    text: str, option: str = "--listen", example: str = DEFAULT_LISTEN
+) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT) or raise ValueError."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"bad --listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise ValueError(f"bad {option} {text!r}: expected HOST:PORT, e.g. {example}")
     return host.strip("[]"), int(port)
 
 
@@ -150,23 +175,31 @@ def run_sim(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         host, port = parse_listen(args.listen)
+        grpc_listen = (
+            parse_listen(args.grpc_listen, "--grpc-listen", "127.0.0.1:50051")
+            if args.grpc_listen
+            else None
+        )
         if options.scenario:
             load_scenario(options.scenario)  # fail before serving, not after
     except (FaultError, ScenarioError, ValueError) as exc:
         print(f"prober sim: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(host, port, options))
+    return asyncio.run(_serve(host, port, options, grpc_listen))
 
 
-async def _serve(host: str, port: int, options: SimOptions) -> int:
+async def _serve(
+    host: str, port: int, options: SimOptions, grpc_listen: tuple[str, int] | None
+) -> int:
     """Run the sim until a signal; a scenario or socket problem is one line on stderr."""
     try:
-        sim = await start_sim(host, port, options)
+        sim = await start_sim(host, port, options, grpc_listen=grpc_listen)
     except ScenarioError as exc:
         print(f"prober sim: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"prober sim: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{host}:{port}" if grpc_listen is None else "the --listen or --grpc-listen address"
+        print(f"prober sim: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,9 +214,10 @@ async def _serve(host: str, port: int, options: SimOptions) -> int:
         if options.accounts
         else ", no accounts"
     )
+    grpc = f", gRPC health {sim.grpc.address}" if sim.grpc is not None else ""
     print(
         f"prober sim: serving {sim.url} (demo user {DEMO_USER} / {DEMO_PASSWORD}{population})"
-        f"{scenario}",
+        f"{scenario}{grpc}",
         flush=True,
     )
     try:

@@ -1,5 +1,5 @@
 """What one simulated platform owns at run time: its options, accounts, tokens, faults,
-posts, scenario replay and the counts of what it served."""
+posts, open notification streams, scenario replay and the counts of what it served."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from prober.sim.faults import (
     parse_component,
     refuse_misplaced_fields,
 )
+from prober.sim.feed import NoticeFeed
 from prober.sim.posts import Inbox, Notice, Post, PostStore
 from prober.sim.reply import Rejected, unauthorized
 from prober.sim.scenarios import ScenarioRunner
@@ -173,6 +174,7 @@ class SimState:
         self.started = time.monotonic()
         self.posts = PostStore(_POST_CAPACITY)
         self.inbox = Inbox(_NOTICES_PER_ACCOUNT, _NOTICE_RECIPIENTS)
+        self.feed = NoticeFeed()  # the open notification streams (sim/stream.py)
 
     def password_of(self, username: str) -> str | None:
         """The password of a configured user or of one of the population, else None."""
@@ -195,7 +197,9 @@ class SimState:
         post = self.posts.add(author, text, in_reply_to=in_reply_to, visible_at=now + lag)
         if parent is not None and parent.author != author:
             lag = self.faults.propagation_delay_s(Component.NOTIFICATIONS, parent.author)
-            self.inbox.deliver(parent.author, Notice(post, now + lag))
+            notice = Notice(post, now + lag)
+            self.inbox.deliver(parent.author, notice)
+            self.feed.push(parent.author, notice)
         return post
 
     def base_delay_s(self) -> float:

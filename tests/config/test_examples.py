@@ -14,10 +14,10 @@ def test_examples_validate_with_the_cli() -> None:
     assert "OK" in run.stdout
 
 
-def test_examples_cover_https_tcp_dns_and_ipv6() -> None:
+def test_examples_cover_every_protocol_kind_https_and_ipv6() -> None:
     checks = load_config(EXAMPLES).checks
     kinds = {c.kind for c in checks}
-    assert {"http", "tcp", "dns"} <= kinds
+    assert {"http", "tcp", "dns", "grpc", "websocket"} <= kinds
     assert any(getattr(c, "ip_protocol", "either") == "ip6" for c in checks)
     assert any(getattr(c, "use_tls", False) for c in checks)
 

@@ -162,7 +162,7 @@ CASES: list[tuple[str, Handler, dict[str, Any], Reason]] = [
         {"assert": ['body contains "never"']},
         Reason.ASSERTION,
     ),
-    ("redirect-loop", redirect_loop, {}, Reason.PROTOCOL),
+    ("redirect-loop", redirect_loop, {}, Reason.STATUS),  # the last 302 judged, as blackbox
     ("10000-headers", many_headers, {}, Reason.PROTOCOL),
     ("http-0.9-garbage", http09_garbage, {}, Reason.PROTOCOL),
     ("tls-handshake-hangs", tls_hangs, {"scheme": "https"}, Reason.TIMEOUT),

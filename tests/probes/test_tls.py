@@ -14,7 +14,7 @@ from aiohttp import web
 from prober.config.assertions import AssertionSyntaxError, parse_assertion
 from prober.config.model import HttpCheck, TlsOptions
 from prober.engine.runner import RunEnvironment, run_check
-from prober.result import HttpFacts, Reason, Result, TlsFacts
+from prober.result import HttpFacts, Reason, Result
 from tests.support.certs import CertFactory, Leaf
 from tests.support.checks import facts_of, http_check
 from tests.support.samples import exported_samples
@@ -76,7 +76,8 @@ async def test_valid_certificate_reports_version_expiry_and_split_phases(
     assert result.success, result.message
     step = result.steps[0]
     facts = facts_of(step, HttpFacts)
-    assert facts.tls == TlsFacts("TLS 1.3", leaf.not_after.timestamp())
+    assert facts.tls is not None
+    assert (facts.tls.version, facts.tls.expiry) == ("TLS 1.3", leaf.not_after.timestamp())
     assert result.tls_expiry == leaf.not_after.timestamp()
     assert facts.phases.tls > 0
     assert facts.phases.connect > 0

@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from prober.result import (
     AttemptFailure,
+    CertInfo,
     DnsFacts,
+    GrpcFacts,
     HttpFacts,
     Phases,
     Reason,
@@ -18,6 +20,7 @@ from prober.result import (
     StepResult,
     TcpFacts,
     TlsFacts,
+    WsFacts,
 )
 from prober.sinks.metrics import FAMILIES, MetricsSink, SeriesPlan
 from tests.support.checks import login_result
@@ -219,13 +222,19 @@ def _every_kind_of_run() -> MetricsSink:
         {
             "flow": full_flow,
             "tcp": SeriesPlan((("component", "mail"),), full=True, degraded=True),
-            "dns": SeriesPlan((("component", "dns"),)),
+            "dns": SeriesPlan((("component", "dns"),), full=True),
+            "grpc": SeriesPlan((("component", "api"),), full=True),
+            "websocket": SeriesPlan((("component", "notifications"),), full=True),
         },
         {"vantage": "eu"},
     )
-    tls = TlsFacts("TLS 1.3", 1.8e9)
+    leaf = CertInfo("ab" * 32, "CN=localhost", "CN=prober test CA", "localhost", "01")
+    tls = TlsFacts("TLS 1.3", 1.8e9, 1.9e9, leaf)
     login = StepResult("login", True, 0.0, cached=True)
-    post = StepResult("post", True, 0.01, facts=HttpFacts(201, Phases(0.1), tls=tls), waited=0.5)
+    facts = HttpFacts(
+        201, Phases(0.1), tls=tls, ip_protocol=4, ip_addr_hash=3668918509.0, last_modified=7.8e8
+    )
+    post = StepResult("post", True, 0.01, facts=facts, waited=0.5)
     pooled = replace(post, accounts=2, accounts_failed=1)
     account = Result("flow", True, 0.01, 1.7e9, steps=(post,), account="user-1")
     sink.record(
@@ -243,8 +252,13 @@ def _every_kind_of_run() -> MetricsSink:
     )
     tcp = StepResult("connect", True, 0.01, facts=TcpFacts(Phases(0.001), 0.001, tls))
     sink.record(Result("tcp", True, 0.01, 1.7e9, steps=(tcp,)))
-    dns = StepResult("query", True, 0.01, facts=DnsFacts(Phases(0.001), 2, 0.002))
+    dns_facts = DnsFacts(Phases(0.001), 2, 0.002, authority_count=1, additional_count=1, serial=7)
+    dns = StepResult("query", True, 0.01, facts=dns_facts)
     sink.record(Result("dns", True, 0.01, 1.7e9, steps=(dns,)))
+    grpc = StepResult("check", True, 0.01, facts=GrpcFacts(Phases(0.001), "SERVING", 0, tls))
+    sink.record(Result("grpc", True, 0.01, 1.7e9, steps=(grpc,)))
+    stream = StepResult("stream", True, 0.01, facts=WsFacts(Phases(0.001, transfer=0.2), 101, 1))
+    sink.record(Result("websocket", True, 0.01, 1.7e9, steps=(stream,)))
     return sink
 
 

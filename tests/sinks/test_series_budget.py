@@ -45,6 +45,9 @@ class Targets:
     ca_file: str
     dns: str
     silent_dns: str
+    grpc: str
+    stream: str  # the notification stream's ws:// URL
+    token: str  # a logged-in account's bearer token, for the stream
 
 
 def _login(base: str) -> dict[str, Any]:
@@ -96,6 +99,15 @@ def _tcp(t: Targets) -> dict[str, Any]:
     }
 
 
+def _websocket(t: Targets) -> dict[str, Any]:
+    return {
+        "kind": "websocket",
+        "url": t.stream,
+        "headers": {"Authorization": f"Bearer {t.token}"},
+        "expect": r'"type":\s*"hello"',
+    }
+
+
 CASES = (
     Case("http", 1, 0, lambda t: _health(t.http)),
     Case("http over TLS", 1, 1, lambda t: {**_health(t.https), "tls": {"ca_file": t.ca_file}}),
@@ -105,6 +117,8 @@ CASES = (
     Case("flow, 3 steps", 3, 0, lambda t: _flow(t.http, 3)),
     Case("tcp", 1, 0, _tcp),
     Case("dns", 1, 0, lambda t: {"kind": "dns", "query_name": "api.example.test", "server": t.dns}),
+    Case("grpc", 1, 0, lambda t: {"kind": "grpc", "target": t.grpc}),
+    Case("websocket", 1, 0, _websocket),
 )
 DETAILS = ("basic", "full")
 
@@ -143,17 +157,33 @@ def _broken(check: Check, targets: Targets, fault: str) -> Check:
 async def targets(
     certs: CertFactory, dns_server: StartDnsServer
 ) -> AsyncIterator[tuple[Targets, list[str], ssl.SSLContext]]:
-    sim: RunningSim = await start_sim(options=FAST)
+    sim: RunningSim = await start_sim(options=FAST, grpc_listen=("127.0.0.1", 0))
+    assert sim.grpc is not None
     runner, https = await serve_app(create_app(FAST), ssl_context=certs.issue().server_context())
     try:
         found = Targets(
-            sim.url, https, str(certs.ca_file), await dns_server(), await dns_server(silent=True)
+            sim.url,
+            https,
+            str(certs.ca_file),
+            await dns_server(),
+            await dns_server(silent=True),
+            sim.grpc.address,
+            sim.url.replace("http://", "ws://") + "/api/v1/notifications/stream",
+            await _token(sim.url),
         )
         client_ssl = ssl.create_default_context(cafile=str(certs.ca_file))
         yield found, [sim.url, https], client_ssl
     finally:
         await runner.cleanup()
         await sim.stop()
+
+
+async def _token(base: str) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base}/api/v1/login", json=_login(base)["json"]) as reply,
+    ):
+        return str((await reply.json())["access_token"])
 
 
 async def _fault_everything(bases: list[str], client_ssl: ssl.SSLContext, fault: object) -> None:

@@ -51,6 +51,29 @@ def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
+@dataclass(frozen=True)
+class Intermediate:
+    """A CA certificate signed by the factory's CA: leaves issued by it serve it too."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    not_after: datetime.datetime
+
+
+def _ca_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 class CertFactory:
     """A test CA that issues leaves; `ca_file` is what a check's `tls.ca_file` points at."""
 
@@ -66,21 +89,8 @@ class CertFactory:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(_ca_usage(), critical=True)
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
             )
@@ -90,6 +100,32 @@ class CertFactory:
         self.ca_file.write_bytes(self._ca.public_bytes(serialization.Encoding.PEM))
         self._count = 0
 
+    def intermediate(self, days: float = 30) -> Intermediate:
+        """An intermediate CA under the factory's CA, valid from yesterday for `days` days."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        self._count += 1
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(f"prober test intermediate {self._count}"))
+            .issuer_name(self._ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=days - 1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_ca_usage(), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        return Intermediate(cert, key, cert.not_valid_after_utc)
+
     def issue(
         self,
         names: tuple[str, ...] = LOOPBACK_NAMES,
@@ -97,13 +133,17 @@ class CertFactory:
         days: float = 30,
         starts_in_days: float = -1,
         self_signed: bool = False,
+        via: Intermediate | None = None,
     ) -> Leaf:
-        """A leaf for these names valid from now+starts_in_days for `days` days."""
+        """A leaf for these names valid from now+starts_in_days for `days` days; issued `via`
+        an intermediate, its file holds the chain (leaf, then the intermediate)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         not_before = now + datetime.timedelta(days=starts_in_days)
         not_after = not_before + datetime.timedelta(days=days)
         issuer, signer = (_name(names[0]), key) if self_signed else (self._ca.subject, self._key)
+        if via is not None:
+            issuer, signer = via.cert.subject, via.key
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(names[0]))
@@ -126,14 +166,15 @@ class CertFactory:
             )
         else:
             builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
                 critical=False,
             )
         cert = builder.sign(signer, hashes.SHA256())
         self._count += 1
         cert_path = self.directory / f"leaf{self._count}.pem"
         key_path = self.directory / f"leaf{self._count}-key.pem"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        chain = [cert] if via is None else [cert, via.cert]
+        cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
         key_path.write_bytes(
             key.private_bytes(
                 serialization.Encoding.PEM,

@@ -107,7 +107,12 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     head = _request_head(request, target)
     loop = asyncio.get_running_loop()
     exchange = Exchange(
-        head, request.method, request.max_body_bytes, loop.create_future(), tls_context is not None
+        head,
+        request.method,
+        request.max_body_bytes,
+        loop.create_future(),
+        tls_context is not None,
+        request.compression,
     )
     try:
         async with asyncio.timeout_at(deadline):
@@ -209,8 +214,8 @@ def _request_head(request: H1Request, target: _Target) -> bytes:
     lines.extend(f"{name}: {value}" for name, value in given)
     if "accept" not in names:
         lines.append("Accept: */*")
-    if "accept-encoding" not in names:
-        lines.append("Accept-Encoding: gzip, deflate")
+    if request.compression and "accept-encoding" not in names:
+        lines.append(f"Accept-Encoding: {request.compression}")  # as the aiohttp path asks
     if target.authorization is not None and "authorization" not in names:
         lines.append(f"Authorization: {target.authorization}")
     if request.body or request.method in _BODY_METHODS:
@@ -312,9 +317,11 @@ async def _connect(
     where = (
         f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
     )
+    # In the words of the aiohttp path (net/aiohttp_errors.py): the same refusal reads alike.
+    message = f"cannot connect to {where}: {failure.strerror or failure}"
     if isinstance(failure, ConnectionRefusedError):
-        raise ConnectRefused(f"connection refused by {where}") from failure
-    raise ConnectFailed(f"cannot connect to {where}: {failure.strerror or failure}") from failure
+        raise ConnectRefused(message) from failure
+    raise ConnectFailed(message) from failure
 
 
 def _ssl_text(exc: ssl.SSLError) -> str:

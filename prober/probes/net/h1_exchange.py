@@ -14,7 +14,9 @@ from typing import cast
 
 import httptools
 
-from prober.probes.net.h1_body import BodyBuffer, decoded_encoding
+from prober.config.model import Compression
+from prober.probes.net.certs import served_chain, verified_chain
+from prober.probes.net.h1_body import BodyBuffer
 from prober.probes.net.h1_values import (
     H1Error,
     H1Response,
@@ -46,9 +48,17 @@ class Exchange(asyncio.Protocol):
     """
 
     def __init__(
-        self, request: bytes, method: str, cap: int, done: asyncio.Future[None], tls: bool
+        self,
+        request: bytes,
+        method: str,
+        cap: int,
+        done: asyncio.Future[None],
+        tls: bool,
+        compression: Compression | None = None,
     ) -> None:
         self._request = request
+        self._compression = compression
+        self._peer = ""
         self._is_head = method == "HEAD"
         self._cap = cap
         self._tls = tls
@@ -89,6 +99,8 @@ class Exchange(asyncio.Protocol):
         now = time.perf_counter()
         # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
         self._transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         self._connected = self._handshake_started() or now
         self._secured = now
         try:
@@ -180,7 +192,7 @@ class Exchange(asyncio.Protocol):
         self._until_eof = (
             b"content-length" not in framing and not chunked and status not in _NO_BODY_STATUSES
         )
-        self._body = BodyBuffer(self._cap, decoded_encoding(framing.get(b"content-encoding")))
+        self._body = BodyBuffer(self._cap, self._compression)
 
     def on_body(self, body: bytes) -> None:
         if self._body is not None and not self._finished:
@@ -277,7 +289,9 @@ class Exchange(asyncio.Protocol):
         """The final response's status line and headers, once they have arrived."""
         if not self._headers_done:
             return None
-        return ResponseHead(self._status, self._version, tuple(self._headers), self._session)
+        return ResponseHead(
+            self._status, self._version, tuple(self._headers), self._session, self._peer
+        )
 
     def response(self) -> H1Response:
         """The whole response; call once `done` has resolved without error."""
@@ -291,6 +305,7 @@ class Exchange(asyncio.Protocol):
             content_length=self._content_length(),
             tls=self._session,
             timeline=self.timeline(),
+            peer_address=self._peer,
         )
 
     def _content_length(self) -> int:
@@ -304,7 +319,12 @@ def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    return TlsSession(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
+    return TlsSession(
+        ssl_object.version(),
+        ssl_object.getpeercert(binary_form=True),
+        tuple(served_chain(ssl_object)),
+        tuple(verified_chain(ssl_object)),
+    )
 
 
 def _header_text(value: bytes) -> str:

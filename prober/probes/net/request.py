@@ -97,7 +97,11 @@ def check_url(url: str, what: str) -> None:
 
 def error_message(exc: BaseException) -> str:
     """An exception as text with every URL in it shown as display_url shows it."""
-    text = f"{type(exc).__name__}: {exc}"
+    return without_urls(f"{type(exc).__name__}: {exc}")
+
+
+def without_urls(text: str) -> str:
+    """`text` with every URL in it shown as display_url shows it."""
     return _URL_IN_TEXT.sub(lambda match: display_url(match.group(0)), text)
 
 

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
-
-from cryptography import x509
 
 from prober.config.model import TlsOptions
-from prober.result import Reason
+from prober.probes.net.certs import earliest_expiry, leaf_info, served_chain, verified_chain
+from prober.result import Reason, TlsFacts
 
 # OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED: the one verify code that means "expired".
 _CERT_HAS_EXPIRED = 10
 
+# `tls.min_version` / `max_version` as blackbox_exporter (prometheus/common) spells them.
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 _VERSION_NAMES = {
     "TLSv1": "TLS 1.0",
     "TLSv1.1": "TLS 1.1",
@@ -90,43 +95,54 @@ def build_context(options: TlsOptions) -> ssl.SSLContext:
     if options.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    _limit_versions(context, options)
     context.sslobject_class = TimedSSLObject
     return context
 
 
+def _limit_versions(context: ssl.SSLContext, options: TlsOptions) -> None:
+    """Apply min_version / max_version; TLS 1.0 and 1.1 also need OpenSSL's security level 0,
+    or OpenSSL 3 refuses them on this side before a byte is sent."""
+    if options.min_version is not None:
+        context.minimum_version = TLS_VERSIONS[options.min_version]
+        if options.min_version in ("TLS10", "TLS11"):
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    if options.max_version is not None:
+        context.maximum_version = TLS_VERSIONS[options.max_version]
+
+
 @dataclass(frozen=True, slots=True)
 class PeerFacts:
-    """What a finished handshake tells: protocol version, leaf certificate expiry, duration."""
+    """What a finished handshake tells (version, the certificates' facts) and its duration."""
 
-    version: str | None
-    expiry: float | None
+    tls: TlsFacts
     handshake_seconds: float
 
 
 def peer_facts(ssl_object: ssl.SSLObject) -> PeerFacts:
-    """Read the version and the leaf certificate's notAfter, verified or not.
+    """Read the version and what the certificates the server sent say, verified or not.
 
-    `getpeercert()` is empty when verification is off, so the DER form is parsed instead:
-    `insecure_skip_verify` still reports when the certificate expires.
+    `getpeercert()` is empty when verification is off, so the DER forms are parsed instead:
+    `insecure_skip_verify` still reports when the certificates expire.
     """
+    facts = chain_facts(ssl_object.version(), served_chain(ssl_object), verified_chain(ssl_object))
     seconds = ssl_object.handshake_seconds if isinstance(ssl_object, TimedSSLObject) else 0.0
-    version, expiry = session_facts(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
-    return PeerFacts(version, expiry, seconds)
+    return PeerFacts(facts, seconds)
 
 
-def session_facts(raw_version: str | None, der: bytes | None) -> tuple[str | None, float | None]:
-    """The protocol's name ("TLS 1.3") and the leaf's notAfter (unix seconds) of a session."""
+def chain_facts(
+    raw_version: str | None, served: Sequence[bytes], verified: Sequence[bytes]
+) -> TlsFacts:
+    """A session's `TlsFacts`: the protocol's name ("TLS 1.3"), the earliest expiry over the
+    served chain (DER, leaf first), the verified chain's, the leaf's names; shared by the
+    aiohttp path and the lean one (`h1` keeps both chains)."""
     version = _VERSION_NAMES.get(raw_version, raw_version) if raw_version else None
-    return version, certificate_expiry(der) if der else None
-
-
-@lru_cache(maxsize=256)
-def certificate_expiry(der: bytes) -> float | None:
-    """The DER certificate's notAfter; cached, as a target shows the same one run after run."""
-    try:
-        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:
-        return None
+    return TlsFacts(
+        version=version,
+        expiry=earliest_expiry(served),
+        chain_expiry=earliest_expiry(verified),
+        leaf=leaf_info(served[0]) if served else None,
+    )
 
 
 def tls_reason(exc: BaseException) -> Reason:

@@ -1,5 +1,6 @@
 """Every per-check family, written once: a table of the check-wide ones, and one table per
-kind of facts (http, tls, tcp, dns) saying what each family reads off a step's facts.
+kind of facts (http, tls here; tcp, dns in families_tcp_dns.py) saying what each family
+reads off a step's facts.
 
 The fast renderer and the reference collector (render.py) both read `FAMILIES`, so they
 cannot disagree. A step's facts are dispatched on their type: `HttpFacts` feed the http
@@ -9,7 +10,9 @@ facts adds its table to `TABLES`.
 
 from __future__ import annotations
 
-from prober.result import PHASE_NAMES, DnsFacts, HttpFacts, Result, TcpFacts, TlsFacts
+from prober.result import PHASE_NAMES, HttpFacts, Result, TlsFacts
+from prober.sinks.metrics.families_streams import GRPC_FAMILIES, WS_FAMILIES
+from prober.sinks.metrics.families_tcp_dns import DNS_FAMILIES, TCP_FAMILIES
 from prober.sinks.metrics.family import (
     CheckFamily,
     FactsFamily,
@@ -23,7 +26,7 @@ from prober.sinks.metrics.family import (
     facts_family,
     failures,
     info,
-    last,
+    labelled,
     per_check,
     per_step,
     phased,
@@ -32,9 +35,6 @@ from prober.sinks.metrics.family import (
     summed,
 )
 from prober.sinks.metrics.state import CheckSeries, Value, ran_steps
-
-TCP_PHASE_NAMES = PHASE_NAMES[:4]  # resolve, connect, tls, processing: no transfer for tcp
-
 
 CHECK_FAMILIES = FamilyTable(
     leading=(
@@ -165,6 +165,42 @@ HTTP_FAMILIES = FamilyTable(
             lambda f: float(f.http_version) if f.http_version else 0.0,
             Scope.FULL,
         ),
+        # blackbox_exporter's, with its help texts; `detail: full` only (the series budget).
+        facts_family(
+            HttpFacts,
+            "probe_http_ssl",
+            "Indicates if SSL was used for the final redirect",
+            lambda f: float(f.tls is not None),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_failed_due_to_regex",
+            "Indicates if probe failed due to regex",
+            lambda f: float(f.failed_due_to_regex),
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_http_last_modified_timestamp_seconds",
+            "Returns the Last-Modified HTTP response header in unixtime",
+            lambda f: f.last_modified,
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_ip_protocol",
+            "Specifies whether probe ip protocol is IP4 or IP6",
+            lambda f: float(f.ip_protocol) if f.ip_protocol else None,
+            Scope.FULL,
+        ),
+        facts_family(
+            HttpFacts,
+            "probe_ip_addr_hash",
+            "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+            lambda f: f.ip_addr_hash,
+            Scope.FULL,
+        ),
     ),
 )
 
@@ -188,48 +224,33 @@ TLS_FAMILIES = FamilyTable(
             Scope.FULL,
             shape=info("version"),
         ),
-    ),
-)
-
-TCP_FAMILIES = FamilyTable(
-    trailing=(
         facts_family(
-            TcpFacts,
-            "probe_tcp_duration_seconds",
-            "Seconds per phase of a tcp check",
-            lambda f: f.phases.as_tuple()[: len(TCP_PHASE_NAMES)],
-            Scope.RUN,
-            summed,
-            phased(TCP_PHASE_NAMES),
+            TlsFacts,
+            "probe_ssl_last_chain_expiry_timestamp_seconds",
+            "Returns last SSL chain expiry in timestamp",
+            lambda f: f.chain_expiry,
+            Scope.FULL,
+        ),
+        facts_family(
+            TlsFacts,
+            "probe_ssl_last_chain_info",
+            "Contains SSL leaf certificate information",
+            lambda f: f.leaf.labels() if f.leaf else None,
+            Scope.FULL,
+            shape=labelled,
         ),
     ),
 )
 
-DNS_FAMILIES = FamilyTable(
-    trailing=(
-        # tcp checks resolve their target too: the same series, from their lookup.
-        facts_family(
-            DnsFacts,
-            "probe_dns_lookup_time_seconds",
-            "Name resolution (tcp) or query (dns) time",
-            lambda f: f.lookup_time,
-            Scope.CHECK,
-            last,
-            also=(TcpFacts,),
-        ),
-        # A dns run without an answer reports 0 records.
-        facts_family(
-            DnsFacts,
-            "probe_dns_answer_rrs",
-            "Records in the answer section of a dns check",
-            lambda f: float(f.answer_count or 0),
-            Scope.CHECK,
-            last,
-        ),
-    ),
+TABLES = (
+    CHECK_FAMILIES,
+    HTTP_FAMILIES,
+    TLS_FAMILIES,
+    TCP_FAMILIES,
+    DNS_FAMILIES,
+    GRPC_FAMILIES,
+    WS_FAMILIES,
 )
-
-TABLES = (CHECK_FAMILIES, HTTP_FAMILIES, TLS_FAMILIES, TCP_FAMILIES, DNS_FAMILIES)
 # The exposition's families, in the order it shows them.
 FAMILIES: tuple[Family, ...] = (
     *(family for table in TABLES for family in table.leading),

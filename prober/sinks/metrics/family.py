@@ -150,6 +150,11 @@ def info(label: str) -> _Shape:
     return samples
 
 
+def labelled(name: str, extra: Pairs, value: Pairs) -> Iterator[Sample]:
+    """One sample of 1 whose labels are the value (`probe_ssl_last_chain_info{...}`)."""
+    yield name, (*extra, *value), 1.0
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # keyed by identity: hashed per run
 class FactsFamily:
     """A gauge read off the facts of each step that has facts of its `sources`' types.

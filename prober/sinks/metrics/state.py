@@ -26,7 +26,8 @@ Pairs = tuple[tuple[str, str], ...]
 # the check's own, and its value.
 Sample = tuple[str, Pairs, float]
 # What a family keeps of a step's facts: a number, one per phase, or a label's value.
-Value = float | tuple[float, ...] | str
+# A kept value: a number, phases, an info label's value, or an info series' labels.
+Value = float | tuple[float, ...] | str | Pairs
 
 
 def number_text(value: float) -> str:

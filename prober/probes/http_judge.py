@@ -1,0 +1,96 @@
+"""How an HTTP response is read and judged, whatever client fetched it.
+
+Pure functions on what a response showed (status, every header value, the protocol), so the
+aiohttp exchange and the lean HTTP/1.1 path judge alike, as blackbox_exporter does: Go's
+content length, redirects counted per redirect response, `valid_http_versions`,
+`fail_if_header_matches` / `fail_if_header_not_matches`, Last-Modified as unix time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+
+from prober.config.model import HeaderMatch, RequestSpec
+from prober.config.secrets import Redactor
+from prober.result import AssertionOutcome, shown
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Redirects followed at most (the next redirect response is the final one), as blackbox.
+MAX_REDIRECTS = 10
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+Headers = Mapping[str, tuple[str, ...]]
+
+
+def is_redirect(status: int, headers: Headers) -> bool:
+    """A response a client follows: a redirect status with a Location."""
+    return status in REDIRECT_STATUSES and bool(headers.get("location") or headers.get("uri"))
+
+
+def redirect_count(followed: int, status: int, headers: Headers) -> int:
+    """blackbox_exporter's `probe_http_redirects`: the redirect responses received, so a
+    final 3xx that was not followed (`follow_redirects: false`, the limit) counts too."""
+    return followed + (1 if is_redirect(status, headers) else 0)
+
+
+def wire_content_length(status: int, method: str, header: str | None) -> int:
+    """Content length as Go reads it: 0 for 1xx, 204 and 304 whatever the header says, the
+    header's value (bytes on the wire) otherwise, -1 without a valid one."""
+    if status < 200 or status in _NO_BODY_STATUSES:
+        return 0
+    if header is None or not header.strip().isdigit():
+        return -1
+    return int(header)
+
+
+def http_version(major: int, minor: int) -> str:
+    """The protocol as Go's resp.Proto spells it, what `valid_http_versions` lists."""
+    return f"HTTP/{major}.{minor}"
+
+
+def version_refused(spec: RequestSpec, version: str | None) -> str:
+    """Why the response's protocol is not one of `valid_http_versions` ("" if it is)."""
+    if not spec.valid_http_versions or version in spec.valid_http_versions:
+        return ""
+    listed = ", ".join(spec.valid_http_versions)
+    return f"{version or 'no version'} is not in valid_http_versions ({listed})"
+
+
+def last_modified(headers: Headers) -> float | None:
+    """Last-Modified as whole unix seconds, where it parses as an HTTP date (RFC 1123, RFC
+    850 or asctime); None otherwise."""
+    values = headers.get("last-modified")
+    if not values:
+        return None
+    parsed = email.utils.parsedate_tz(values[0])
+    return float(email.utils.mktime_tz(parsed)) if parsed is not None else None
+
+
+def header_matches(
+    spec: RequestSpec, headers: Headers, redactor: Redactor
+) -> tuple[AssertionOutcome, ...]:
+    """The outcomes of `fail_if_header_matches` (no value may match) and
+    `fail_if_header_not_matches` (some value must match); a missing header fails either
+    unless the rule says `allow_missing`, which then skips it."""
+    outcomes: list[AssertionOutcome] = []
+    rules = [(r, True) for r in spec.fail_if_header_matches]
+    rules += [(r, False) for r in spec.fail_if_header_not_matches]
+    for rule, forbidden in rules:
+        values = headers.get(rule.header.lower(), ())
+        if not values and rule.allow_missing:
+            continue
+        text = _rule_text(rule, forbidden)
+        if not values:
+            outcomes.append(AssertionOutcome(text, False, "<missing>"))
+            continue
+        found = any(rule.regexp.found_in(value) for value in values)
+        outcomes.append(
+            AssertionOutcome(text, found != forbidden, shown(", ".join(values), redactor))
+        )
+    return tuple(outcomes)
+
+
+def _rule_text(rule: HeaderMatch, forbidden: bool) -> str:
+    key = "fail_if_header_matches" if forbidden else "fail_if_header_not_matches"
+    return f'{key}: {rule.header} "{rule.regexp.pattern}"'

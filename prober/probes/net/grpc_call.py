@@ -1,0 +1,302 @@
+"""One unary gRPC call on a fresh connection: an asyncio.Protocol that drives an `h2` state
+machine.
+
+The call goes out in `connection_made` (after the TLS handshake when there is one): the
+HTTP/2 preface, one HEADERS frame and one DATA frame that ends the stream. Each stamp is
+taken in a transport callback as the bytes move, as h1_exchange does for HTTP/1.1. The
+answer is whole when the stream ends; its status comes from the trailers (or from the
+headers of a trailers-only answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from typing import cast
+from urllib.parse import unquote
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from h2.errors import ErrorCodes
+
+from prober.probes.net.grpc_values import (
+    CallFailed,
+    DeadlineReached,
+    GrpcError,
+    NetworkError,
+    PeerClosed,
+    ProtocolError,
+    ServiceNotFound,
+    Timeline,
+    Unimplemented,
+)
+from prober.probes.net.grpc_wire import GrpcStatus, MessageReader, WireError
+from prober.probes.net.h1_values import TlsSession
+from prober.probes.net.tls import TimedSSLObject
+
+# A health answer is a few bytes; anything near this is not one.
+MAX_ANSWER_BYTES = 64 * 1024
+# The server's own status message is kept this long at most (it goes into logs, never labels).
+MAX_STATUS_MESSAGE = 200
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+# What an HTTP status means to gRPC when no grpc-status came (grpc/doc/http-grpc-status-mapping.md).
+_HTTP_TO_GRPC = {
+    "400": GrpcStatus.INTERNAL,
+    "401": GrpcStatus.UNAUTHENTICATED,
+    "403": GrpcStatus.PERMISSION_DENIED,
+    "404": GrpcStatus.UNIMPLEMENTED,
+    "429": GrpcStatus.UNAVAILABLE,
+    "502": GrpcStatus.UNAVAILABLE,
+    "503": GrpcStatus.UNAVAILABLE,
+    "504": GrpcStatus.UNAVAILABLE,
+}
+# What a RST_STREAM code means to gRPC (grpc/doc/PROTOCOL-HTTP2.md, "Errors").
+_RESET_TO_GRPC: dict[int, GrpcStatus] = {
+    ErrorCodes.REFUSED_STREAM: GrpcStatus.UNAVAILABLE,
+    ErrorCodes.CANCEL: GrpcStatus.CANCELLED,
+    ErrorCodes.ENHANCE_YOUR_CALM: GrpcStatus.RESOURCE_EXHAUSTED,
+    ErrorCodes.INADEQUATE_SECURITY: GrpcStatus.PERMISSION_DENIED,
+}
+
+
+def status_error(status: GrpcStatus, message: str) -> GrpcError:
+    """The error for a call that ended with a non-OK status."""
+    if status is GrpcStatus.NOT_FOUND:
+        return ServiceNotFound(status, message)
+    if status is GrpcStatus.UNIMPLEMENTED:
+        return Unimplemented(status, message)
+    if status is GrpcStatus.DEADLINE_EXCEEDED:
+        return DeadlineReached(f"deadline reached in check (the server says: {message})")
+    return CallFailed(status, message)
+
+
+class UnaryCall(asyncio.Protocol):
+    """Sends one request message when the connection is ready and reads one answer.
+
+    `done` resolves when the answer is whole and OK, or fails with a GrpcError (or, for a bug
+    in this code, the exception itself). The owner sets `resolved`, then reads `answer`.
+    """
+
+    def __init__(
+        self,
+        headers: list[tuple[str, str]],
+        message: bytes,
+        done: asyncio.Future[None],
+        tls: bool,
+    ) -> None:
+        self._request_headers = headers
+        self._message = message
+        self._tls = tls
+        self.done = done
+        self.handshakes: list[TimedSSLObject] = []
+        self.started = time.perf_counter()
+        self.resolved = 0.0
+        self._connected = 0.0
+        self._secured = 0.0
+        self._answered = 0.0
+        self._ended = 0.0
+        self._transport: asyncio.Transport | None = None
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self._stream_id = 0
+        self._reader = MessageReader(MAX_ANSWER_BYTES)
+        self._headers: dict[str, str] | None = None
+        self._trailers: dict[str, str] = {}
+        self._any_byte = False
+        self._finished = False
+        self.session: TlsSession | None = None
+        self.answer = b""
+
+    # Transport callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        now = time.perf_counter()
+        # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
+        self._transport = cast(asyncio.Transport, transport)
+        self._connected = self._handshake_started() or now
+        self._secured = now
+        try:
+            if self._tls:
+                self._check_alpn(transport)
+            self._h2.initiate_connection()
+            self._stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(self._stream_id, self._request_headers)
+            self._h2.send_data(self._stream_id, self._message, end_stream=True)
+            self._flush()
+        except Exception as exc:  # ALPN refused, or a bug: either must end the call
+            self._fail(exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self._finished:
+            return
+        if not self._any_byte and data.startswith(b"HTTP/"):
+            self._fail(ProtocolError("the server answered in HTTP/1.x, not HTTP/2"))
+            return
+        self._any_byte = True
+        try:
+            events = self._h2.receive_data(data)
+            for event in events:
+                self._handle(event, now)
+                if self._finished:
+                    return
+            self._flush()
+        except h2.exceptions.ProtocolError as exc:
+            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {type(exc).__name__}"))
+        except WireError as exc:
+            self._fail(ProtocolError(f"invalid gRPC answer: {exc}"))
+        except GrpcError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        self._closed(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc)
+
+    # HTTP/2 events.
+
+    def _handle(self, event: h2.events.Event, now: float) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            self._headers = _header_map(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            self._reader.feed(event.data)
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.TrailersReceived):
+            self._trailers = _header_map(event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._complete(now)
+        elif isinstance(event, h2.events.StreamReset):
+            status = _RESET_TO_GRPC.get(event.error_code, GrpcStatus.INTERNAL)
+            raise status_error(status, f"the server reset the stream ({_code(event.error_code)})")
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            raise PeerClosed(f"the server closed the connection (GOAWAY {_code(event.error_code)})")
+
+    def _complete(self, now: float) -> None:
+        """The stream ended: judge the status, keep the one message, hang up."""
+        headers = self._headers
+        if headers is None:
+            raise ProtocolError("the stream ended without response headers")
+        final = self._trailers or headers  # a trailers-only answer has its status in the headers
+        raw_status = final.get("grpc-status")
+        if raw_status is None:
+            http_status = headers.get(":status", "")
+            if http_status != "200":
+                status = _HTTP_TO_GRPC.get(http_status, GrpcStatus.UNKNOWN)
+                raise status_error(status, f"HTTP status {http_status} without a gRPC status")
+            raise ProtocolError("the answer has no grpc-status")
+        status = _parse_status(raw_status)
+        if status is not GrpcStatus.OK:  # some servers leave content-type out of these
+            raise status_error(status, _status_message(final.get("grpc-message", "")))
+        if not headers.get("content-type", "").startswith("application/grpc"):
+            raise ProtocolError("the answer's content-type is not application/grpc")
+        if len(self._reader.messages) != 1 or self._reader.pending:
+            raise ProtocolError(f"{len(self._reader.messages)} messages in a unary answer")
+        self.answer = self._reader.messages[0]
+        self._finished = True
+        self._answered = self._ended = now
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._transport is not None:
+            self._h2.close_connection()
+            self._flush()
+            self._transport.close()
+
+    # Outcome.
+
+    def _flush(self) -> None:
+        outgoing = self._h2.data_to_send()
+        if outgoing and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(outgoing)
+
+    def _check_alpn(self, transport: asyncio.BaseTransport) -> None:
+        """A TLS server that chose a protocol other than h2 will not speak gRPC."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        self.session = TlsSession(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
+        chosen = ssl_object.selected_alpn_protocol()
+        if chosen not in (None, "h2"):
+            raise ProtocolError(f"the server chose ALPN {chosen!r}, not h2")
+
+    def _fail(self, exc: BaseException) -> None:
+        self._finished = True
+        self._ended = self._ended or time.perf_counter()
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _closed(self, exc: BaseException | None) -> None:
+        """The peer hung up (or the transport failed) before the answer was whole."""
+        if self._finished:
+            return
+        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
+            self._fail(PeerClosed(f"connection reset by the server: {exc.strerror}"))
+        elif exc is not None:
+            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
+        elif not self._any_byte:
+            self._fail(PeerClosed("the server closed the connection without a word of HTTP/2"))
+        else:
+            self._fail(PeerClosed("the server closed the connection before the answer ended"))
+
+    def abort(self) -> None:
+        """Drop the connection unless the call completed (then it is already closing)."""
+        if not self._finished:
+            self._finished = True
+            self._ended = self._ended or time.perf_counter()
+            if self._transport is not None:
+                self._transport.abort()
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # seen: a failure that came after the deadline is moot
+
+    def _handshake_started(self) -> float:
+        return self.handshakes[0].handshake_started if self.handshakes else 0.0
+
+    def timeline(self) -> Timeline:
+        """The stamps so far; a failed call's `ended` is when it failed (or now)."""
+        return Timeline(
+            started=self.started,
+            resolved=self.resolved,
+            connected=self._connected or self._handshake_started(),
+            secured=self._secured,
+            answered=self._answered,
+            ended=self._ended or time.perf_counter(),
+        )
+
+
+def _code(code: ErrorCodes | int | None) -> str:
+    """An HTTP/2 error code by name (a number h2 does not know, as a number)."""
+    return code.name if isinstance(code, ErrorCodes) else str(code)
+
+
+def _header_map(headers: object) -> dict[str, str]:
+    """Header pairs as a dict by lower-case name (the last of a repeated name wins)."""
+    pairs = cast(list[tuple[str, str]], headers)
+    return {str(name).lower(): str(value) for name, value in pairs}
+
+
+def _parse_status(raw: str) -> GrpcStatus:
+    """A grpc-status value; a code this side does not know is UNKNOWN, as gRPC says."""
+    if not raw.isdigit():
+        raise ProtocolError("grpc-status is not a number")
+    try:
+        return GrpcStatus(int(raw))
+    except ValueError:
+        return GrpcStatus.UNKNOWN
+
+
+def _status_message(raw: str) -> str:
+    """grpc-message, percent-decoded, printable and short: the server's words, for a log."""
+    text = unquote(raw, errors="replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    if len(text) > MAX_STATUS_MESSAGE:
+        text = text[: MAX_STATUS_MESSAGE - 3] + "..."
+    return text or "no message"
