@@ -7,6 +7,8 @@ daemon is what the daemon costs. Started by bench/run.py on the prober's core:
 
 prints one JSON line: probes done and their reported durations, measured over the last
 `--window` seconds (the rest is warm-up). CPU is read from /proc by the caller.
+`--path aiohttp` sends every request through aiohttp instead of the lean path
+(`prober.probes.lean`), to show what the lean path saves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bench.stage import Stage, TargetFigures
 from prober.config.model import HttpCheck
 from prober.engine.loop import use_event_loop
 from prober.engine.runner import RunEnvironment, run_check
+from prober.probes import lean
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 
@@ -65,11 +68,16 @@ async def harness_stage(
     warmup: float,
     window: float,
     loop: str,
+    path: str = "lean",
 ) -> Stage:
-    """Run the harness on `core` and measure it like the daemon: CPU from /proc, errors."""
-    argv = [sys.executable, "-m", "bench.harness", "--url", f"{target}/probe"]
+    """Run the harness on `core` and measure it like the daemon: CPU from /proc, errors.
+
+    `path` is the request path (`lean` or `aiohttp`); the stage's system is `harness` for
+    the lean path and `harness-aiohttp` for the other.
+    """
+    argv = [sys.executable, "-m", "bench.harness", "--url", f"{target}/probe", "--path", path]
     argv += ["--rate", str(rate), "--seconds", str(warmup + window), "--window", str(window)]
-    log = workdir / f"harness-{rate:.0f}.log"
+    log = workdir / f"harness-{path}-{rate:.0f}.log"
     child = Child("harness", argv, core, log, {"PROBER_UVLOOP": loop})
     try:
         child.wait_line('{"window_starts_in"')
@@ -86,8 +94,9 @@ async def harness_stage(
         child.stop()
     figures = json.loads(line)
     errors = [d - delay for d in figures["durations"]]
+    system = "harness" if path == "lean" else f"harness-{path}"
     return Stage.measured(
-        "harness", rate, start, end, figures["done"], figures["failed"], errors, target_figures
+        system, rate, start, end, figures["done"], figures["failed"], errors, target_figures
     )
 
 
@@ -97,7 +106,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--window", type=float, required=True)
+    parser.add_argument("--path", choices=("lean", "aiohttp"), default="lean")
     args = parser.parse_args()
+    lean.ENABLED = args.path == "lean"
     use_event_loop()
     figures = asyncio.run(_run(args.url, args.rate, args.seconds, args.window))
     sys.stdout.write(json.dumps(figures) + "\n")

@@ -134,7 +134,8 @@ class Report:
     def _breakdown_rows(self) -> list[str]:
         rows = []
         for system, what in (
-            ("harness", "run_check alone at the rate (no daemon)"),
+            ("harness", "run_check alone at the rate (no daemon), lean request path"),
+            ("harness-aiohttp", "run_check alone at the rate (no daemon), aiohttp request path"),
             ("prober", "the daemon (scheduler, metrics, status, /metrics scrapes)"),
             ("prober-asyncio", "the daemon on asyncio's own loop instead of uvloop"),
         ):

@@ -121,12 +121,14 @@ async def _compare(
         if blackbox is not None:
             stage = await blackbox.stage(target, DELAY, rate, plan.warmup, plan.window)
             report.add_stage(stage)
-        # Where prober's time goes: the probe path alone, without the daemon around it.
+        # Where prober's time goes: the probe path alone, without the daemon around it, on
+        # the lean request path and on aiohttp's.
         half = plan.window / 2
-        stage = await harness_stage(
-            workdir, PROBE_CORE, target, DELAY, rate, plan.warmup, half, loop
-        )
-        report.add_stage(stage)
+        for path in ("lean", "aiohttp"):
+            stage = await harness_stage(
+                workdir, PROBE_CORE, target, DELAY, rate, plan.warmup, half, loop, path
+            )
+            report.add_stage(stage)
     if loop != "off":  # and what uvloop is worth: the daemon on asyncio's own loop
         rate = max(plan.rates)
         stage = await _prober_stage(workdir, target, rate, plan.window / 2, "off")

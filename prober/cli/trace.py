@@ -8,9 +8,12 @@ Secrets are hidden.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 from prober.config.load import Config, ConfigError, load_config
+from prober.config.model import Check, FlowCheck, HttpCheck, RequestSpec
 from prober.engine.runner import RunEnvironment, run_check
+from prober.probes import http, lean
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import (
@@ -46,8 +49,20 @@ def _outcome_line(step: StepResult) -> str:
     return f"  {step.request_line}"
 
 
-def format_step(step: StepResult) -> list[str]:
-    """A step as readable lines: request, outcome, phases, extracted values, assertions."""
+def request_paths(check: Check) -> dict[str, str]:
+    """Which request path each HTTP step of the check takes: `lean` or `aiohttp`."""
+    specs: dict[str, RequestSpec]
+    if isinstance(check, HttpCheck):
+        specs = {http.STEP_NAME: check}
+    elif isinstance(check, FlowCheck):
+        specs = {step.name: step for step in check.steps}
+    else:
+        return {}
+    return {name: "lean" if lean.covers(spec) else "aiohttp" for name, spec in specs.items()}
+
+
+def format_step(step: StepResult, path: str = "") -> list[str]:
+    """A step as readable lines: request, outcome, path, phases, extracted values, assertions."""
     mark = "ok" if step.success else "FAILED"
     optional = "" if step.critical else " (allow_failure)"
     lines = [f"step {step.name}{optional}: {mark} in {_ms(step.duration)}"]
@@ -55,6 +70,8 @@ def format_step(step: StepResult) -> list[str]:
         lines.append(f"  {step.request_line}")
         return lines
     lines.append(_outcome_line(step))
+    if path:
+        lines.append(f"  path: {path}")
     timings = step.facts.phases if step.facts is not None else Phases()
     phases = ", ".join(
         f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, timings.as_tuple(), strict=True)
@@ -72,10 +89,11 @@ def format_step(step: StepResult) -> list[str]:
     return lines
 
 
-def format_result(result: Result) -> str:
+def format_result(result: Result, paths: Mapping[str, str] | None = None) -> str:
+    """The run as readable lines; `paths` names each HTTP step's request path."""
     lines = [f"check {result.check}"]
     for step in result.steps:
-        lines.extend(format_step(step))
+        lines.extend(format_step(step, (paths or {}).get(step.name, "")))
     outcome = "SUCCESS" if result.success else f"FAILURE reason={result.reason}"
     if result.failed_step:
         outcome += f" step={result.failed_step}"
@@ -122,7 +140,7 @@ async def probe_once(config_path: str, check_name: str, show_metrics: bool = Fal
         result = await run_check(check, env)
     finally:
         await clients.close()
-    print(format_result(result))
+    print(format_result(result, request_paths(check)))
     if show_metrics:
         print("\nmetrics:")
         print(metric_lines(config, result))

@@ -259,6 +259,11 @@ class HttpClients:
         # handshake, but its certificate is still the one seen when it was made.
         self._peers: dict[tuple[str, int, TlsOptions], PeerFacts] = {}
 
+    @property
+    def user_agent(self) -> str:
+        """The User-Agent every request sends unless its headers name one."""
+        return self._user_agent
+
     def session(
         self, keep_alive: bool, ip_protocol: IpProtocol, fallback: bool = False
     ) -> aiohttp.ClientSession:

@@ -41,6 +41,7 @@ from prober.probes.http_judge import (
     version_refused,
     wire_content_length,
 )
+from prober.probes.lean import LeanFailure, covers, send
 from prober.probes.net.addresses import address_facts
 from prober.probes.net.aiohttp_errors import classify, describe
 from prober.probes.net.encoding import BodyReader, BodyTooLarge, UndecodableBody
@@ -119,6 +120,8 @@ class _Step:
         # Why the response judged is not the last one asked for (the redirect limit).
         self.cut_short = ""
         self.redactor = ctx.redactor
+        # The facts of a request the lean path sent (it times its own phases).
+        self.lean_facts: HttpFacts | None = None
 
     def phases(self) -> Phases:
         """The phases summed over every hop of the redirect chain (as blackbox_exporter);
@@ -152,23 +155,28 @@ class _Step:
             duration=self.end - self.timer.start,
             reason=reason,
             message=self.redactor(message),
-            facts=HttpFacts(
-                status_code=self.status,
-                phases=self.phases(),
-                redirects=self.redirects,
-                content_length=self.content_length,
-                body_length=self.body_length,
-                http_version=self.http_version,
-                tls=self.tls,
-                ip_protocol=self.peer[0] if self.peer else None,
-                ip_addr_hash=self.peer[1] if self.peer else None,
-                failed_due_to_regex=self.failed_due_to_regex,
-                last_modified=self.last_modified,
-            ),
+            facts=self._facts(),
             assertions=assertions,
             extracted=extracted,
             critical=self.critical,
             request_line=self.redactor(self.request_line),
+        )
+
+    def _facts(self) -> HttpFacts:
+        if self.lean_facts is not None:
+            return replace(self.lean_facts, failed_due_to_regex=self.failed_due_to_regex)
+        return HttpFacts(
+            status_code=self.status,
+            phases=self.phases(),
+            redirects=self.redirects,
+            content_length=self.content_length,
+            body_length=self.body_length,
+            http_version=self.http_version,
+            tls=self.tls,
+            ip_protocol=self.peer[0] if self.peer else None,
+            ip_addr_hash=self.peer[1] if self.peer else None,
+            failed_due_to_regex=self.failed_due_to_regex,
+            last_modified=self.last_modified,
         )
 
     def failed(self, reason: Reason, message: str) -> StepRun:
@@ -208,6 +216,14 @@ async def run_step(
     mismatch = family_mismatch(_host(request.url), spec.ip_protocol, spec.ip_protocol_fallback)
     if mismatch:
         return step.failed(Reason.DNS, mismatch)
+    if covers(spec):
+        return await _run_lean(step, request)
+    return await _run_aiohttp(step, request)
+
+
+async def _run_aiohttp(step: _Step, request: Request) -> StepRun:
+    """The request over aiohttp, bounded by the context's deadline."""
+    spec, ctx = step.spec, step.ctx
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
@@ -224,6 +240,18 @@ async def run_step(
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return step.failed(classify(exc), describe(exc))
     return _judge(step, raw)
+
+
+async def _run_lean(step: _Step, request: Request) -> StepRun:
+    """The request over the lean path (probes/lean.py), which keeps the deadline itself."""
+    try:
+        reply = await send(step.spec, request, step.ctx, step.timer.start)
+    except LeanFailure as exc:
+        step.lean_facts, step.end = exc.facts, exc.ended
+        return step.failed(exc.reason, str(exc))
+    step.lean_facts, step.end = reply.facts, reply.ended
+    step.cut_short = reply.cut_short
+    return _judge(step, _Raw(reply.response, reply.cookies, reply.version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +306,7 @@ async def _exchange(
             trace_request_ctx=step.timer,
             middlewares=(*redirect_guard(spec), HopRecorder(step.timer)),
         ) as resp:
-            reader = _received(step, resp, len(resp.history))
+            reader = _received(step, resp, _followed(resp))
             async for chunk in resp.content.iter_chunked(65536):
                 reader.feed(chunk)
             body = reader.body()
@@ -292,6 +320,13 @@ async def _exchange(
         step.end = time.perf_counter()
         step.body_length = 0
         return _raw(step, last, b"")
+
+
+def _followed(resp: aiohttp.ClientResponse) -> int:
+    """The redirects aiohttp followed: a 3xx without Location ends the chain, yet aiohttp
+    puts it in its own history; Go (blackbox_exporter) follows none there."""
+    history = resp.history
+    return len(history) - 1 if history and history[-1] is resp else len(history)
 
 
 def _received(step: _Step, resp: aiohttp.ClientResponse, followed: int) -> BodyReader:

@@ -78,6 +78,7 @@ async def test_probe_prints_the_trace_and_metrics_only_when_asked(show_metrics: 
     assert process.returncode == 1, stdout + stderr
     assert "step login: FAILED" in stdout
     assert "reason: status: status 401" in stdout
+    assert "path: lean" in stdout
     assert ('probe_success{check="timeline"' in stdout) is show_metrics
     assert ("metrics:" in stdout) is show_metrics
     assert canary not in stdout + stderr

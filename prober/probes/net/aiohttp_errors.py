@@ -33,7 +33,8 @@ def classify(exc: BaseException) -> Reason:
         if exc.os_error.errno == errno.ECONNREFUSED:
             return Reason.CONNECT_REFUSED
         return Reason.CONNECT_ERROR
-    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+    reset = isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
+    if reset or _reset_mid_body(exc):
         return Reason.RESET
     if isinstance(exc, aiohttp.ClientOSError):
         return Reason.RESET if exc.errno in (errno.ECONNRESET, errno.EPIPE) else Reason.ERROR
@@ -42,6 +43,15 @@ def classify(exc: BaseException) -> Reason:
     ):
         return Reason.PROTOCOL
     return Reason.ERROR
+
+
+def _reset_mid_body(exc: BaseException) -> bool:
+    """Whether the body was cut by a reset connection, not by a clean close.
+
+    aiohttp keeps the connection's error only in the payload error's text (its cause is the
+    parser's "not completed"); the lean path reports the same cut as `reset`.
+    """
+    return isinstance(exc, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(exc)
 
 
 def _os_text(error: OSError) -> str:

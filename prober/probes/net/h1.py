@@ -42,6 +42,7 @@ from prober.probes.net.h1_values import (
     Phase,
     ProtocolError,
     ResolveFailed,
+    ResponseHead,
     Timeline,
     TlsFailed,
     TlsSession,
@@ -63,6 +64,7 @@ __all__ = [
     "Phase",
     "ProtocolError",
     "ResolveFailed",
+    "ResponseHead",
     "Timeline",
     "TlsFailed",
     "TlsSession",
@@ -105,7 +107,12 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     head = _request_head(request, target)
     loop = asyncio.get_running_loop()
     exchange = Exchange(
-        head, request.method, request.max_body_bytes, loop.create_future(), tls_context is not None
+        head,
+        request.method,
+        request.max_body_bytes,
+        loop.create_future(),
+        tls_context is not None,
+        request.compression,
     )
     try:
         async with asyncio.timeout_at(deadline):
@@ -117,16 +124,30 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
                 exchange.resolved = exchange.started
             await _connect(loop, exchange, addresses, target, tls_context, request)
             await exchange.done
+        response = exchange.response()
     except TimeoutError:
-        timeline = exchange.timeline()
-        raise DeadlineReached(f"deadline reached in {timeline.phase}", timeline) from None
+        raise _deadline_reached(exchange) from None
     except H1Error as exc:
         if exc.timeline is None:
             exc.timeline = exchange.timeline()
+        exc.head = exc.head or exchange.head()
         raise
     finally:
         exchange.abort()
-    return exchange.response()
+        exchange.release()
+        # A failure's traceback holds this frame, and the exchange's future holds the
+        # failure: without this the two would keep each other (and the request) alive.
+        del exchange
+    return response
+
+
+def _deadline_reached(exchange: Exchange) -> DeadlineReached:
+    """The timeout as an H1Error, built here: a local of `fetch` holding it would make a
+    cycle (its traceback holds the frame) that keeps the request's bytes until a collection."""
+    timeline = exchange.timeline()
+    late = DeadlineReached(f"deadline reached in {timeline.phase}", timeline)
+    late.head = exchange.head()
+    return late
 
 
 @lru_cache(maxsize=4096)
@@ -193,8 +214,8 @@ def _request_head(request: H1Request, target: _Target) -> bytes:
     lines.extend(f"{name}: {value}" for name, value in given)
     if "accept" not in names:
         lines.append("Accept: */*")
-    if "accept-encoding" not in names:
-        lines.append("Accept-Encoding: gzip, deflate")
+    if request.compression and "accept-encoding" not in names:
+        lines.append(f"Accept-Encoding: {request.compression}")  # as the aiohttp path asks
     if target.authorization is not None and "authorization" not in names:
         lines.append(f"Authorization: {target.authorization}")
     if request.body or request.method in _BODY_METHODS:
@@ -291,14 +312,16 @@ async def _connect(
         except OSError as exc:
             if exchange.handshakes:  # connected: the handshake is what failed
                 raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
-            failure = exc
+            failure = exc.with_traceback(None)  # kept without the frames: no cycle
     assert failure is not None
     where = (
         f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
     )
+    # In the words of the aiohttp path (net/aiohttp_errors.py): the same refusal reads alike.
+    message = f"cannot connect to {where}: {failure.strerror or failure}"
     if isinstance(failure, ConnectionRefusedError):
-        raise ConnectRefused(f"connection refused by {where}") from failure
-    raise ConnectFailed(f"cannot connect to {where}: {failure.strerror or failure}") from failure
+        raise ConnectRefused(message) from failure
+    raise ConnectFailed(message) from failure
 
 
 def _ssl_text(exc: ssl.SSLError) -> str:

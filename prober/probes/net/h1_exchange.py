@@ -14,13 +14,16 @@ from typing import cast
 
 import httptools
 
-from prober.probes.net.h1_body import BodyBuffer, decoded_encoding
+from prober.config.model import Compression
+from prober.probes.net.certs import served_chain, verified_chain
+from prober.probes.net.h1_body import BodyBuffer
 from prober.probes.net.h1_values import (
     H1Error,
     H1Response,
     NetworkError,
     PeerReset,
     ProtocolError,
+    ResponseHead,
     Timeline,
     TlsSession,
 )
@@ -45,9 +48,17 @@ class Exchange(asyncio.Protocol):
     """
 
     def __init__(
-        self, request: bytes, method: str, cap: int, done: asyncio.Future[None], tls: bool
+        self,
+        request: bytes,
+        method: str,
+        cap: int,
+        done: asyncio.Future[None],
+        tls: bool,
+        compression: Compression | None = None,
     ) -> None:
         self._request = request
+        self._compression = compression
+        self._peer = ""
         self._is_head = method == "HEAD"
         self._cap = cap
         self._tls = tls
@@ -63,7 +74,9 @@ class Exchange(asyncio.Protocol):
         self._last_byte = 0.0
         self._ended = 0.0
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
+        # Refers back to this exchange (its callbacks): `release` breaks the cycle.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self._version = ""
         self._session: TlsSession | None = None
         self._head_bytes = 0
         self._finished = False
@@ -86,6 +99,8 @@ class Exchange(asyncio.Protocol):
         now = time.perf_counter()
         # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
         self._transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         self._connected = self._handshake_started() or now
         self._secured = now
         try:
@@ -95,6 +110,10 @@ class Exchange(asyncio.Protocol):
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
             return
+        # The transport keeps what it has not sent yet. The exchange and its parser refer to
+        # each other (a cycle, freed by a collection), so it must not keep the request too:
+        # a large body that a peer never reads would outlive the run (the abort frees it).
+        self._request = b""
         self._written = time.perf_counter()
 
     def data_received(self, data: bytes) -> None:
@@ -104,8 +123,11 @@ class Exchange(asyncio.Protocol):
         if not self._first_byte:
             self._first_byte = now
         self._arrived = now
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if cause is not None else ProtocolError("invalid HTTP response"))
@@ -152,7 +174,10 @@ class Exchange(asyncio.Protocol):
             self._framing[lowered] = text
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # it is calling us
+        status = parser.get_status_code()
+        self._version = parser.get_http_version()
         self._status = status
         if 100 <= status < 200:
             self._interim = True  # 100 Continue and the like: the real response follows
@@ -167,7 +192,7 @@ class Exchange(asyncio.Protocol):
         self._until_eof = (
             b"content-length" not in framing and not chunked and status not in _NO_BODY_STATUSES
         )
-        self._body = BodyBuffer(self._cap, decoded_encoding(framing.get(b"content-encoding")))
+        self._body = BodyBuffer(self._cap, self._compression)
 
     def on_body(self, body: bytes) -> None:
         if self._body is not None and not self._finished:
@@ -234,6 +259,16 @@ class Exchange(asyncio.Protocol):
         elif not self.done.cancelled():
             self.done.exception()  # seen: a failure that came after the deadline is moot
 
+    def release(self) -> None:
+        """Drop the parser and the transport once the exchange is over (after `abort`).
+
+        Both refer back to the exchange; under uvloop nothing else of a probe makes a
+        reference cycle, so the daemon collects rarely (engine/loop.py), and cycles left per
+        probe would hold their bodies until a full collection.
+        """
+        self._parser = None
+        self._transport = None
+
     def _handshake_started(self) -> float:
         return self.handshakes[0].handshake_started if self.handshakes else 0.0
 
@@ -250,18 +285,27 @@ class Exchange(asyncio.Protocol):
             ended=self._ended or time.perf_counter(),
         )
 
+    def head(self) -> ResponseHead | None:
+        """The final response's status line and headers, once they have arrived."""
+        if not self._headers_done:
+            return None
+        return ResponseHead(
+            self._status, self._version, tuple(self._headers), self._session, self._peer
+        )
+
     def response(self) -> H1Response:
         """The whole response; call once `done` has resolved without error."""
         return H1Response(
             status=self._status,
             reason=self._reason.decode("latin-1"),
-            http_version=self._parser.get_http_version(),
+            http_version=self._version,
             headers=tuple(self._headers),
             body=self._result,
             wire_length=self._body.wire_length if self._body is not None else 0,
             content_length=self._content_length(),
             tls=self._session,
             timeline=self.timeline(),
+            peer_address=self._peer,
         )
 
     def _content_length(self) -> int:
@@ -275,7 +319,12 @@ def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    return TlsSession(ssl_object.version(), ssl_object.getpeercert(binary_form=True))
+    return TlsSession(
+        ssl_object.version(),
+        ssl_object.getpeercert(binary_form=True),
+        tuple(served_chain(ssl_object)),
+        tuple(verified_chain(ssl_object)),
+    )
 
 
 def _header_text(value: bytes) -> str:

@@ -11,6 +11,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
+from prober.config.model import Compression
 from prober.config.model_requests import DEFAULT_MAX_BODY_BYTES
 
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
@@ -32,8 +33,9 @@ class H1Request:
     """One request to send over a fresh connection.
 
     `headers` keep their order and repeats; h1 adds only what framing needs (Host,
-    Content-Length, `Connection: close`) and aiohttp's defaults for Accept and
-    Accept-Encoding unless given. `ssl_context` is used for https URLs only;
+    Content-Length, `Connection: close`), aiohttp's default Accept unless given, and
+    Accept-Encoding only for a `compression` (which alone makes the body decoded).
+    `ssl_context` is used for https URLs only;
     `server_hostname` (SNI and the name the certificate must match) defaults to the URL's
     host. `max_body_bytes` caps the body as decoded, as the checks see it.
     """
@@ -46,6 +48,7 @@ class H1Request:
     server_hostname: str | None = None
     family: socket.AddressFamily = socket.AF_UNSPEC
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    compression: Compression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,10 @@ class TlsSession:
 
     version: str | None
     peer_certificate: bytes | None
+    # The chain the server sent (leaf first) and the one verified (empty when off), in DER;
+    # filled by h1, whose callers report expiry over the served chain.
+    served: tuple[bytes, ...] = ()
+    verified: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +126,10 @@ class H1Response:
     """A complete response.
 
     `headers` are (name as sent, value) pairs in order, repeats kept. `body` is de-chunked
-    and, when Content-Encoding is exactly gzip or deflate, decompressed; `wire_length` is its
-    length before decompression. `content_length` is the header as sent: -1 when absent, 0
-    when absent on a 204, a 304 or a HEAD (as blackbox_exporter reports them).
+    and, when the request set `compression`, decoded with it (`encoding.BodyReader`);
+    `wire_length` is its length before decoding. `peer_address` is where it came from.
+    `content_length` is the header as sent: -1 when absent, 0 when absent on a 204, a 304
+    or a HEAD (the lean path reports Go's, `http_judge.wire_content_length`).
     """
 
     status: int
@@ -133,6 +141,7 @@ class H1Response:
     content_length: int
     tls: TlsSession | None
     timeline: Timeline
+    peer_address: str = ""
 
     def header(self, name: str) -> str | None:
         """The last value of a header, by case-insensitive name."""
@@ -143,13 +152,27 @@ class H1Response:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """The status line and headers of a response whose body then failed (too large, cut,
+    late): what the request still showed, for the caller's facts."""
+
+    status: int
+    http_version: str
+    headers: tuple[tuple[str, str], ...]
+    tls: TlsSession | None
+    peer_address: str = ""
+
+
 class H1Error(Exception):
     """A request that failed. The message never holds the URL's userinfo or query, nor a
-    header value; `timeline` (None before any I/O) shows how far it got."""
+    header value; `timeline` (None before any I/O) shows how far it got, `head` the
+    response's head when it had arrived."""
 
     def __init__(self, message: str, timeline: Timeline | None = None) -> None:
         super().__init__(message)
         self.timeline = timeline
+        self.head: ResponseHead | None = None
 
     @property
     def phase(self) -> Phase | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 from prober.config.model import RequestSpec
@@ -22,6 +23,12 @@ class InvalidUrl(Exception):
     """A rendered URL that cannot be requested; the message never quotes the URL."""
 
 
+# The URL helpers below are cached: a check renders the same URL run after run, and three
+# parses of it were a tenth of a run's own CPU (bench/profile.py).
+_URLS_CACHED = 4096
+
+
+@lru_cache(maxsize=_URLS_CACHED)
 def display_url(url: str) -> str:
     """The URL without userinfo and with query values hidden: safe for logs and traces."""
     try:
@@ -69,8 +76,9 @@ def build_request(spec: RequestSpec, values: TemplateValues) -> Request:
     return Request(url, headers, data, proxy)
 
 
+@lru_cache(maxsize=_URLS_CACHED)
 def check_url(url: str, what: str) -> None:
-    """Raise _InvalidUrl unless `url` is http(s) with a host and a port that parses."""
+    """Raise InvalidUrl unless `url` is http(s) with a host and a port that parses."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -110,3 +118,17 @@ def header_text(value: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+# Statuses whose response has no body, whatever its Content-Length says (RFC 9110 6.4.1).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def reported_content_length(status: int, header: int | None) -> int:
+    """`probe_http_content_length` as blackbox_exporter reports it (Go's resp.ContentLength).
+
+    The header's value, -1 without one; 0 for 1xx, 204 and 304, which have no body.
+    """
+    if status in _NO_BODY_STATUSES or 100 <= status < 200:
+        return 0
+    return header if header is not None else -1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -125,18 +125,24 @@ def peer_facts(ssl_object: ssl.SSLObject) -> PeerFacts:
     `getpeercert()` is empty when verification is off, so the DER forms are parsed instead:
     `insecure_skip_verify` still reports when the certificates expire.
     """
-    raw_version = ssl_object.version()
+    facts = chain_facts(ssl_object.version(), served_chain(ssl_object), verified_chain(ssl_object))
+    seconds = ssl_object.handshake_seconds if isinstance(ssl_object, TimedSSLObject) else 0.0
+    return PeerFacts(facts, seconds)
+
+
+def chain_facts(
+    raw_version: str | None, served: Sequence[bytes], verified: Sequence[bytes]
+) -> TlsFacts:
+    """A session's `TlsFacts`: the protocol's name ("TLS 1.3"), the earliest expiry over the
+    served chain (DER, leaf first), the verified chain's, the leaf's names; shared by the
+    aiohttp path and the lean one (`h1` keeps both chains)."""
     version = _VERSION_NAMES.get(raw_version, raw_version) if raw_version else None
-    served = served_chain(ssl_object)
-    verified = verified_chain(ssl_object)
-    facts = TlsFacts(
+    return TlsFacts(
         version=version,
         expiry=earliest_expiry(served),
         chain_expiry=earliest_expiry(verified),
         leaf=leaf_info(served[0]) if served else None,
     )
-    seconds = ssl_object.handshake_seconds if isinstance(ssl_object, TimedSSLObject) else 0.0
-    return PeerFacts(facts, seconds)
 
 
 def tls_reason(exc: BaseException) -> Reason:

@@ -9,12 +9,13 @@ samples into prometheus-client's own families, so the tests can prove both rende
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from prometheus_client.core import Metric
 
 from prober.sinks.metrics.families import FAMILIES
 from prober.sinks.metrics.family import Family
-from prober.sinks.metrics.state import CheckSeries, number_text
+from prober.sinks.metrics.state import CheckSeries, Pairs, Sample, number_text
 
 
 def _escape(value: str) -> str:
@@ -45,17 +46,38 @@ OPENMETRICS_HEADS = tuple(_head(f, openmetrics=True) for f in FAMILIES)
 
 
 def render_check(series: CheckSeries) -> tuple[bytes, ...]:
-    """The check's sample lines, one chunk per family of FAMILIES."""
-    return tuple(_render_family(series, family).encode() for family in FAMILIES)
+    """The check's sample lines, one chunk per family of FAMILIES.
+
+    A family whose samples are those of the last rendering keeps its bytes: most of a
+    check's families (its status code, version, phases of a steady target, counters of the
+    other result) do not change from run to run, and formatting is the cost of recording.
+    """
+    before = series.rendered
+    samples = tuple(tuple(family.samples(series)) for family in FAMILIES)
+    if before is None or series.chunks is None:
+        chunks = tuple(_render_samples(series.labels, taken) for taken in samples)
+    else:
+        chunks = tuple(
+            chunk if taken == old else _render_samples(series.labels, taken)
+            for taken, old, chunk in zip(samples, before, series.chunks, strict=True)
+        )
+    series.rendered = samples
+    return chunks
 
 
-def _render_family(s: CheckSeries, family: Family) -> str:
+def _render_samples(labels: str, samples: tuple[Sample, ...]) -> bytes:
     return "".join(
-        f"{name}{{{s.labels},{label_text(extra)}}} {number_text(value)}\n"
+        f"{name}{{{labels},{_extra_text(extra)}}} {number_text(value)}\n"
         if extra
-        else f"{name}{{{s.labels}}} {number_text(value)}\n"
-        for name, extra, value in family.samples(s)
-    )
+        else f"{name}{{{labels}}} {number_text(value)}\n"
+        for name, extra, value in samples
+    ).encode()
+
+
+@lru_cache(maxsize=4096)
+def _extra_text(extra: Pairs) -> str:
+    """A sample's own labels as text; few distinct ones (phases, buckets, reasons), so cached."""
+    return label_text(extra)
 
 
 def reference_families(checks: Iterable[CheckSeries]) -> Iterator[Metric]:

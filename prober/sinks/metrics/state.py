@@ -137,6 +137,8 @@ class CheckSeries:
     steps: dict[str, StepSeries] = field(default_factory=dict)
     values: dict[str, Value] = field(default_factory=dict)  # by family, from the run's facts
     chunks: tuple[bytes, ...] | None = None
+    # The samples `chunks` were rendered from, per family: unchanged families keep their bytes.
+    rendered: tuple[tuple[Sample, ...], ...] | None = None
 
     @property
     def keeps_steps(self) -> bool:
