@@ -3,9 +3,12 @@ writers, the canary reference, a metrics sink. Helpers they use live in tests/su
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -19,7 +22,15 @@ from tests.support.checks import (
     login_result,
     run_environment,
 )
-from tests.support.servers import DnsServers, StartDnsServer, Target, serve_app, target_app
+from tests.support.servers import (
+    DnsServers,
+    StartDnsServer,
+    StartRawServer,
+    StreamHandler,
+    Target,
+    serve_app,
+    target_app,
+)
 
 
 @pytest.fixture
@@ -97,3 +108,37 @@ def sink() -> MetricsSink:
     sink.record(login_result("a", False, 0.3))
     sink.record(login_result('b "q"', True, 7.5))
     return sink
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartRawServer]:
+    """Raw asyncio servers on 127.0.0.1, one per handler started: HOST:PORT of each. Every
+    connection is aborted and its task cancelled at teardown."""
+    servers: list[asyncio.Server] = []
+    connections: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
+
+    def tracked(handler: StreamHandler) -> StreamHandler:
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connections.append((task, writer))
+            # The prober hanging up mid-answer is what should happen.
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await handler(reader, writer)
+
+        return run
+
+    async def start(handler: StreamHandler) -> str:
+        server = await asyncio.start_server(tracked(handler), "127.0.0.1", 0)
+        servers.append(server)
+        return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+    for task, writer in connections:
+        task.cancel()
+        writer.transport.abort()
+    await asyncio.gather(*(task for task, _ in connections), return_exceptions=True)
+    for server in servers:
+        await server.wait_closed()

@@ -8,7 +8,6 @@ requests sent through aiohttp itself, which must agree on status, headers and bo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import socket
@@ -44,7 +43,7 @@ from prober.probes.net.h1 import (
 from prober.probes.net.tls import build_context, tls_reason
 from prober.result import Reason
 from tests.support.certs import CertFactory
-from tests.support.servers import free_port, serve_app
+from tests.support.servers import StartRawServer, free_port, serve_app
 
 BODY = b'{"status": "ok", "padding": "' + b"a" * 4000 + b'"}'
 USER_AGENT = "prober-test"
@@ -144,35 +143,13 @@ def trusted(certs: CertFactory) -> ssl.SSLContext:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+def raw(raw_server: StartRawServer) -> Callable[[Handler], Awaitable[str]]:
     """Start a raw asyncio server running `handler` per connection; its base URL."""
-    servers: list[asyncio.Server] = []
-    tasks: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
-
-    def tracked(handler: Handler) -> Handler:
-        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            tasks.append((task, writer))
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                await handler(reader, writer)
-
-        return run
 
     async def start(handler: Handler) -> str:
-        server = await asyncio.start_server(tracked(handler), "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        return f"http://{await raw_server(handler)}"
 
-    yield start
-    for server in servers:
-        server.close()
-    for task, writer in tasks:
-        task.cancel()
-        writer.transport.abort()
-    await asyncio.gather(*(task for task, _ in tasks), return_exceptions=True)
-    for server in servers:
-        await server.wait_closed()
+    return start
 
 
 async def get(url: str, method: str = "GET", within: float = 5.0, **fields: Any) -> H1Response:

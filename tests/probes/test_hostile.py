@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from prober.engine.runner import run_check
 from prober.result import Reason, Result
 from tests.support.checks import WriteConfig, http_check, run_environment
 from tests.support.processes import DEADLINE_SLACK, wait_for
-from tests.support.servers import Target
+from tests.support.servers import StartRawServer, Target
 
 TIMEOUT = 0.5
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -103,35 +102,9 @@ async def tls_hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    servers: list[asyncio.Server] = []
-    connections: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
-
-    def tracked(handler: Handler) -> Handler:
-        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            connections.append((task, writer))
-            # The prober hanging up mid-answer is what should happen.
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                await handler(reader, writer)
-
-        return run
-
-    async def start(handler: Handler) -> str:
-        server = await asyncio.start_server(tracked(handler), "127.0.0.1", 0)
-        servers.append(server)
-        return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for server in servers:
-        server.close()
-    for task, writer in connections:
-        task.cancel()
-        writer.transport.abort()
-    await asyncio.gather(*(task for task, _ in connections), return_exceptions=True)
-    for server in servers:
-        await server.wait_closed()
+def serve(raw_server: StartRawServer) -> StartRawServer:
+    """A raw server per test: HOST:PORT of each handler started."""
+    return raw_server
 
 
 async def probe(address: str, scheme: str = "http", **settings: Any) -> tuple[Result, float]:

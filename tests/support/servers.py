@@ -254,3 +254,8 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# What a raw loopback server runs per connection (the `raw_server` fixture).
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+StartRawServer = Callable[[StreamHandler], Awaitable[str]]
