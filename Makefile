@@ -45,6 +45,10 @@ format: $(STAMP)
 ## bench: prober against blackbox_exporter (uvloop from the fast extra); writes docs/PERFORMANCE.md
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,fast]'
+	@command -v prometheus-blackbox-exporter >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+	  echo "bench: installing Debian's prometheus-blackbox-exporter (the comparison)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus-blackbox-exporter >/dev/null; }
 	$(BIN)/python -m bench.run $(ARGS)
 
 ## detect: replay outages against the shipped checks, intervals and rules with a real
