@@ -82,6 +82,34 @@ def daemon_logs(stack: Stack, lines: int = 80) -> str:
     return "\n".join(parts)
 
 
+# What Prometheus held over the last minute and a half when an alert went wrong: scrapes
+# (up), the daemons' component states and the alerts, each as "value@seconds ago" runs
+# ("-" for a gap without samples).
+HISTORY = (
+    "up[90s]",
+    'max by (instance, component) (prober_component_state{state=~"down|partial"})[90s:1s]',
+    'ALERTS{alertname!~"ProberLatencySLOBurn|ProberCheckFailing"}[90s]',
+)
+
+
+async def prometheus_history(stack: Stack) -> str:
+    parts = []
+    for expr in HISTORY:
+        answer = await stack.query(expr)
+        now = time.time()
+        for series in answer.get("data", {}).get("result", []):
+            runs: list[str] = []
+            last = None
+            for at, value in series["values"]:
+                if last is not None and float(at) - last > 2.5:  # no sample: a gap
+                    runs.append(f"-@{now - last:.0f}s")
+                if not runs or runs[-1].split("@")[0] != value:
+                    runs.append(f"{value}@{now - float(at):.0f}s")
+                last = float(at)
+            parts.append(f"{expr.split('[')[0][:40]} {series['metric']}: {' '.join(runs)}")
+    return "\n".join(parts)
+
+
 async def watch(
     stack: Stack, until: Callable[[AlertStates], bool], forbidden: set[str], what: str
 ) -> None:
@@ -92,7 +120,9 @@ async def watch(
         leaked = {
             name: s for name, s in states.items() if name in forbidden and "firing" in s.values()
         }
-        assert not leaked, f"{what}: must not fire: {leaked}\n{daemon_logs(stack)}"
+        if leaked:
+            history = await prometheus_history(stack)
+            pytest.fail(f"{what}: must not fire: {leaked}\n{history}\n{daemon_logs(stack)}")
         if until(states):
             return
         await asyncio.sleep(0.5)
