@@ -54,7 +54,7 @@ from prober.probes.net.h1 import (
 )
 from prober.probes.net.redirects import FOLLOW_ANYWHERE
 from prober.probes.net.request import Request
-from prober.probes.net.tls import TlsSetupError, chain_facts, tls_reason
+from prober.probes.net.tls import TlsSetupError, chain_facts, request_tls, tls_reason
 from prober.result import HttpFacts, Phases, Reason, TlsFacts
 
 # Set to False to send every request through aiohttp (bench/harness.py measures both paths).
@@ -122,6 +122,7 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
             family,
             spec.max_body_bytes,
             spec.compression,
+            spec.http2,
         )
         try:
             response = await fetch(sent, ctx.deadline)
@@ -133,12 +134,13 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
 
 
 async def _ssl_context(ctx: ProbeContext, spec: RequestSpec, hops: _Hops) -> ssl.SSLContext | None:
-    """The check's SSL context (built once per `tls` block) for an https hop, else None."""
+    """The check's SSL context (built once per `tls` block and ALPN offer) for an https hop,
+    else None."""
     if not hops.url.lower().startswith("https:"):
         return None
     try:
         async with asyncio.timeout_at(ctx.deadline):
-            return await ctx.clients.ssl_for(spec.tls)
+            return await ctx.clients.ssl_for(*request_tls(spec))
     except TimeoutError:
         raise hops.stopped(Reason.TIMEOUT, "deadline reached while connecting") from None
     except TlsSetupError as exc:
