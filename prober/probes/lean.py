@@ -10,7 +10,9 @@ them; a request's own headers stay at their origin, `net/redirects.py`), and by
 blackbox_exporter's (docs/research/blackbox.md §1.3, §1.11): cookies a hop sets go with the
 next hops to their host name; phases are summed over the hops, transfer is the final hop's.
 The body is decoded only for a `compression:` (`encoding.BodyReader`, through h1); TLS facts
-come from the chains h1 keeps (`tls.chain_facts`, as the aiohttp path's `peer_facts`).
+come from the chains h1 keeps (`tls.chain_facts`, as the aiohttp path's `peer_facts`). With
+`http2: true` each https hop offers ALPN h2 (its own SSL context) and speaks HTTP/2 where the
+server chooses it (h1's `alpn.Negotiated`); the reply is judged alike, version `HTTP/2.0`.
 """
 
 from __future__ import annotations
