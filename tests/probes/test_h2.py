@@ -183,6 +183,38 @@ async def test_h2_stream_reset_fails_with_a_readable_reset(
     assert result.message == "the server reset the stream (INTERNAL_ERROR)"
 
 
+async def test_h2_body_shorter_than_its_length_is_a_protocol_failure(
+    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
+) -> None:
+    server = await h2_server()
+    result = await run_h2(server.url + "/short", certs, env)
+    assert result.reason is Reason.PROTOCOL
+    assert result.message.startswith("invalid HTTP/2 from the server: ")
+    assert "object at" not in result.message
+
+
+async def test_server_choosing_h2_but_answering_http1_is_a_protocol_failure(
+    certs: CertFactory, env: RunEnvironment
+) -> None:
+    async def answer_in_http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    context = certs.issue().server_context()
+    context.set_alpn_protocols(["h2"])
+    server = await asyncio.start_server(answer_in_http1, "127.0.0.1", 0, ssl=context)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        result = await run_h2(f"https://127.0.0.1:{port}/", certs, env)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.reason is Reason.PROTOCOL
+    assert result.message == "the server chose h2 by ALPN but answered in HTTP/1.x"
+
+
 async def test_h2_server_hanging_after_headers_times_out_in_transfer(
     h2_server: StartH2, certs: CertFactory, env: RunEnvironment
 ) -> None:

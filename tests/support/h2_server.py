@@ -49,6 +49,7 @@ class Reply:
     body: bytes = b""
     hang: bool = False
     reset: bool = False
+    length: int | None = None  # a Content-Length other than the body's (a lying server)
 
 
 def _route(seen: Seen) -> Reply:
@@ -68,6 +69,8 @@ def _route(seen: Seen) -> Reply:
         )
     if path == "/gzip":
         return Reply(headers=[("content-encoding", "gzip")], body=gzip.compress(b"hello h2"))
+    if path == "/short":
+        return Reply(body=b"abc", length=5)
     if path == "/reset":
         return Reply(reset=True)
     if path == "/hang":
@@ -136,7 +139,8 @@ class _H2Connection:
             return
         head = [(":status", str(reply.status)), *reply.headers]
         if not reply.hang:
-            head.append(("content-length", str(len(reply.body))))
+            length = len(reply.body) if reply.length is None else reply.length
+            head.append(("content-length", str(length)))
         no_body = not reply.body and not reply.hang
         self._h2.send_headers(stream, head, end_stream=no_body)
         if reply.body and not reply.hang:
@@ -213,6 +217,7 @@ class RunningH2Server:
         self._context = server_context(leaf, alpn)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> H2Server:
         self._server = await asyncio.start_server(
@@ -226,6 +231,7 @@ class RunningH2Server:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         ssl_object = writer.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.state.protocols.append(chosen)
@@ -238,13 +244,20 @@ class RunningH2Server:
             pass  # the client went away: its test judges what it saw
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Stop listening, drop every connection still open and wait for its handler (each
+        ends on the dropped connection; one that does not within 5 s is cancelled)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=5)
+            for task in late:
+                task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

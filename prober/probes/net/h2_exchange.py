@@ -142,7 +142,9 @@ class H2Exchange(asyncio.Protocol):
             self._request_ended = empty
             self._send_body()
         except h2.exceptions.ProtocolError as exc:
-            self._fail(InvalidRequest(f"the request cannot be sent over HTTP/2: {_h2_text(exc)}"))
+            # Never h2's words here: they would quote a header value of the request.
+            kind = type(exc).__name__
+            self._fail(InvalidRequest(f"the request cannot be sent over HTTP/2 ({kind})"))
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
 
@@ -346,6 +348,7 @@ def _code(code: ErrorCodes | int | None) -> str:
 
 
 def _h2_text(exc: h2.exceptions.ProtocolError) -> str:
-    """h2's own words where they are short and free of data, else the error's kind."""
-    text = str(exc)
+    """h2's own words about what the server sent, without the bytes it quotes (a header
+    value), short and printable; else the error's kind."""
+    text = str(exc).split(" b'", 1)[0].split(' b"', 1)[0].rstrip(" :.")
     return text if text and len(text) <= 120 and text.isprintable() else type(exc).__name__
