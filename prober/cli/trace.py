@@ -61,6 +61,14 @@ def request_paths(check: Check) -> dict[str, str]:
     return {name: "lean" if lean.covers(spec) else "aiohttp" for name, spec in specs.items()}
 
 
+def _spoken(step: StepResult, path: str) -> str:
+    """The request path, `h2` where the lean path spoke HTTP/2 (the server chose it)."""
+    facts = step.facts
+    if isinstance(facts, HttpFacts) and (facts.http_version or "").startswith("2"):
+        return "h2"
+    return path
+
+
 def format_step(step: StepResult, path: str = "") -> list[str]:
     """A step as readable lines: request, outcome, path, phases, extracted values, assertions."""
     mark = "ok" if step.success else "FAILED"
@@ -71,7 +79,7 @@ def format_step(step: StepResult, path: str = "") -> list[str]:
         return lines
     lines.append(_outcome_line(step))
     if path:
-        lines.append(f"  path: {path}")
+        lines.append(f"  path: {_spoken(step, path)}")
     timings = step.facts.phases if step.facts is not None else Phases()
     phases = ", ".join(
         f"{n} {_ms(v)}" for n, v in zip(PHASE_NAMES, timings.as_tuple(), strict=True)

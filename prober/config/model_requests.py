@@ -156,6 +156,10 @@ class RequestSpec(Model):
     fail_if_header_matches: list[HeaderMatch] = Field(default_factory=list)
     fail_if_header_not_matches: list[HeaderMatch] = Field(default_factory=list)
     ip_protocol_fallback: bool = False
+    # blackbox_exporter's `http_config.enable_http2`: offer h2 by ALPN over TLS (no h2c).
+    http2: bool = False
+    fail_if_ssl: bool = False
+    fail_if_not_ssl: bool = False
 
     @field_validator("compression")
     @classmethod
@@ -179,6 +183,30 @@ class RequestSpec(Model):
     def _fallback_needs_a_family(self) -> RequestSpec:
         if self.ip_protocol_fallback and self.ip_protocol == "either":
             raise ValueError("ip_protocol_fallback needs ip_protocol ip4 or ip6")
+        return self
+
+    @model_validator(mode="after")
+    def _http2_on_the_lean_path(self) -> RequestSpec:
+        """HTTP/2 is spoken by the lean path only; these settings send a request through
+        aiohttp, which speaks HTTP/1.1."""
+        if not self.http2:
+            return self
+        for key, given in (
+            ("proxy_url", self.proxy_url is not None),
+            ("keep_alive", self.keep_alive),
+            ("ip_protocol_fallback", self.ip_protocol_fallback),
+        ):
+            if given:
+                raise ValueError(
+                    f"http2 cannot be combined with {key} (such requests go through aiohttp,"
+                    " which speaks HTTP/1.1 only)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _ssl_either_way(self) -> RequestSpec:
+        if self.fail_if_ssl and self.fail_if_not_ssl:
+            raise ValueError("fail_if_ssl and fail_if_not_ssl together fail every run")
         return self
 
     @field_validator("expected_status")

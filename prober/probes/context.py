@@ -24,7 +24,14 @@ from aiohttp.tracing import Trace
 from prober.config.model import Check, FlowCheck, HttpCheck, IpProtocol, TcpCheck, TlsOptions
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
-from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
+from prober.probes.net.tls import (
+    PeerFacts,
+    TimedSSLObject,
+    TlsBlock,
+    TlsSetupError,
+    build_context,
+    request_tls,
+)
 from prober.probes.recorder import StepRecorder
 from prober.probes.sessions import SessionStore
 
@@ -137,15 +144,15 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
-def tls_blocks(check: Check) -> frozenset[TlsOptions]:
+def tls_blocks(check: Check) -> frozenset[TlsBlock]:
     """The `tls:` blocks a check's requests use (an http check's even without https in its
     URL: a redirect may go there, and the default block is shared by every check)."""
     if isinstance(check, HttpCheck):
-        return frozenset({check.tls})
+        return frozenset({request_tls(check)})
     if isinstance(check, FlowCheck):
-        return frozenset(step.tls for step in check.steps)
+        return frozenset(request_tls(step) for step in check.steps)
     if isinstance(check, TcpCheck) and check.use_tls:
-        return frozenset({check.tls})
+        return frozenset({TlsBlock(check.tls)})
     return frozenset()
 
 
@@ -254,7 +261,7 @@ class HttpClients:
     def __init__(self, user_agent: str) -> None:
         self._user_agent = user_agent
         self._sessions: dict[tuple[bool, socket.AddressFamily, bool], aiohttp.ClientSession] = {}
-        self._ssl: dict[TlsOptions, asyncio.Task[ssl.SSLContext]] = {}
+        self._ssl: dict[TlsBlock, asyncio.Task[ssl.SSLContext]] = {}
         # Last TLS facts per (host, port, options): a reused keep-alive connection shows no
         # handshake, but its certificate is still the one seen when it was made.
         self._peers: dict[tuple[str, int, TlsOptions], PeerFacts] = {}
@@ -296,42 +303,44 @@ class HttpClients:
             self._sessions[key] = session
         return session
 
-    async def ssl_for(self, options: TlsOptions) -> ssl.SSLContext:
-        """The SSL context for these options, built once, in a thread.
+    async def ssl_for(self, options: TlsOptions, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+        """The SSL context for these options and ALPN protocols, built once, in a thread.
 
         CA and key files are read there, never on the loop nor per probe. A load error is
         kept and raised again until `forget_tls` (a reload): a broken file is not re-read
         on every run. A shortage of file descriptors is not kept: it says nothing of the files.
         """
-        task = self._build(options)
+        block = TlsBlock(options, alpn)
+        task = self._build(block)
         try:
             # Shielded: one probe's deadline must not cancel a build that others wait on.
             return await asyncio.shield(task)
         except TlsSetupError as exc:
-            if out_of_descriptors(exc) and self._ssl.get(options) is task:
-                del self._ssl[options]  # a shortage passes: the next run builds it again
+            if out_of_descriptors(exc) and self._ssl.get(block) is task:
+                del self._ssl[block]  # a shortage passes: the next run builds it again
             raise
 
-    def _build(self, options: TlsOptions) -> asyncio.Task[ssl.SSLContext]:
-        task = self._ssl.get(options)
+    def _build(self, block: TlsBlock) -> asyncio.Task[ssl.SSLContext]:
+        task = self._ssl.get(block)
         if task is None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
+            build = asyncio.to_thread(build_context, block.options, block.alpn)
+            task = asyncio.get_running_loop().create_task(build)
             task.add_done_callback(_retrieve)
-            self._ssl[options] = task
+            self._ssl[block] = task
         return task
 
-    def prepare_tls(self, blocks: Iterable[TlsOptions]) -> None:
+    def prepare_tls(self, blocks: Iterable[TlsBlock]) -> None:
         """Start building each `tls:` block's context now, at load or apply, in threads: a
         check's first run must not pay for reading the CA bundle inside its duration."""
-        for options in blocks:
-            self._build(options)
+        for block in blocks:
+            self._build(block)
 
-    async def tls_ready(self, blocks: Iterable[TlsOptions]) -> None:
+    async def tls_ready(self, blocks: Iterable[TlsBlock]) -> None:
         """Wait until these blocks' contexts are built (before a run's clock starts); a load
         error is left for the probe to report."""
-        for options in blocks:
+        for options, alpn in blocks:
             with suppress(TlsSetupError):
-                await self.ssl_for(options)
+                await self.ssl_for(options, alpn)
 
     def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
         """Keep what a handshake with this target showed, for its reused connections."""

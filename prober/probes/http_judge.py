@@ -1,9 +1,10 @@
 """How an HTTP response is read and judged, whatever client fetched it.
 
 Pure functions on what a response showed (status, every header value, the protocol), so the
-aiohttp exchange and the lean HTTP/1.1 path judge alike, as blackbox_exporter does: Go's
+aiohttp exchange and the lean path (HTTP/1.1 or HTTP/2) judge alike, as blackbox_exporter does: Go's
 content length, redirects counted per redirect response, `valid_http_versions`,
-`fail_if_header_matches` / `fail_if_header_not_matches`, Last-Modified as unix time.
+`fail_if_ssl` / `fail_if_not_ssl`, `fail_if_header_matches` / `fail_if_header_not_matches`,
+Last-Modified as unix time.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def version_refused(spec: RequestSpec, version: str | None) -> str:
         return ""
     listed = ", ".join(spec.valid_http_versions)
     return f"{version or 'no version'} is not in valid_http_versions ({listed})"
+
+
+def ssl_refused(spec: RequestSpec, over_tls: bool) -> str:
+    """Why `fail_if_ssl` / `fail_if_not_ssl` fail the final response ("" if neither does),
+    judged on its connection as blackbox_exporter judges `resp.TLS`."""
+    if over_tls and spec.fail_if_ssl:
+        return "the final response came over TLS (fail_if_ssl)"
+    if not over_tls and spec.fail_if_not_ssl:
+        return "the final response did not come over TLS (fail_if_not_ssl)"
+    return ""
 
 
 def last_modified(headers: Headers) -> float | None:

@@ -10,7 +10,9 @@ them; a request's own headers stay at their origin, `net/redirects.py`), and by
 blackbox_exporter's (docs/research/blackbox.md §1.3, §1.11): cookies a hop sets go with the
 next hops to their host name; phases are summed over the hops, transfer is the final hop's.
 The body is decoded only for a `compression:` (`encoding.BodyReader`, through h1); TLS facts
-come from the chains h1 keeps (`tls.chain_facts`, as the aiohttp path's `peer_facts`).
+come from the chains h1 keeps (`tls.chain_facts`, as the aiohttp path's `peer_facts`). With
+`http2: true` each https hop offers ALPN h2 (its own SSL context) and speaks HTTP/2 where the
+server chooses it (h1's `alpn.Negotiated`); the reply is judged alike, version `HTTP/2.0`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from prober.probes.net.h1 import (
 )
 from prober.probes.net.redirects import FOLLOW_ANYWHERE
 from prober.probes.net.request import Request
-from prober.probes.net.tls import TlsSetupError, chain_facts, tls_reason
+from prober.probes.net.tls import TlsSetupError, chain_facts, request_tls, tls_reason
 from prober.result import HttpFacts, Phases, Reason, TlsFacts
 
 # Set to False to send every request through aiohttp (bench/harness.py measures both paths).
@@ -122,6 +124,7 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
             family,
             spec.max_body_bytes,
             spec.compression,
+            spec.http2,
         )
         try:
             response = await fetch(sent, ctx.deadline)
@@ -133,12 +136,13 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
 
 
 async def _ssl_context(ctx: ProbeContext, spec: RequestSpec, hops: _Hops) -> ssl.SSLContext | None:
-    """The check's SSL context (built once per `tls` block) for an https hop, else None."""
+    """The check's SSL context (built once per `tls` block and ALPN offer) for an https hop,
+    else None."""
     if not hops.url.lower().startswith("https:"):
         return None
     try:
         async with asyncio.timeout_at(ctx.deadline):
-            return await ctx.clients.ssl_for(spec.tls)
+            return await ctx.clients.ssl_for(*request_tls(spec))
     except TimeoutError:
         raise hops.stopped(Reason.TIMEOUT, "deadline reached while connecting") from None
     except TlsSetupError as exc:

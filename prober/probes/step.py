@@ -38,6 +38,7 @@ from prober.probes.http_judge import (
     http_version,
     last_modified,
     redirect_count,
+    ssl_refused,
     version_refused,
     wire_content_length,
 )
@@ -251,7 +252,8 @@ async def _run_lean(step: _Step, request: Request) -> StepRun:
         return step.failed(exc.reason, str(exc))
     step.lean_facts, step.end = reply.facts, reply.ended
     step.cut_short = reply.cut_short
-    return _judge(step, _Raw(reply.response, reply.cookies, reply.version))
+    tls = reply.facts.tls is not None
+    return _judge(step, _Raw(reply.response, reply.cookies, reply.version, tls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,7 @@ class _Raw:
     response: Response
     cookies: SimpleCookie
     version: str | None = None
+    over_tls: bool = False
 
 
 async def _send(step: _Step, request: Request) -> _Raw:
@@ -356,7 +359,7 @@ def _raw(step: _Step, resp: aiohttp.ClientResponse, body: bytes) -> _Raw:
     response = Response(
         resp.status, latency, headers, body, tls_expiry=tls.expiry, tls_version=tls.version
     )
-    return _Raw(response, cookies, version)
+    return _Raw(response, cookies, version, resp.url.scheme == "https")
 
 
 def _host(url: str) -> str:
@@ -396,7 +399,7 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
         expected = ", ".join(str(s) for s in spec.expected_status)
         after = f" after {step.cut_short}" if step.cut_short else ""
         return step.failed(Reason.STATUS, f"status {response.status}{after}, expected {expected}")
-    refused = version_refused(spec, raw.version)
+    refused = version_refused(spec, raw.version) or ssl_refused(spec, raw.over_tls)
     if refused:
         return step.failed(Reason.ASSERTION, refused)
     needs_json = any(a.needs_json for a in spec.assertions) or any(

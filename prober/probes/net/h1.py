@@ -1,8 +1,9 @@
-"""The lean request path: one HTTP/1.1 request over a fresh connection, on asyncio + httptools.
+"""The lean request path: one HTTP/1.1 request over a fresh connection, on asyncio + httptools
+(or HTTP/2 on `h2` where the request asks for it and the server chooses it by ALPN).
 
 A fraction of aiohttp's CPU per probe (docs/PERFORMANCE.md) for the common case: one request,
 plain or TLS through the loop's own `create_connection(ssl=...)`, `Connection: close`, no
-redirects (the caller follows them), no proxy, no HTTP/2, no pooling. It resolves with
+redirects (the caller follows them), no proxy, no pooling. It resolves with
 `loop.getaddrinfo` (IP literals skip it), connects to each address in turn, writes the
 request from the connection's callback and reads one response (`h1_exchange.Exchange`).
 Failures are `H1Error`s that name their phase; the caller maps them to Reasons.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
+from prober.probes.net.alpn import Negotiated
 from prober.probes.net.h1_exchange import Exchange
 from prober.probes.net.h1_values import (
     BodyTooLarge,
@@ -47,6 +49,7 @@ from prober.probes.net.h1_values import (
     TlsFailed,
     TlsSession,
 )
+from prober.probes.net.h2_exchange import H2Exchange, request_headers
 from prober.probes.net.tls import collect_handshakes
 
 __all__ = [
@@ -104,16 +107,8 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     tls_context = request.ssl_context if target.scheme == "https" else None
     if target.scheme == "https" and tls_context is None:
         raise InvalidRequest("an https request needs an ssl_context")
-    head = _request_head(request, target)
     loop = asyncio.get_running_loop()
-    exchange = Exchange(
-        head,
-        request.method,
-        request.max_body_bytes,
-        loop.create_future(),
-        tls_context is not None,
-        request.compression,
-    )
+    exchange = _exchange(request, target, loop.create_future(), tls_context is not None)
     try:
         async with asyncio.timeout_at(deadline):
             if target.literal is None:
@@ -141,7 +136,36 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     return response
 
 
-def _deadline_reached(exchange: Exchange) -> DeadlineReached:
+def _exchange(
+    request: H1Request, target: _Target, done: asyncio.Future[None], tls: bool
+) -> Exchange | Negotiated:
+    """The protocol for the connection: HTTP/1.1, or (https with `http2`) whichever of
+    HTTP/1.1 and HTTP/2 the handshake agrees on."""
+    http1 = Exchange(
+        _request_head(request, target),
+        request.method,
+        request.max_body_bytes,
+        done,
+        tls,
+        request.compression,
+    )
+    if not (tls and request.http2):
+        return http1
+    headers = request_headers(
+        request.method,
+        target.host_header,
+        target.request_target,
+        _checked_headers(request.headers),
+        _added_headers(request, target, {name.lower() for name, _ in request.headers}),
+        request.body,
+    )
+    http2 = H2Exchange(
+        headers, request.body, request.method, request.max_body_bytes, done, request.compression
+    )
+    return Negotiated(http1, http2)
+
+
+def _deadline_reached(exchange: Exchange | Negotiated) -> DeadlineReached:
     """The timeout as an H1Error, built here: a local of `fetch` holding it would make a
     cycle (its traceback holds the frame) that keeps the request's bytes until a collection."""
     timeline = exchange.timeline()
@@ -212,16 +236,23 @@ def _request_head(request: H1Request, target: _Target) -> bytes:
     if "host" not in names:
         lines.append(f"Host: {target.host_header}")
     lines.extend(f"{name}: {value}" for name, value in given)
-    if "accept" not in names:
-        lines.append("Accept: */*")
-    if request.compression and "accept-encoding" not in names:
-        lines.append(f"Accept-Encoding: {request.compression}")  # as the aiohttp path asks
-    if target.authorization is not None and "authorization" not in names:
-        lines.append(f"Authorization: {target.authorization}")
+    lines.extend(f"{name}: {value}" for name, value in _added_headers(request, target, names))
     if request.body or request.method in _BODY_METHODS:
         lines.append(f"Content-Length: {len(request.body)}")
     lines.append("Connection: close\r\n\r\n")
     return "\r\n".join(lines).encode("utf-8") + request.body
+
+
+def _added_headers(request: H1Request, target: _Target, names: set[str]) -> list[tuple[str, str]]:
+    """What h1 adds to the request's own headers (`names`, lower-cased), either protocol."""
+    added: list[tuple[str, str]] = []
+    if "accept" not in names:
+        added.append(("Accept", "*/*"))
+    if request.compression and "accept-encoding" not in names:
+        added.append(("Accept-Encoding", request.compression))  # as the aiohttp path asks
+    if target.authorization is not None and "authorization" not in names:
+        added.append(("Authorization", target.authorization))
+    return added
 
 
 def _checked_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
@@ -283,7 +314,7 @@ def _literal_family(host: str) -> socket.AddressFamily | None:
 
 async def _connect(
     loop: asyncio.AbstractEventLoop,
-    exchange: Exchange,
+    exchange: Exchange | Negotiated,
     addresses: list[tuple[socket.AddressFamily, str]],
     target: _Target,
     tls_context: ssl.SSLContext | None,

@@ -105,7 +105,7 @@ class Exchange(asyncio.Protocol):
         self._secured = now
         try:
             if self._tls:
-                self._session = _tls_session(transport)
+                self._session = tls_session(transport)
             self._transport.write(self._request)
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
@@ -167,7 +167,7 @@ class Exchange(asyncio.Protocol):
             raise ProtocolError(f"a response header is longer than {MAX_FIELD_BYTES} bytes")
         if len(self._headers) >= MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} response headers")
-        text = _header_text(value)
+        text = field_text(value)
         self._headers.append((name.decode("latin-1"), text))
         lowered = name.lower()
         if lowered in _FRAMING:
@@ -315,7 +315,7 @@ class Exchange(asyncio.Protocol):
         return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
 
 
-def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
+def tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
@@ -327,7 +327,7 @@ def _tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:
     )
 
 
-def _header_text(value: bytes) -> str:
+def field_text(value: bytes) -> str:
     """A header value as text: UTF-8 when its bytes are UTF-8, else Latin-1 (as step.py)."""
     try:
         return value.decode("utf-8")

@@ -37,7 +37,9 @@ class H1Request:
     Accept-Encoding only for a `compression` (which alone makes the body decoded).
     `ssl_context` is used for https URLs only;
     `server_hostname` (SNI and the name the certificate must match) defaults to the URL's
-    host. `max_body_bytes` caps the body as decoded, as the checks see it.
+    host. `max_body_bytes` caps the body as decoded, as the checks see it. With `http2`, an
+    https request whose `ssl_context` offers h2 by ALPN speaks HTTP/2 if the server chooses
+    it (`alpn.Negotiated`); plain http stays HTTP/1.1 (no h2c, as Go's client).
     """
 
     method: str
@@ -49,6 +51,7 @@ class H1Request:
     family: socket.AddressFamily = socket.AF_UNSPEC
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     compression: Compression | None = None
+    http2: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from prober.config.model import TlsOptions
+from prober.config.model import RequestSpec, TlsOptions
 from prober.probes.net.certs import earliest_expiry, leaf_info, served_chain, verified_chain
 from prober.result import Reason, TlsFacts
 
@@ -33,6 +34,23 @@ _VERSION_NAMES = {
     "TLSv1.2": "TLS 1.2",
     "TLSv1.3": "TLS 1.3",
 }
+
+
+# What an http check with `http2: true` offers by ALPN, as Go's client does (h2 first).
+HTTP2_ALPN = ("h2", "http/1.1")
+
+
+class TlsBlock(NamedTuple):
+    """A `tls:` block and the ALPN protocols offered with it: one SSL context each (ALPN is
+    set per context, so an http2 check's context is not an HTTP/1.1 check's)."""
+
+    options: TlsOptions
+    alpn: tuple[str, ...] = ()
+
+
+def request_tls(spec: RequestSpec) -> TlsBlock:
+    """The block an HTTP request's context is built from: with h2 offered for `http2`."""
+    return TlsBlock(spec.tls, HTTP2_ALPN if spec.http2 else ())
 
 
 # Where the handshakes started in the current request's context are collected.
@@ -84,8 +102,9 @@ def collect_handshakes(into: list[TimedSSLObject]) -> Iterator[None]:
         _HANDSHAKES.reset(token)
 
 
-def build_context(options: TlsOptions) -> ssl.SSLContext:
-    """A client context for these options. Reads the CA and key files: call it off the loop."""
+def build_context(options: TlsOptions, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A client context for these options, offering `alpn` (none if empty). Reads the CA and
+    key files: call it off the loop."""
     try:
         context = ssl.create_default_context(cafile=options.ca_file)
         if options.cert_file:
@@ -96,6 +115,8 @@ def build_context(options: TlsOptions) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     _limit_versions(context, options)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     context.sslobject_class = TimedSSLObject
     return context
 

@@ -1,0 +1,354 @@
+"""One HTTP/2 exchange on a fresh TLS connection: an asyncio.Protocol that drives an `h2`
+state machine, for the lean path's requests with `http2: true` whose server chose h2.
+
+The shape of h1_exchange (and of grpc_call): the request goes out in `connection_made`
+(the preface, one HEADERS frame, DATA frames for the body as flow control allows), every
+stamp is taken in a transport callback, and the outcome is h1's own values (`H1Response`,
+`ResponseHead`, `Timeline`, `H1Error`s), so the lean path judges both alike. Processing is
+from the request sent to the response's HEADERS, transfer from there to its END_STREAM;
+trailers are ignored, as Go's client keeps them apart from the headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from typing import cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from prober.config.model import Compression
+from prober.probes.net.h1_body import BodyBuffer
+from prober.probes.net.h1_exchange import MAX_FIELD_BYTES, MAX_HEADERS, field_text, tls_session
+from prober.probes.net.h1_values import (
+    H1Error,
+    H1Response,
+    InvalidRequest,
+    NetworkError,
+    PeerReset,
+    ProtocolError,
+    ResponseHead,
+    Timeline,
+    TlsSession,
+)
+from prober.probes.net.tls import TimedSSLObject
+
+# What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
+HTTP2_VERSION = "2.0"
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_NO_BODY_STATUSES = frozenset({204, 304})
+# Headers of HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 §8.2.2).
+_CONNECTION_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
+)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Our SETTINGS: no server push; h2's own defaults otherwise (100 streams, 64 KiB head list).
+_SETTINGS = {
+    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+}
+
+
+def request_headers(
+    method: str,
+    authority: str,
+    path: str,
+    given: list[tuple[str, str]],
+    extra: list[tuple[str, str]],
+    body: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """The request's HEADERS as HTTP/2 sends them: the pseudo-headers first (a Host header
+    given becomes `:authority`, as Go sends it), names lower-cased, connection headers left
+    out; `given` are the check's (already checked by h1), `extra` what h1 would add."""
+    host = next((v for n, v in given if n.lower() == "host"), authority)
+    headers = [(":method", method), (":authority", host), (":scheme", "https"), (":path", path)]
+    for name, value in (*given, *extra):
+        lowered = name.lower()
+        if lowered in _CONNECTION_HEADERS or (lowered == "te" and value.lower() != "trailers"):
+            continue
+        headers.append((lowered, value.strip()))  # h2 refuses a value with outer spaces
+    if body or method in _BODY_METHODS:
+        headers.append(("content-length", str(len(body))))
+    return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
+
+
+class H2Exchange(asyncio.Protocol):
+    """Sends one request on stream 1 when the connection is ready and reads its response.
+
+    `done` resolves when the stream has ended, or fails with an H1Error (or, for a bug in
+    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
+    """
+
+    def __init__(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        method: str,
+        cap: int,
+        done: asyncio.Future[None],
+        compression: Compression | None = None,
+    ) -> None:
+        self._request_headers = headers
+        self._outgoing = body
+        self._sent = 0
+        self._request_ended = False
+        self._is_head = method == "HEAD"
+        self._cap = cap
+        self._compression = compression
+        self.done = done
+        self.handshakes: list[TimedSSLObject] = []
+        self.started = time.perf_counter()
+        self.resolved = 0.0
+        self._connected = self._secured = self._written = 0.0
+        self._first_byte = self._last_byte = self._ended = 0.0
+        self._transport: asyncio.Transport | None = None
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self._h2.local_settings = h2.settings.Settings(client=True, initial_values=_SETTINGS)
+        self._stream = 1
+        self._peer = ""
+        self._session: TlsSession | None = None
+        self._any_byte = False
+        self._finished = False
+        self._status = 0
+        self._headers: list[tuple[str, str]] = []
+        self._body: BodyBuffer | None = None
+        self._result = b""
+
+    # Transport callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        now = time.perf_counter()
+        self._transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
+        self._connected = self._handshake_started() or now
+        self._secured = now
+        try:
+            self._session = tls_session(transport)
+            self._h2.initiate_connection()
+            self._stream = self._h2.get_next_available_stream_id()
+            empty = not self._outgoing  # a POST without one says `content-length: 0`
+            self._h2.send_headers(self._stream, self._request_headers, end_stream=empty)
+            self._request_headers = []
+            self._request_ended = empty
+            self._send_body()
+        except h2.exceptions.ProtocolError as exc:
+            # Never h2's words here: they would quote a header value of the request.
+            kind = type(exc).__name__
+            self._fail(InvalidRequest(f"the request cannot be sent over HTTP/2 ({kind})"))
+        except Exception as exc:  # a bug here must end the request, not leave it to hang
+            self._fail(exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self._finished:
+            return
+        if not self._any_byte and data.startswith(b"HTTP/"):
+            self._fail(ProtocolError("the server chose h2 by ALPN but answered in HTTP/1.x"))
+            return
+        self._any_byte = True
+        try:
+            for event in self._h2.receive_data(data):
+                self._handle(event, now)
+                if self._finished:
+                    return
+            self._send_body()
+        except h2.exceptions.ProtocolError as exc:
+            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}"))
+        except H1Error as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        self._closed(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc)
+
+    # HTTP/2 events.
+
+    def _handle(self, event: h2.events.Event, now: float) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            self._head_arrived(event, now)
+        elif isinstance(event, h2.events.DataReceived):
+            if self._body is not None and event.data:
+                self._body.feed(event.data)
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._complete(now)
+        elif isinstance(event, h2.events.StreamReset):
+            raise PeerReset(f"the server reset the stream ({_code(event.error_code)})")
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            graceful = event.error_code == ErrorCodes.NO_ERROR
+            if not graceful or (event.last_stream_id or 0) < self._stream:
+                raise PeerReset(
+                    f"the server closed the connection (GOAWAY {_code(event.error_code)})"
+                )
+        # Trailers, interim (1xx) heads, SETTINGS and WINDOW_UPDATE need nothing more here:
+        # `_send_body` goes on with the body once the window has room.
+
+    def _head_arrived(self, event: h2.events.ResponseReceived, now: float) -> None:
+        raw = cast(list[tuple[bytes, bytes]], event.headers or [])
+        headers: list[tuple[str, str]] = []
+        for name, value in raw:
+            if name == b":status":
+                self._status = int(value)  # h2 has checked it is three digits
+            elif not name.startswith(b":"):
+                if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
+                    raise ProtocolError(f"a response header is longer than {MAX_FIELD_BYTES} bytes")
+                headers.append((name.decode("latin-1"), field_text(value)))
+        if len(headers) > MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} response headers")
+        self._headers = headers
+        self._first_byte = now
+        self._body = BodyBuffer(self._cap, self._compression)
+
+    def _complete(self, now: float) -> None:
+        """The response's stream ended: keep the body, stamp its end, hang up."""
+        if self._body is None:
+            raise ProtocolError("the stream ended without response headers")
+        self._result = self._body.finish()
+        self._finished = True
+        self._last_byte = self._ended = now
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._transport is not None:
+            self._h2.close_connection()
+            self._flush()
+            self._transport.close()
+
+    # The request's body, as flow control allows.
+
+    def _send_body(self) -> None:
+        """Send what the stream's window allows; end the stream with the last of it."""
+        if not self._request_ended:
+            connection, stream = self._h2, self._stream
+            while self._sent < len(self._outgoing):
+                room = min(
+                    connection.local_flow_control_window(stream),
+                    connection.max_outbound_frame_size,
+                    len(self._outgoing) - self._sent,
+                )
+                if room <= 0:
+                    break
+                connection.send_data(stream, self._outgoing[self._sent : self._sent + room])
+                self._sent += room
+            if self._sent >= len(self._outgoing):
+                connection.end_stream(stream)
+                self._request_ended = True
+                self._outgoing = b""  # not kept for the run's rest (h1_exchange does the same)
+        self._flush()
+        if self._request_ended and not self._written:
+            self._written = time.perf_counter()
+
+    def _flush(self) -> None:
+        outgoing = self._h2.data_to_send()
+        if outgoing and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(outgoing)
+
+    # Outcome.
+
+    def _fail(self, exc: BaseException) -> None:
+        self._finished = True
+        self._ended = self._ended or time.perf_counter()
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _closed(self, exc: BaseException | None) -> None:
+        """The peer hung up (or the transport failed) before the stream ended."""
+        if self._finished:
+            return
+        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
+            self._fail(PeerReset(f"connection reset by the peer: {exc.strerror}"))
+        elif exc is not None:
+            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
+        elif self._body is None:
+            what = "response" if not self._any_byte else "response headers"
+            self._fail(PeerReset(f"the server closed the connection before the {what}"))
+        else:
+            self._fail(ProtocolError("the server closed the connection before the body ended"))
+
+    def abort(self) -> None:
+        """Drop the connection unless the response completed (then it is already closing)."""
+        if not self._finished:
+            self._finished = True
+            self._ended = self._ended or time.perf_counter()
+            if self._transport is not None:
+                self._transport.abort()
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # seen: a failure that came after the deadline is moot
+
+    def release(self) -> None:
+        """Drop the transport and the request once the exchange is over (after `abort`)."""
+        self._transport = None
+        self._outgoing = b""
+
+    def _handshake_started(self) -> float:
+        return self.handshakes[0].handshake_started if self.handshakes else 0.0
+
+    def timeline(self) -> Timeline:
+        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
+        return Timeline(
+            started=self.started,
+            resolved=self.resolved,
+            connected=self._connected or self._handshake_started(),
+            secured=self._secured,
+            written=self._written,
+            first_byte=self._first_byte,
+            last_byte=self._last_byte,
+            ended=self._ended or time.perf_counter(),
+        )
+
+    def head(self) -> ResponseHead | None:
+        """The response's status and headers, once its HEADERS have arrived."""
+        if self._body is None:
+            return None
+        return ResponseHead(
+            self._status, HTTP2_VERSION, tuple(self._headers), self._session, self._peer
+        )
+
+    def response(self) -> H1Response:
+        """The whole response; call once `done` has resolved without error."""
+        return H1Response(
+            status=self._status,
+            reason="",  # HTTP/2 has no reason phrase
+            http_version=HTTP2_VERSION,
+            headers=tuple(self._headers),
+            body=self._result,
+            wire_length=self._body.wire_length if self._body is not None else 0,
+            content_length=self._content_length(),
+            tls=self._session,
+            timeline=self.timeline(),
+            peer_address=self._peer,
+        )
+
+    def _content_length(self) -> int:
+        raw = next((v for n, v in reversed(self._headers) if n == "content-length"), None)
+        if raw is not None and raw.strip().isdigit():
+            return int(raw)
+        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
+
+
+def _code(code: ErrorCodes | int | None) -> str:
+    """An HTTP/2 error code by name (a number h2 does not know, as a number)."""
+    return code.name if isinstance(code, ErrorCodes) else str(code)
+
+
+def _h2_text(exc: h2.exceptions.ProtocolError) -> str:
+    """h2's own words about what the server sent, without the bytes it quotes (a header
+    value), short and printable; else the error's kind."""
+    text = str(exc).split(" b'", 1)[0].split(' b"', 1)[0].rstrip(" :.")
+    return text if text and len(text) <= 120 and text.isprintable() else type(exc).__name__
