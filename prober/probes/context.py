@@ -34,6 +34,10 @@ _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 _WRAP_DEPTH = 4
 
 
+# ALPN protocol names a context offers, e.g. ("h2",) for gRPC; () offers none.
+Alpn = tuple[str, ...]
+
+
 def out_of_descriptors(exc: BaseException | None) -> bool:
     """Whether `exc`, or an error it wraps, says no file descriptor is left (EMFILE, ENFILE).
 
@@ -248,13 +252,14 @@ class HttpClients:
 
     Fresh-connection sessions use `force_close` so each probe pays DNS, connect and TLS like
     a new user does (blackbox_exporter's default); keep-alive sessions pool connections.
-    Also keeps one SSL context per distinct `TlsOptions` (used by tcp checks too).
+    Also keeps one SSL context per distinct `TlsOptions` and ALPN list (used by tcp,
+    websocket and, offering h2, grpc checks too), all dropped together on a reload.
     """
 
     def __init__(self, user_agent: str) -> None:
         self._user_agent = user_agent
         self._sessions: dict[tuple[bool, socket.AddressFamily, bool], aiohttp.ClientSession] = {}
-        self._ssl: dict[TlsOptions, asyncio.Task[ssl.SSLContext]] = {}
+        self._ssl: dict[tuple[TlsOptions, Alpn], asyncio.Task[ssl.SSLContext]] = {}
         # Last TLS facts per (host, port, options): a reused keep-alive connection shows no
         # handshake, but its certificate is still the one seen when it was made.
         self._peers: dict[tuple[str, int, TlsOptions], PeerFacts] = {}
@@ -296,28 +301,29 @@ class HttpClients:
             self._sessions[key] = session
         return session
 
-    async def ssl_for(self, options: TlsOptions) -> ssl.SSLContext:
-        """The SSL context for these options, built once, in a thread.
+    async def ssl_for(self, options: TlsOptions, alpn: Alpn = ()) -> ssl.SSLContext:
+        """The SSL context for these options (offering `alpn`), built once, in a thread.
 
         CA and key files are read there, never on the loop nor per probe. A load error is
         kept and raised again until `forget_tls` (a reload): a broken file is not re-read
         on every run. A shortage of file descriptors is not kept: it says nothing of the files.
         """
-        task = self._build(options)
+        task = self._build(options, alpn)
         try:
             # Shielded: one probe's deadline must not cancel a build that others wait on.
             return await asyncio.shield(task)
         except TlsSetupError as exc:
-            if out_of_descriptors(exc) and self._ssl.get(options) is task:
-                del self._ssl[options]  # a shortage passes: the next run builds it again
+            if out_of_descriptors(exc) and self._ssl.get((options, alpn)) is task:
+                del self._ssl[(options, alpn)]  # a shortage passes: the next run builds again
             raise
 
-    def _build(self, options: TlsOptions) -> asyncio.Task[ssl.SSLContext]:
-        task = self._ssl.get(options)
+    def _build(self, options: TlsOptions, alpn: Alpn = ()) -> asyncio.Task[ssl.SSLContext]:
+        task = self._ssl.get((options, alpn))
         if task is None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(build_context, options))
+            build = asyncio.to_thread(_context_offering, options, alpn)
+            task = asyncio.get_running_loop().create_task(build)
             task.add_done_callback(_retrieve)
-            self._ssl[options] = task
+            self._ssl[(options, alpn)] = task
         return task
 
     def prepare_tls(self, blocks: Iterable[TlsOptions]) -> None:
@@ -391,6 +397,14 @@ class RequestBody(aiohttp.payload.Payload):
         """Abort the connection this body went out on, dropping whatever is still unsent."""
         if self._transport is not None:
             self._transport.abort()
+
+
+def _context_offering(options: TlsOptions, alpn: Alpn) -> ssl.SSLContext:
+    """`build_context`, offering `alpn` when given (ALPN is per context)."""
+    context = build_context(options)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
 
 
 def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
