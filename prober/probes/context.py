@@ -22,6 +22,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from prober.config.model import Check, FlowCheck, HttpCheck, IpProtocol, TcpCheck, TlsOptions
+from prober.config.model_checks import DnsCheck
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.net.tls import PeerFacts, TimedSSLObject, TlsSetupError, build_context
@@ -149,6 +150,8 @@ def tls_blocks(check: Check) -> frozenset[TlsOptions]:
     if isinstance(check, FlowCheck):
         return frozenset(step.tls for step in check.steps)
     if isinstance(check, TcpCheck) and check.use_tls:
+        return frozenset({check.tls})
+    if isinstance(check, DnsCheck) and check.dns_over_tls:
         return frozenset({check.tls})
     return frozenset()
 
