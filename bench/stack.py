@@ -264,11 +264,12 @@ async def start_stack(
     through a Relay of their own (so their path can be cut alone)."""
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before any I/O)
     log = directory / "stack.log"
-    sim_port, reference_port = free_port(), free_port()
+    sim_port, grpc_port, reference_port = free_port(), free_port(), free_port()
     sim = await Proc(
         "sim",
         prober_argv("sim", "--listen", f"127.0.0.1:{sim_port}", "--latency-ms", "1",
-                    "--latency-jitter-ms", "0", "--seed", "7"),
+                    "--latency-jitter-ms", "0", "--seed", "7",
+                    "--grpc-listen", f"127.0.0.1:{grpc_port}"),
         log=log,
     ).start()  # fmt: skip
     reference = await Proc(
@@ -281,12 +282,16 @@ async def start_stack(
     relays: list[Relay] = []
     for name in vantages:
         relay = await Relay(sim_port).start() if name in relayed else None
-        if relay is not None:
-            relays.append(relay)
+        grpc_relay = await Relay(grpc_port).start() if name in relayed else None
+        if relay is not None and grpc_relay is not None:
+            relays += [relay, grpc_relay]  # a cut path cuts both
         platform_port = relay.port if relay is not None else sim_port
+        grpc_at = grpc_relay.port if grpc_relay is not None else grpc_port
         env = dict(os.environ)
         env.update(
             PLATFORM_URL=f"http://127.0.0.1:{platform_port}",
+            PLATFORM_WS_URL=f"ws://127.0.0.1:{platform_port}",
+            PLATFORM_GRPC=f"127.0.0.1:{grpc_at}",
             CANARY_URL=f"http://127.0.0.1:{reference_port}",
             PROBER_VANTAGE=name,
         )

@@ -151,7 +151,8 @@ class DnsFacts:
     a TCP handshake over tcp) and processing (the query's round trip). The record counts of
     each section are None without a response; `serial` is the answer's SOA serial for a SOA
     query (0 without one) and None for other types; `lookup_time` is the server name's
-    resolution (None when it did not finish), as blackbox_exporter's."""
+    resolution (None when it did not finish), as blackbox_exporter's. Over TLS
+    (`dns_over_tls`) the handshake is the tls phase and `tls` what it showed."""
 
     phases: Phases = Phases()
     answer_count: int | None = None
@@ -159,6 +160,7 @@ class DnsFacts:
     authority_count: int | None = None
     additional_count: int | None = None
     serial: int | None = None
+    tls: TlsFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ log = logging.getLogger("prober")
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_SIM_LISTEN = "127.0.0.1:8180"
 DEFAULT_REFERENCE_LISTEN = "127.0.0.1:8181"
+DEFAULT_SIM_GRPC_LISTEN = "127.0.0.1:8182"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SIM_LISTEN,
         help=f"where the simulated platform listens (default: {DEFAULT_SIM_LISTEN}; port 0 "
         "picks a free one)",
+    )
+    demo.add_argument(
+        "--sim.grpc-listen-address",
+        dest="sim_grpc_listen",
+        default=DEFAULT_SIM_GRPC_LISTEN,
+        help="where the simulated platform's gRPC health service listens (default: "
+        f"{DEFAULT_SIM_GRPC_LISTEN}; port 0 picks a free one)",
     )
     demo.add_argument(
         "--reference.listen-address",

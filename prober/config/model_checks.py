@@ -255,7 +255,8 @@ class TcpCheck(CheckBase):
 
 
 class DnsCheck(CheckBase):
-    """Resolve a name, optionally against a given server, and judge the answers."""
+    """Resolve a name, optionally against a given server, and judge the answers; over UDP,
+    TCP or TLS (`dns_over_tls`, RFC 7858: TCP and TLS, port 853 unless `server` names one)."""
 
     kind: Literal["dns"]
     query_name: str
@@ -263,6 +264,8 @@ class DnsCheck(CheckBase):
     query_class: QueryClass = "IN"
     recursion_desired: bool = True
     transport_protocol: Literal["udp", "tcp"] = "udp"
+    dns_over_tls: bool = False
+    tls: TlsOptions = Field(default_factory=TlsOptions)
     server: str | None = None
     valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
     answer_regex: Regexes = Field(default_factory=list)
@@ -272,6 +275,17 @@ class DnsCheck(CheckBase):
     validate_additional_rrs: RecordValidation = Field(default_factory=RecordValidation)
     ip_protocol: IpProtocol = "either"
     source_ip_address: SourceAddress | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_over_tcp(cls, data: Any) -> Any:
+        """DoT runs over TCP: `transport_protocol` defaults to tcp with it; udp is refused
+        (blackbox_exporter refuses it too)."""
+        if not isinstance(data, dict) or data.get("dns_over_tls") is not True:
+            return data
+        if data.get("transport_protocol", "tcp") != "tcp":
+            raise ValueError("dns_over_tls runs over TCP: set transport_protocol: tcp or drop it")
+        return {**data, "transport_protocol": "tcp"}
 
     @field_validator("server")
     @classmethod

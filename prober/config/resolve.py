@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from prober.config.located import ConfigIssue, KeyPath
-from prober.config.model import FlowCheck, HttpCheck, RequestSpec, check_kind, valid_name
+from prober.config.model import (
+    FlowCheck,
+    GrpcCheck,
+    HttpCheck,
+    RequestSpec,
+    WebsocketCheck,
+    check_kind,
+    valid_name,
+)
 from prober.config.model_checks import Check, TimingDefaults, written_duration
 from prober.config.read import ConfigDocument, read_text, unreadable
 from prober.config.secrets import Secret
@@ -189,22 +197,33 @@ def request_templates(request: RequestSpec) -> Iterator[tuple[KeyPath, Template]
             yield ("json", *key), template
 
 
+def sent_templates(check: Check) -> Iterator[Template]:
+    """The templates a check sends apart from its URL: http and flow headers and bodies, a
+    websocket check's headers, a grpc check's metadata (where tokens and passwords go)."""
+    if isinstance(check, WebsocketCheck):
+        yield from check.headers.values()
+    elif isinstance(check, GrpcCheck):
+        yield from check.metadata.values()
+    else:
+        requests: list[RequestSpec] = []
+        if isinstance(check, FlowCheck):
+            requests = list(check.steps)
+        elif isinstance(check, HttpCheck):
+            requests = [check]
+        for request in requests:
+            yield from (t for key, t in request_templates(request) if key[0] != "url")
+
+
 def sensitive_values(
     checks: list[Check], secrets: Mapping[str, Secret], env: Mapping[str, str]
 ) -> frozenset[str]:
-    """Secret values, plus env values that headers and bodies use (tokens, passwords).
+    """Secret values, plus env values that headers, bodies and metadata use (tokens,
+    passwords).
 
-    Environment values in a tcp check's `send` lines are added by the loader (`sent`).
+    Environment values in a tcp or websocket check's `send` are added by the loader (`sent`).
     """
     values = {s.reveal() for s in secrets.values()}
     for check in checks:
-        requests = (
-            check.steps
-            if isinstance(check, FlowCheck)
-            else ([check] if isinstance(check, HttpCheck) else [])
-        )
-        for request in requests:
-            for key, template in request_templates(request):
-                if key[0] != "url":
-                    values.update(env[n] for n in template.names if n in env and n not in secrets)
+        for template in sent_templates(check):
+            values.update(env[n] for n in template.names if n in env and n not in secrets)
     return frozenset(v for v in values if v)

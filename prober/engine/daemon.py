@@ -17,7 +17,8 @@ from prober.engine.loop import LoopLagMonitor, settle_heap
 from prober.engine.runner import RunEnvironment, run_check
 from prober.engine.scheduler import Scheduler
 from prober.engine.shard import Shard, owned_checks
-from prober.probes.context import HttpClients, tls_blocks
+from prober.probes.context import HttpClients
+from prober.probes.net.tls import tls_blocks
 from prober.probes.sessions import SessionStore
 from prober.result import Reason
 from prober.sinks.log import Throttled, log_failure, log_recovery

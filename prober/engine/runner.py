@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from prober.config.model import Check
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
-from prober.probes.context import HttpClients, ProbeContext, tls_blocks
+from prober.probes.context import HttpClients, ProbeContext
+from prober.probes.net.tls import tls_blocks
 from prober.probes.recorder import StepRecorder
 from prober.probes.registry import probe_for
 from prober.probes.sessions import SessionStore

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractStreamWriter, ResolveResult
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
-from prober.config.model import Check, FlowCheck, HttpCheck, IpProtocol, TcpCheck, TlsOptions
+from prober.config.model import IpProtocol, TlsOptions
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.net.tls import (
@@ -30,7 +30,6 @@ from prober.probes.net.tls import (
     TlsBlock,
     TlsSetupError,
     build_context,
-    request_tls,
 )
 from prober.probes.recorder import StepRecorder
 from prober.probes.sessions import SessionStore
@@ -39,6 +38,9 @@ FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "either": socket.AF_U
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 # How many wrapped errors `out_of_descriptors` follows (aiohttp wraps once or twice).
 _WRAP_DEPTH = 4
+
+
+# ALPN protocol names a context offers, e.g. ("h2",) for gRPC; () offers none.
 
 
 def out_of_descriptors(exc: BaseException | None) -> bool:
@@ -144,18 +146,6 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
-def tls_blocks(check: Check) -> frozenset[TlsBlock]:
-    """The `tls:` blocks a check's requests use (an http check's even without https in its
-    URL: a redirect may go there, and the default block is shared by every check)."""
-    if isinstance(check, HttpCheck):
-        return frozenset({request_tls(check)})
-    if isinstance(check, FlowCheck):
-        return frozenset(request_tls(step) for step in check.steps)
-    if isinstance(check, TcpCheck) and check.use_tls:
-        return frozenset({TlsBlock(check.tls)})
-    return frozenset()
-
-
 class HopRecorder:
     """A per-request client middleware, called once per hop (redirects too): times the hop
     from its connection to its response headers, and keeps the request's own cookie jar.
@@ -255,7 +245,8 @@ class HttpClients:
 
     Fresh-connection sessions use `force_close` so each probe pays DNS, connect and TLS like
     a new user does (blackbox_exporter's default); keep-alive sessions pool connections.
-    Also keeps one SSL context per distinct `TlsOptions` (used by tcp checks too).
+    Also keeps one SSL context per distinct `TlsOptions` and ALPN list (used by tcp,
+    websocket and, offering h2, grpc checks too), all dropped together on a reload.
     """
 
     def __init__(self, user_agent: str) -> None:

@@ -1,10 +1,11 @@
 """`kind: dns`: one query with dnspython, judged on rcode, records and their text.
 
-The query goes over UDP (retried over TCP when the answer is truncated) or TCP
-(`transport_protocol`) to `server` or the host's first nameserver. Phases, as
-blackbox_exporter's `probe_dns_duration_seconds`: resolve (the server's own name), connect
-(the socket; the TCP handshake over tcp) and processing (the query's round trip, blackbox's
-`request`).
+The query goes over UDP (retried over TCP when the answer is truncated), TCP
+(`transport_protocol`) or TLS (`dns_over_tls`, port 853 by default) to `server` or the
+host's first nameserver. Phases, as blackbox_exporter's `probe_dns_duration_seconds`:
+resolve (the server's own name), connect (the socket; the TCP handshake over tcp), tls (the
+TLS handshake, which blackbox counts in connect) and processing (the query's round trip,
+blackbox's `request`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ import dns.rdatatype
 import dns.resolver
 
 from prober.config.model import DnsCheck
-from prober.probes.context import ProbeContext
-from prober.probes.dns_exchange import ExchangeClock, Server, exchange
+from prober.probes.context import ProbeContext, out_of_descriptors
+from prober.probes.dns_exchange import ExchangeClock, Secured, Server, exchange
 from prober.probes.dns_records import record_lines, soa_serial, validate_records
+from prober.probes.net.tls import TlsSetupError
 from prober.probes.single_step import ProbeFailure, resolve, run_one_step
 from prober.result import AssertionOutcome, DnsFacts, Outcome, Phases, Reason, StepResult, shown
 
 STEP_NAME = "query"
 FACTS = DnsFacts
 DNS_PORT = 53
+DOT_PORT = 853  # RFC 7858
 _system_servers: tuple[str, ...] | None = None
 
 
@@ -49,13 +52,16 @@ class _Query:
 
     def phases(self, end: float) -> Phases:
         """Each phase from its start to its end; one cut short by a failure ends at `end`."""
+        clock = self.clock
         resolved = self.resolved or end
-        connected = self.clock.connected or (end if self.resolved else resolved)
-        answered = self.clock.answered or (end if self.clock.connected else connected)
+        connected = clock.connected or (end if self.resolved else resolved)
+        secured = clock.secured or (end if clock.in_handshake else connected)
+        answered = clock.answered or (end if clock.connected else secured)
         return Phases(
             resolve=resolved - self.start,
             connect=connected - resolved,
-            processing=answered - connected,
+            tls=secured - connected,
+            processing=answered - secured,
         )
 
     def facts(self, end: float) -> DnsFacts:
@@ -76,18 +82,19 @@ class _Query:
             authority_count=counts[1],
             additional_count=counts[2],
             serial=self.serial,
+            tls=self.clock.tls,
         )
 
 
-def split_server(server: str) -> tuple[str, int]:
+def split_server(server: str, default_port: int = DNS_PORT) -> tuple[str, int]:
     """`1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:5353`, `ns.example:53` -> (host, port)."""
     if server.startswith("["):
         host, _, rest = server[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else DNS_PORT
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
     if server.count(":") == 1:
         host, _, port = server.partition(":")
         return host, int(port)
-    return server, DNS_PORT
+    return server, default_port
 
 
 async def run(check: DnsCheck, ctx: ProbeContext) -> Outcome:
@@ -119,21 +126,24 @@ def _request_line(check: DnsCheck, server: str) -> str:
     """`DNS A api.example.com @192.0.2.53:53`, with the class and transport where not the
     defaults."""
     extras = [f"class {check.query_class}"] if check.query_class != "IN" else []
-    if check.transport_protocol != "udp":
+    if check.dns_over_tls:
+        extras.append("over TLS")
+    elif check.transport_protocol != "udp":
         extras.append(f"over {check.transport_protocol}")
     tail = f" ({', '.join(extras)})" if extras else ""
     return f"DNS {check.query_type} {check.query_name} @{server or '?'}{tail}"
 
 
 async def _ask(check: DnsCheck, ctx: ProbeContext, state: _Query) -> dns.message.Message:
-    server = await _server(check)
+    server, host = await _server(check)
     state.resolved = time.perf_counter()
     state.server = server.shown
     query = _query(check)
+    secured = await _secured(check, ctx, host)
     state.stage = f"waiting for {state.server}"
     timeout = max(ctx.remaining(), 0.001)
     tcp = check.transport_protocol == "tcp"
-    response = await exchange(query, server, tcp, timeout, state.clock)
+    response = await exchange(query, server, tcp, timeout, state.clock, secured)
     state.response = response
     return response
 
@@ -149,19 +159,34 @@ def _query(check: DnsCheck) -> dns.message.Message:
     return query
 
 
-async def _server(check: DnsCheck) -> Server:
-    """The server's address, resolving its name with the check's ip_protocol."""
+async def _secured(check: DnsCheck, ctx: ProbeContext, host: str) -> Secured | None:
+    """For DoT, the check's SSL context (built at apply) and the name to verify: `tls`'s
+    `server_name`, else the server as written (blackbox_exporter's default)."""
+    if not check.dns_over_tls:
+        return None
+    try:
+        context = await ctx.clients.ssl_for(check.tls)
+    except TlsSetupError as exc:
+        reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS
+        raise ProbeFailure(reason, str(exc)) from None
+    return Secured(context, check.tls.server_name or host)
+
+
+async def _server(check: DnsCheck) -> tuple[Server, str]:
+    """The server's address, resolving its name with the check's ip_protocol; and its name
+    as written."""
+    default_port = DOT_PORT if check.dns_over_tls else DNS_PORT
     if check.server is None:
         servers = await _system_nameservers()
         if not servers:
             raise ProbeFailure(Reason.DNS, "no server given and the host has no nameserver")
-        host, port = servers[0], DNS_PORT
+        host, port = servers[0], default_port
     else:
-        host, port = split_server(check.server)
+        host, port = split_server(check.server, default_port)
     kind = socket.SOCK_STREAM if check.transport_protocol == "tcp" else socket.SOCK_DGRAM
     addresses = await resolve(host, port, check.ip_protocol, kind, f"server {host}")
     family, sockaddr = addresses[0]
-    return Server(str(sockaddr[0]), port, family, check.source_ip_address)
+    return Server(str(sockaddr[0]), port, family, check.source_ip_address), host
 
 
 async def _system_nameservers() -> tuple[str, ...]:

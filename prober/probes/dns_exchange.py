@@ -1,4 +1,5 @@
-"""One DNS exchange with a server, over UDP (retried over TCP when truncated) or TCP.
+"""One DNS exchange with a server, over UDP (retried over TCP when truncated), TCP or TLS
+(DNS over TLS, RFC 7858: the TCP exchange inside a TLS session, its handshake timed apart).
 
 The UDP socket is *connected* to the server, as miekg/dns's is in blackbox_exporter: the
 kernel then hands the ICMP "port unreachable" of a closed port back to the socket, asyncio
@@ -10,6 +11,7 @@ is given a destination, so the socket is made here and passed to dnspython's que
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -19,16 +21,34 @@ import dns.exception
 import dns.message
 
 from prober.probes.context import out_of_descriptors
+from prober.probes.net.tls import TimedSSLObject, collect_handshakes, peer_facts, tls_reason
 from prober.probes.single_step import ProbeFailure
-from prober.result import Reason
+from prober.result import Reason, TlsFacts
 
 
 @dataclass
 class ExchangeClock:
-    """When the socket was ready and when the response came (perf_counter; 0: not yet)."""
+    """When the socket was connected, its TLS handshake done (DoT) and the response came
+    (perf_counter; 0: not yet), and what the handshake showed."""
 
     connected: float = 0.0
+    secured: float = 0.0
     answered: float = 0.0
+    over_tls: bool = False
+    tls: TlsFacts | None = None
+
+    @property
+    def in_handshake(self) -> bool:
+        """Connected over TLS, the handshake not done: time so far is the tls phase's."""
+        return self.over_tls and bool(self.connected) and not self.secured
+
+
+@dataclass(frozen=True, slots=True)
+class Secured:
+    """DNS over TLS: the check's SSL context and the name its certificate must have."""
+
+    context: ssl.SSLContext
+    server_hostname: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +70,18 @@ class Server:
 
 
 async def exchange(
-    query: dns.message.Message, server: Server, tcp: bool, seconds_left: float, clock: ExchangeClock
+    query: dns.message.Message,
+    server: Server,
+    tcp: bool,
+    seconds_left: float,
+    clock: ExchangeClock,
+    secured: Secured | None = None,
 ) -> dns.message.Message:
-    """Send the query and return the response; failures are ProbeFailures with a reason."""
+    """Send the query (over TLS when `secured`) and return the response; failures are
+    ProbeFailures with a reason."""
     try:
+        if secured is not None:
+            return await _over_tls(query, server, seconds_left, clock, secured)
         if tcp:
             return await _over_tcp(query, server, seconds_left, clock)
         return await _over_udp(query, server, seconds_left, clock)
@@ -110,3 +138,48 @@ async def _over_tcp(
         await sock.close()
     clock.answered = time.perf_counter()
     return response
+
+
+async def _over_tls(
+    query: dns.message.Message,
+    server: Server,
+    seconds_left: float,
+    clock: ExchangeClock,
+    secured: Secured,
+) -> dns.message.Message:
+    """Connect, shake hands (timed by the context's `TimedSSLObject`), then the TCP exchange
+    inside the session, as dnspython's `asyncquery.tls` does with a socket of its own."""
+    backend = dns.asyncbackend.get_backend("asyncio")
+    source = (server.source, 0) if server.source else None
+    clock.over_tls = True
+    handshakes: list[TimedSSLObject] = []
+    try:
+        with collect_handshakes(handshakes):
+            sock = await backend.make_socket(  # type: ignore[no-untyped-call]  # untyped
+                server.family, socket.SOCK_STREAM, 0, source, (server.address, server.port),
+                seconds_left, secured.context, secured.server_hostname,
+            )  # fmt: skip
+    except ssl.SSLError as exc:  # an OSError: told apart before exchange() sees it
+        raise ProbeFailure(tls_reason(exc), f"TLS handshake with {server.shown}: {exc}") from None
+    finally:
+        _stamp_handshake(clock, handshakes)
+    try:
+        ssl_object = sock.writer.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            clock.tls = peer_facts(ssl_object).tls
+        clock.secured = clock.secured or time.perf_counter()
+        clock.connected = clock.connected or clock.secured
+        response = await dns.asyncquery.tcp(
+            query, server.address, seconds_left, server.port, sock=sock
+        )
+    finally:
+        await sock.close()
+    clock.answered = time.perf_counter()
+    return response
+
+
+def _stamp_handshake(clock: ExchangeClock, handshakes: list[TimedSSLObject]) -> None:
+    """The TCP connection was made when the handshake started; it ended when it was done."""
+    if handshakes:
+        clock.connected = handshakes[0].handshake_started
+        clock.secured = handshakes[0].handshake_done

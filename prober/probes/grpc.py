@@ -9,10 +9,8 @@ timeout, protocol, and status for an answer other than SERVING or a non-OK gRPC 
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
-import weakref
 from dataclasses import dataclass
 
 from prober.config.model import GrpcCheck, TlsOptions
@@ -33,9 +31,8 @@ from prober.probes.net.grpc_health import (
     Timeline,
     TlsFailed,
     check_health,
-    grpc_context,
 )
-from prober.probes.net.tls import TlsSetupError, tls_reason
+from prober.probes.net.tls import GRPC_ALPN, TlsSetupError, tls_reason
 from prober.probes.peer_tls import session_facts
 from prober.probes.single_step import ProbeFailure, run_one_step
 from prober.probes.tcp import split_target
@@ -43,11 +40,6 @@ from prober.result import GrpcFacts, Outcome, Phases, Reason, StepResult
 
 STEP_NAME = "check"
 FACTS = GrpcFacts
-
-# gRPC needs its own SSL contexts (ALPN h2), apart from the http checks' ones: one per
-# distinct `tls` block and set of clients, built once, in a thread.
-_CONTEXTS: weakref.WeakKeyDictionary[HttpClients, dict[TlsOptions, asyncio.Task[ssl.SSLContext]]]
-_CONTEXTS = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -99,7 +91,7 @@ async def _call(check: GrpcCheck, ctx: ProbeContext, state: _Call) -> None:
         metadata = tuple((name, value.render(ctx.values)) for name, value in check.metadata.items())
     except TemplateError as exc:
         raise ProbeFailure(Reason.TEMPLATE, f"metadata: {exc}") from None
-    context = await _context_for(ctx.clients, check.tls) if check.use_tls else None
+    context = await context_for(ctx.clients, check.tls) if check.use_tls else None
     request = HealthRequest(
         host=host,
         port=port,
@@ -151,28 +143,11 @@ def _message(exc: GrpcError) -> str:
     return str(exc)
 
 
-async def _context_for(clients: HttpClients, options: TlsOptions) -> ssl.SSLContext:
-    """The gRPC SSL context for these options, built once per set of clients.
-
-    A load error is not kept: the next run reads the files again (a gRPC check's error path).
-    """
-    built = _CONTEXTS.setdefault(clients, {})
-    task = built.get(options)
-    if task is None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(grpc_context, options))
-        task.add_done_callback(_retrieve)
-        built[options] = task
+async def context_for(clients: HttpClients, options: TlsOptions) -> ssl.SSLContext:
+    """The gRPC SSL context for these options (ALPN h2), built once until a reload, as the
+    http ones are: a load error is kept until then too."""
     try:
-        # Shielded: one probe's deadline must not cancel a build that others wait on.
-        return await asyncio.shield(task)
+        return await clients.ssl_for(options, GRPC_ALPN)
     except TlsSetupError as exc:
-        if built.get(options) is task:
-            del built[options]
         reason = Reason.RESOURCE if out_of_descriptors(exc) else Reason.TLS
         raise ProbeFailure(reason, str(exc)) from None
-
-
-def _retrieve(task: asyncio.Task[ssl.SSLContext]) -> None:
-    """Mark a build's error as seen: the probes that await it report it."""
-    if not task.cancelled():
-        task.exception()

@@ -8,10 +8,11 @@ from prober.sim.app import create_app
 from prober.sim.faults import Component, FaultSpec, Outcome
 from prober.sim.scenarios import Scenario, ScenarioError, load_scenario
 from prober.sim.server import RunningSim, add_sim_arguments, run_sim, start_sim
-from prober.sim.state import DEMO_PASSWORD, DEMO_USER, SimOptions
+from prober.sim.state import DEMO_API_TOKEN, DEMO_PASSWORD, DEMO_USER, SimOptions
 
 __all__ = [
     "ACCOUNT_PATTERN",
+    "DEMO_API_TOKEN",
     "DEMO_PASSWORD",
     "DEMO_USER",
     "Component",

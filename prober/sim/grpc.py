@@ -2,9 +2,11 @@
 
 Services: "" (the whole platform, which follows the `api` component, as `GET /api/v1/health`
 does) and one per component (`api`, `login`, `timeline`, `notifications`); any other is
-NOT_FOUND. Each call draws its component's faults as an HTTP request with no account does:
-the latency is waited, `hang` never answers, `reset` fails the call with UNAVAILABLE, and an
-error status of 500 or more answers NOT_SERVING (a 4xx leaves the service SERVING: it is
+NOT_FOUND. Each call draws its component's faults as an HTTP request does: for the account
+whose bearer token is in its `authorization` metadata (a missing or unknown token is not
+refused: the call is anonymous, and an account-scoped fault spares it). The latency is
+waited, `hang` never answers, `reset` fails the call with UNAVAILABLE, and an error status
+of 500 or more answers NOT_SERVING (a 4xx leaves the service SERVING: it is
 up, refusing clients). Body faults do not apply. Watch is UNIMPLEMENTED. Stopping answers
 the calls in progress, hung ones too, with UNAVAILABLE.
 
@@ -107,19 +109,27 @@ class HealthService:
         component = SERVICES.get(service)
         if component is None:
             raise GRPCError(Status.NOT_FOUND, "unknown service")
-        status = await serving_status(self._state, component, self._stopping)
+        account = self._state.tokens.peek(_authorization(stream))
+        status = await serving_status(self._state, component, self._stopping, account)
         await stream.send_message(encode_response(status))
 
 
+def _authorization(stream: Stream[bytes, bytes]) -> str | None:
+    """The call's `authorization` metadata (`Bearer TOKEN`), if any."""
+    value = stream.metadata.get("authorization") if stream.metadata is not None else None
+    return value if isinstance(value, str) else None
+
+
 async def serving_status(
-    state: SimState, component: Component, stopping: asyncio.Event
+    state: SimState, component: Component, stopping: asyncio.Event, account: str | None = None
 ) -> ServingStatus:
-    """What `component` says of itself now, after its latency; its faults decide."""
-    plan = state.faults.plan(component, state.rng)
+    """What `component` says of itself now to `account` (None: anonymous), after its
+    latency; its faults decide."""
+    plan = state.faults.plan(component, state.rng, account)
     failure = plan.failure
     if failure is Outcome.ERROR_STATUS and plan.status < _NOT_SERVING_FROM:
         failure = None
-    state.stats.count(component, failure or Outcome.OK)
+    state.stats.count(component, failure or Outcome.OK, account if state.knows(account) else None)
     delay = state.base_delay_s() + plan.delay_s
     if delay > 0 and await pause(delay, stopping):
         raise GRPCError(Status.UNAVAILABLE, "the platform is shutting down")

@@ -26,6 +26,18 @@ DEFAULT_LISTEN = "127.0.0.1:8180"
 _SHUTDOWN_TIMEOUT_S = 2.0
 
 
+class CannotListen(OSError):
+    """A listening socket the sim could not open, and which (`where`: HOST:PORT)."""
+
+    def __init__(self, where: str, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.where = where
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class RunningSim:
     """A simulated platform listening on a real socket (and its gRPC health service on
@@ -69,6 +81,9 @@ async def start_sim(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(_address(host, port), exc) from exc
     except BaseException:
         await runner.cleanup()
         raise
@@ -77,6 +92,9 @@ async def start_sim(
     if grpc_listen is not None:
         try:
             grpc = await start_grpc_health(app[SIM_STATE], *grpc_listen, tls=grpc_tls)
+        except OSError as exc:
+            await runner.cleanup()
+            raise CannotListen(_address(*grpc_listen), exc) from exc
         except BaseException:
             await runner.cleanup()
             raise
@@ -197,9 +215,8 @@ async def _serve(
     except ScenarioError as exc:
         print(f"prober sim: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        where = f"{host}:{port}" if grpc_listen is None else "the --listen or --grpc-listen address"
-        print(f"prober sim: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+    except CannotListen as exc:
+        print(f"prober sim: cannot listen on {exc.where}: {exc.strerror}", file=sys.stderr)
         return 2
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ from prober.sim.scenarios import ScenarioRunner
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # a documented demo credential, not a secret
+# The demo user's API token, which never expires: for checks that cannot log in first (the
+# shipped websocket and grpc checks), as a service account's key would be. Documented too.
+DEMO_API_TOKEN = "demo-api-token"
 _TOKEN_CAPACITY = 100_000
 _POST_CAPACITY = 1000
 _NOTICES_PER_ACCOUNT = 50
@@ -51,6 +54,10 @@ class SimOptions(BaseModel):
     accounts: int = Field(default=100, ge=0, le=MAX_ACCOUNTS)
     accounts_password: str = Field(default=DEMO_PASSWORD, min_length=1, repr=False)
     token_ttl_s: float = Field(default=3600.0, gt=0.0)
+    # Bearer tokens that never expire, token -> user (a user of `users` or the population).
+    api_tokens: dict[str, str] = Field(
+        default_factory=lambda: {DEMO_API_TOKEN: DEMO_USER}, repr=False
+    )
     latency_ms: float = Field(default=2.0, ge=0.0)
     latency_jitter_ms: float = Field(default=3.0, ge=0.0)
     seed: int | None = None
@@ -73,10 +80,16 @@ class SimOptions(BaseModel):
 class TokenStore:
     """Bearer tokens with one TTL; bounded, and since the TTL is shared, oldest expires first."""
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        api_tokens: Mapping[str, str] | None = None,
+    ) -> None:
         self._ttl_s = ttl_s
         self._clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._api_tokens = dict(api_tokens or {})
 
     def issue(self, username: str) -> str:
         """A new token for `username`, valid for the TTL."""
@@ -98,6 +111,9 @@ class TokenStore:
         scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("missing bearer token")
+        api_user = self._api_tokens.get(token.strip())
+        if api_user is not None:
+            return api_user
         entry = self._tokens.get(token.strip())
         if entry is None:
             raise unauthorized("unknown token")
@@ -168,7 +184,7 @@ class SimState:
         self.rng = random.Random(options.seed)
         self.faults = FaultTable(options.faults)
         self.stats = Stats()
-        self.tokens = TokenStore(options.token_ttl_s)
+        self.tokens = TokenStore(options.token_ttl_s, api_tokens=options.api_tokens)
         self.runner = ScenarioRunner(self.faults.replace)
         self.closing = asyncio.Event()
         self.started = time.monotonic()

@@ -99,8 +99,8 @@ async def _refused(url: str) -> bool:
 
 
 FREE_PORTS = (
-    "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", "127.0.0.1:0",
-    "--web.listen-address", "127.0.0.1:0",
+    "--sim.listen-address", "127.0.0.1:0", "--sim.grpc-listen-address", "127.0.0.1:0",
+    "--reference.listen-address", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0",
 )  # fmt: skip
 
 
@@ -119,13 +119,12 @@ async def test_demo_on_port_0_probes_the_sim_and_the_reference_where_they_listen
         reference_url = _child_url(lines, "reference endpoint")
         base = str(log_fields(lines[-1])["metrics"]).removesuffix("/metrics")
 
-        async def api_and_canary_ok() -> bool:
-            return (await _status_of(base, "api-health"), await _status_of(base, "canary")) == (
-                "ok",
-                "ok",
-            )
+        shown = ("api-health", "canary", "notifications-grpc", "notifications-websocket")
 
-        await wait_for(api_and_canary_ok, limit=60)
+        async def all_ok() -> bool:
+            return [await _status_of(base, name) for name in shown] == ["ok"] * len(shown)
+
+        await wait_for(all_ok, limit=60)
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
@@ -139,7 +138,7 @@ async def test_demo_with_the_sim_port_taken_exits_1_and_probes_nothing(target: T
     process = await spawn_prober(
         "demo", "--config.file", "prober.yml", "--log.format", "json",
         "--sim.listen-address", f"127.0.0.1:{taken}", "--reference.listen-address", "127.0.0.1:0",
-        "--web.listen-address", "127.0.0.1:0",
+        "--sim.grpc-listen-address", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0",
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
@@ -152,6 +151,22 @@ async def test_demo_with_the_sim_port_taken_exits_1_and_probes_nothing(target: T
     assert target.hits == 0  # the process on that port was never probed
 
 
+async def test_demo_with_the_grpc_port_taken_exits_1_and_probes_nothing() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        process = await spawn_prober(
+            "demo", "--config.file", "prober.yml", "--log.format", "json",
+            "--sim.listen-address", "127.0.0.1:0", "--sim.grpc-listen-address", f"127.0.0.1:{port}",
+            "--reference.listen-address", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0",
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    messages = [str(json.loads(line)["msg"]) for line in err.decode().splitlines()]
+    assert f"prober sim: cannot listen on 127.0.0.1:{port}: Address already in use" in messages
+    assert messages[-1] == "the simulated platform did not start"
+    assert "prober started" not in messages
+
+
 async def test_demo_with_the_reference_port_taken_exits_1_and_stops_the_sim(
     target: Target,
 ) -> None:
@@ -159,7 +174,7 @@ async def test_demo_with_the_reference_port_taken_exits_1_and_stops_the_sim(
     process = await spawn_prober(
         "demo", "--config.file", "prober.yml", "--log.format", "json",
         "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", f"127.0.0.1:{taken}",
-        "--web.listen-address", "127.0.0.1:0",
+        "--sim.grpc-listen-address", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0",
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
@@ -179,7 +194,7 @@ async def test_demo_with_the_web_port_taken_exits_1_and_stops_the_sim() -> None:
         process = await spawn_prober(
             "demo", "--config.file", "prober.yml",
             "--sim.listen-address", "127.0.0.1:0", "--reference.listen-address", "127.0.0.1:0",
-            "--web.listen-address", f"127.0.0.1:{port}",
+            "--sim.grpc-listen-address", "127.0.0.1:0", "--web.listen-address", f"127.0.0.1:{port}",
         )  # fmt: skip
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1

@@ -314,7 +314,10 @@ def test_compose_runs_the_whole_stack_from_files_that_exist() -> None:
     _parses_as_prober_command(prober["command"])
     assert "--web.listen-address=:9797" in prober["command"]
     assert prober["environment"]["PLATFORM_URL"] == "http://sim:8180"
-    assert services["sim"]["command"] == ["sim", "--listen", "0.0.0.0:8180"]
+    assert services["sim"]["command"] == [
+        "sim", "--listen", "0.0.0.0:8180", "--grpc-listen", "0.0.0.0:8182"
+    ]  # fmt: skip
+    assert prober["environment"]["PLATFORM_GRPC"] == "sim:8182"
     _parses_as_prober_command(services["sim"]["command"])
     mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"] if v.startswith("."))
     assert mounts["./prometheus/prometheus-compose.yml"] == "/etc/prometheus/prometheus.yml"

@@ -13,7 +13,7 @@ from prober.engine.daemon import Daemon
 from prober.sim import SimOptions, start_sim
 from prober.web.app import build_app
 from prober.web.server import WebLimits, WebServer, start_web
-from tests.support.checks import WriteConfig, fast_shipped_config
+from tests.support.checks import WriteConfig, fast_shipped_config, shipped_env
 from tests.support.processes import require_tool, wait_for
 from tests.support.samples import Sample, parse_samples, sample_value
 from tests.support.servers import Target
@@ -264,8 +264,11 @@ async def test_login_outage_is_confirmed_by_fresh_logins_not_by_cached_tokens(
     """The flows reuse a cached login, so their last word on `login` is an old success. When
     login breaks, the confirmation and sweep runs log in afresh, so login is seen down at once,
     not after those old words go stale (three 30 s intervals here)."""
-    sim = await start_sim(options=SimOptions(latency_ms=0, latency_jitter_ms=0))
-    monkeypatch.setenv("PLATFORM_URL", sim.url)
+    sim = await start_sim(
+        options=SimOptions(latency_ms=0, latency_jitter_ms=0), grpc_listen=("127.0.0.1", 0)
+    )
+    for name, value in shipped_env(sim).items():
+        monkeypatch.setenv(name, value)
     daemon = Daemon(fast_shipped_config(tmp_path, interval="30s", timeout="5s"))
     await daemon.start()
     try:

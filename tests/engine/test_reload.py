@@ -18,6 +18,8 @@ from aiohttp import web
 from prober.config.load import ConfigError
 from prober.engine.daemon import Daemon
 from prober.engine.watch import watch, watched_files
+from prober.sim import SimOptions, start_sim
+from tests.support.certs import CertFactory
 from tests.support.checks import WriteConfig
 from tests.support.processes import read_base_url, run_prober, spawn_prober, wait_for
 from tests.support.samples import Sample, parse_samples, sample_value
@@ -343,3 +345,54 @@ def test_bad_auto_reload_interval_is_a_usage_error() -> None:
     assert run.returncode == 2
     assert "--config.auto-reload-interval: 'soon' is not a duration" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+GRPC_TLS = """
+interval: 1s
+timeout: 0.8s
+checks:
+  - name: g
+    kind: grpc
+    component: api
+    target: TARGET
+    use_tls: true
+    tls: {ca_file: CA_FILE}
+"""
+
+
+async def test_reload_rebuilds_a_grpc_checks_tls_context(
+    certs: CertFactory, tmp_path: Path
+) -> None:
+    """A reload drops the gRPC (ALPN h2) SSL contexts with the http ones: the CA file
+    rewritten in place under the same `tls` block is read again, and a changed block's new
+    CA is the one used."""
+    server = certs.issue().server_context()
+    server.set_alpn_protocols(["h2"])
+    sim = await start_sim(
+        options=SimOptions(latency_ms=0, latency_jitter_ms=0),
+        grpc_listen=("127.0.0.1", 0),
+        grpc_tls=server,
+    )
+    assert sim.grpc is not None
+    (tmp_path / "other-ca").mkdir()
+    other = CertFactory(tmp_path / "other-ca")  # a CA that did not sign the server's leaf
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(other.ca_file.read_bytes())
+    config = tmp_path / "prober.yml"
+    target = sim.grpc.address.replace("127.0.0.1", "localhost")
+    config.write_text(GRPC_TLS.replace("TARGET", target).replace("CA_FILE", str(ca_file)))
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        await wait_for(lambda: value(daemon, "probe_success", check="g") == 0, limit=20)
+        ca_file.write_bytes(certs.ca_file.read_bytes())  # the right CA, same block
+        await daemon.reload()
+        await wait_for(lambda: value(daemon, "probe_success", check="g") == 1, limit=20)
+        moved = tmp_path / "moved-ca.pem"
+        moved.write_bytes(other.ca_file.read_bytes())
+        config.write_text(GRPC_TLS.replace("TARGET", target).replace("CA_FILE", str(moved)))
+        await daemon.reload()
+        await wait_for(lambda: value(daemon, "probe_success", check="g") == 0, limit=20)
+    finally:
+        await daemon.stop()
+        await sim.stop()

@@ -4,18 +4,20 @@ message API (tests/support/servers.py: its zone, glue, SOA in negative answers, 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from prober.config.model import DnsCheck
 from prober.engine.runner import RunEnvironment, run_check
 from prober.result import DnsFacts, Reason
+from tests.support.certs import CertFactory
 from tests.support.checks import facts_of
 from tests.support.processes import DEADLINE_SLACK
 from tests.support.samples import exported_samples, sample_value
-from tests.support.servers import SOA_SERIAL, free_port, free_udp_port
+from tests.support.servers import SOA_SERIAL, DnsServers, free_port, free_udp_port
 
 StartServer = Callable[..., Awaitable[str]]
 
@@ -369,3 +371,55 @@ async def test_lookup_time_is_the_server_name_resolution(
 def test_bad_dns_config_is_rejected(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dns_check(**{"server": "127.0.0.1", **settings})
+
+
+@pytest.fixture
+async def dot_server(certs: CertFactory) -> AsyncIterator[str]:
+    """A DNS-over-TLS server of the zone, its certificate (for 127.0.0.1, localhost) from
+    the test CA: HOST:PORT."""
+    servers = DnsServers()
+    try:
+        yield await servers.start_tls(certs.issue().server_context())
+    finally:
+        await servers.close()
+
+
+async def test_dns_over_tls_asks_inside_a_verified_session(
+    dot_server: str, certs: CertFactory, env: RunEnvironment
+) -> None:
+    tls = {"ca_file": str(certs.ca_file)}
+    check = dns_check(dot_server, **WHOAMI, dns_over_tls=True, tls=tls, answer_regex=["^.tls "])
+    assert check.transport_protocol == "tcp"  # DoT's default
+    result = await run_check(check, env)
+    assert result.success, result.message
+    assert result.steps[0].request_line.endswith("(over TLS)")
+    facts = facts_of(result.steps[0], DnsFacts)
+    assert facts.tls is not None and facts.tls.version and facts.tls.expiry
+    assert facts.phases.connect > 0 and facts.phases.tls > 0 and facts.phases.processing > 0
+    samples = exported_samples(result, "dns")
+    connect = sample_value(samples, "probe_dns_duration_seconds", phase="connect")
+    assert connect == pytest.approx(facts.phases.connect + facts.phases.tls)  # as blackbox's
+    assert sample_value(samples, "probe_ssl_earliest_cert_expiry") == facts.tls.expiry
+
+
+async def test_dns_over_tls_with_an_untrusted_certificate_fails_with_tls_reason(
+    dot_server: str, env: RunEnvironment
+) -> None:
+    result = await run_check(dns_check(dot_server, **WHOAMI, dns_over_tls=True), env)
+    assert result.reason is Reason.TLS_CERT_INVALID, result.message
+    assert result.message.startswith(f"TLS handshake with {dot_server}")
+    facts = facts_of(result.steps[0], DnsFacts)
+    assert facts.tls is None and facts.answer_count is None
+
+
+async def test_dns_over_tls_goes_to_port_853_when_the_server_names_none(
+    env: RunEnvironment,
+) -> None:
+    result = await run_check(dns_check("127.0.0.1", dns_over_tls=True), env)
+    assert result.steps[0].request_line == "DNS A api.example.test @127.0.0.1:853 (over TLS)"
+    assert result.reason in (Reason.CONNECT_REFUSED, Reason.TLS_HANDSHAKE), result.message
+
+
+def test_dns_over_tls_over_udp_is_refused_at_load() -> None:
+    with pytest.raises(ValidationError, match="dns_over_tls runs over TCP"):
+        dns_check("127.0.0.1", dns_over_tls=True, transport_protocol="udp")

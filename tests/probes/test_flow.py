@@ -23,10 +23,11 @@ from prober.sim.server import RunningSim
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 from prober.web.app import build_app
 from prober.web.server import start_web
-from tests.support.checks import WriteConfig, fast_shipped_config, run_environment
+from tests.support.checks import WriteConfig, fast_shipped_config, run_environment, shipped_env
 from tests.support.processes import REPO, wait_for
 
 CANARY = "Canary-Pa55word-9d1e"
+API_CANARY = "Canary-Ap1-T0ken-4b7c"
 
 
 @pytest.fixture
@@ -39,7 +40,9 @@ async def sim() -> AsyncIterator[RunningSim]:
             users={"demo": CANARY},
             accounts_password=CANARY,
             token_ttl_s=3600,
-        )
+            api_tokens={API_CANARY: "demo"},
+        ),
+        grpc_listen=("127.0.0.1", 0),
     )
     yield running
     await running.stop()
@@ -217,10 +220,13 @@ async def test_secret_never_appears_in_any_output(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The demo password and the session token appear in no metric, status, log or trace."""
+    """The demo password, the API token (the websocket and grpc checks send it) and the
+    session token appear in no metric, status, log or trace."""
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv("PLATFORM_URL", sim.url)
+    for name, value in shipped_env(sim).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DEMO_PASSWORD", CANARY)
+    monkeypatch.setenv("API_TOKEN", API_CANARY)
     config_path = fast_shipped_config(tmp_path)
     daemon = Daemon(config_path)
     await daemon.start()
@@ -237,9 +243,10 @@ async def test_secret_never_appears_in_any_output(
                     outputs.append(await resp.text())
         config = load_config(config_path)
         async with run_environment(config.template_values(), config.sensitive_values) as env:
-            result = await run_check(config.check("timeline"), env)
-        outputs.append(format_result(result))
-        outputs.append(metric_lines(config, result))
+            for name in ("timeline", "notifications-websocket", "notifications-grpc"):
+                result = await run_check(config.check(name), env)
+                outputs.append(format_result(result))
+                outputs.append(metric_lines(config, result))
         outputs.append(caplog.text)
         tokens = [v for c in daemon.sessions._logins.values() for v in c.variables.values()]
     finally:
@@ -249,6 +256,7 @@ async def test_secret_never_appears_in_any_output(
     everything = "\n".join(outputs)
     assert "check failed" in caplog.text
     assert CANARY not in everything
+    assert API_CANARY not in everything
     for token in tokens:
         assert token not in everything
 

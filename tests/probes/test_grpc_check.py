@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from prober.config.model import GrpcCheck
 from prober.config.secrets import Secret
 from prober.engine.runner import RunEnvironment, run_check
+from prober.probes.grpc import context_for as grpc_context_for
+from prober.probes.net.tls import TlsBlock, tls_blocks
 from prober.result import GrpcFacts, Reason, Result
 from prober.sim import RunningSim, SimOptions, start_sim
 from tests.support.certs import CertFactory
@@ -150,6 +152,20 @@ async def test_tls_call_shows_the_certificate(certs: CertFactory, env: RunEnviro
         assert untrusted.reason is Reason.TLS_CERT_INVALID
     finally:
         await running.stop()
+
+
+async def test_a_tls_checks_context_is_the_one_built_at_load(
+    certs: CertFactory, env: RunEnvironment
+) -> None:
+    """The daemon builds `tls_blocks` at load; a run must use that very context (ALPN h2),
+    not build its own inside its clock."""
+    check = grpc_check("127.0.0.1:9", use_tls=True, tls={"ca_file": str(certs.ca_file)})
+    (block,) = tls_blocks(check)
+    assert block == TlsBlock(check.tls, ("h2",))
+    env.clients.prepare_tls([block])
+    built = await env.clients.ssl_for(*block)
+    assert await grpc_context_for(env.clients, check.tls) is built
+    assert tls_blocks(grpc_check("127.0.0.1:9")) == frozenset()
 
 
 async def test_secret_metadata_is_sent_and_never_shown(sim: RunningSim) -> None:

@@ -16,8 +16,7 @@ from prober.cli.trace import format_result, request_paths
 from prober.config.load import ConfigError, load_config
 from prober.config.model import FlowCheck
 from prober.engine.runner import RunEnvironment, run_check
-from prober.probes.context import tls_blocks
-from prober.probes.net.tls import HTTP2_ALPN, TlsBlock
+from prober.probes.net.tls import HTTP2_ALPN, TlsBlock, tls_blocks
 from prober.result import HttpFacts, Reason, Result
 from tests.support.certs import CertFactory
 from tests.support.checks import WriteConfig, facts_of, http_check, run_environment

@@ -88,6 +88,18 @@ def _app(other: list[str], received: list[dict[str, Any]]) -> web.Application:
         response.enable_compression(web.ContentCoding.gzip)
         return response
 
+    async def gzip_members(request: web.Request) -> web.StreamResponse:
+        """`gzip -c a >> f; gzip -c b >> f`: BODY in two members, sent in small chunks so
+        a member boundary falls inside one."""
+        response = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        response.content_type = "application/json"
+        await response.prepare(request)
+        packed = gzip.compress(BODY[:1000]) + gzip.compress(BODY[1000:])
+        for start in range(0, len(packed), 7):
+            await response.write(packed[start : start + 7])
+        await response.write_eof()
+        return response
+
     async def slow(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": "15"})
         await response.prepare(request)
@@ -126,6 +138,7 @@ def _app(other: list[str], received: list[dict[str, Any]]) -> web.Application:
     app.router.add_get("/login", login)
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/gzip", compressed)
+    app.router.add_get("/gzip-members", gzip_members)
     app.router.add_get("/slow", slow)
     app.router.add_get("/hang", hang)
     app.router.add_get("/big", big)
@@ -238,6 +251,19 @@ CASES: list[tuple[str, str, dict[str, Any], Reason | None]] = [
     ("redirect-without-location", "/no-location", {"expected_status": [302]}, None),
     ("chunked", "/chunked", {"assert": ['body ~= "second"']}, None),
     ("gzip", "/gzip", {"compression": "gzip", "assert": ['$.status == "ok"']}, None),
+    # Every member of a multi-member gzip body, and the cap on all of them decoded.
+    (
+        "gzip-members",
+        "/gzip-members",
+        {"compression": "gzip", "assert": ["len($.items) == 3"]},
+        None,
+    ),
+    (
+        "gzip-members-capped",
+        "/gzip-members",
+        {"compression": "gzip", "max_body_bytes": len(BODY) - 1},
+        Reason.BODY_TOO_LARGE,
+    ),
     # No `compression:`, no decoding (blackbox): the gzip bytes are not JSON on either path.
     ("gzip-not-asked", "/gzip", {"assert": ['$.status == "ok"']}, Reason.INVALID_JSON),
     ("slow-body", "/slow", {"assert": ['body ~= "done!"']}, None),

@@ -23,7 +23,7 @@ from prober.probes.net.grpc_wire import (
     decode_response,
     encode_request,
 )
-from prober.sim import FaultSpec, RunningSim, SimOptions, start_sim
+from prober.sim import DEMO_API_TOKEN, FaultSpec, RunningSim, SimOptions, start_sim
 from prober.sim.grpc import BytesCodec
 from tests.support.processes import REPO
 
@@ -39,12 +39,18 @@ async def sim() -> AsyncIterator[RunningSim]:
 
 
 async def call(
-    port: int, service: str = "", method: str = HEALTH_CHECK_PATH, within: float = 5.0
+    port: int,
+    service: str = "",
+    method: str = HEALTH_CHECK_PATH,
+    within: float = 5.0,
+    metadata: dict[str, str] | None = None,
 ) -> int:
     """One health call with grpclib's client; the serving status (or GRPCError)."""
     async with (
         Channel("127.0.0.1", port, codec=BytesCodec()) as channel,
-        channel.request(method, Cardinality.UNARY_UNARY, bytes, bytes, timeout=within) as stream,
+        channel.request(
+            method, Cardinality.UNARY_UNARY, bytes, bytes, timeout=within, metadata=metadata
+        ) as stream,
     ):
         await stream.send_message(encode_request(service), end=True)
         answer = await stream.recv_message()
@@ -96,6 +102,31 @@ async def test_faults_decide_the_serving_status(
     try:
         for service, status in expected.items():
             assert await call(grpc_port(sim), service) == status, service
+    finally:
+        await sim.stop()
+
+
+async def test_a_call_with_a_token_is_drawn_for_its_account() -> None:
+    """A pulled rack holding demo's shard (0.837) fails demo's call; an anonymous one, an
+    unknown token and another account's (user-0002 at 0.106 is spared at 0.05) pass."""
+    fault = FaultSpec(status=503, accounts=0.9)
+    spared = FaultSpec(status=503, accounts=0.05)
+    options = SimOptions(**FAST, faults={"notifications": fault, "login": spared})
+    sim = await start_sim(options=options, grpc_listen=("127.0.0.1", 0))
+    demo = {"authorization": f"Bearer {DEMO_API_TOKEN}"}
+    try:
+        assert (
+            await call(grpc_port(sim), "notifications", metadata=demo) == ServingStatus.NOT_SERVING
+        )
+        assert await call(grpc_port(sim), "notifications") == ServingStatus.SERVING
+        unknown = {"authorization": "Bearer nobody"}
+        assert (
+            await call(grpc_port(sim), "notifications", metadata=unknown) == ServingStatus.SERVING
+        )
+        assert await call(grpc_port(sim), "login", metadata=demo) == ServingStatus.SERVING
+        counted = await stats(sim)
+        assert counted["notifications"]["outcomes"]["error_status"] == 1
+        assert counted["notifications"]["accounts"] == {"seen": 1, "hit": 1, "capped": False}
     finally:
         await sim.stop()
 

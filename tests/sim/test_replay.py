@@ -9,7 +9,7 @@ import pytest
 
 from prober.engine.daemon import Daemon
 from prober.sim import SimOptions, start_sim
-from tests.support.checks import fast_shipped_config
+from tests.support.checks import fast_shipped_config, shipped_env
 
 
 async def verdicts_during(
@@ -19,7 +19,8 @@ async def verdicts_during(
     sim = await start_sim(
         options=SimOptions(
             latency_ms=1, latency_jitter_ms=0, seed=3, scenario=scenario, speed=speed
-        )
+        ),
+        grpc_listen=("127.0.0.1", 0),
     )
     # The sim shares the daemon's event loop here, and the peak phase hangs requests: judge
     # the platform, not this test's own loop load on a busy machine.
@@ -27,7 +28,8 @@ async def verdicts_during(
         directory, interval="0.5s", timeout="0.4s", extra="loop_lag_budget: 2s\n"
     )
     with monkeypatch.context() as patch:
-        patch.setenv("PLATFORM_URL", sim.url)
+        for name, value in shipped_env(sim).items():
+            patch.setenv(name, value)
         daemon = Daemon(config)
         await daemon.start()
     seen: list[str] = []

@@ -3,13 +3,22 @@ WebSocket client (apart from the probe's) over 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from prober.sim import DEMO_PASSWORD, DEMO_USER, FaultSpec, RunningSim, SimOptions, start_sim
+from prober.sim import (
+    DEMO_API_TOKEN,
+    DEMO_PASSWORD,
+    DEMO_USER,
+    FaultSpec,
+    RunningSim,
+    SimOptions,
+    start_sim,
+)
 
 FAST: dict[str, Any] = {"latency_ms": 0.0, "latency_jitter_ms": 0.0, "seed": 13}
 STREAM = "/api/v1/notifications/stream"
@@ -141,6 +150,22 @@ async def test_account_scoped_fault_refuses_only_its_share(client: aiohttp.Clien
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await client.ws_connect(sim.url + STREAM, headers=await login(client, sim, "user-0002"))
         auth = await login(client, sim, DEMO_USER)
+        async with client.ws_connect(sim.url + STREAM, headers=auth) as ws:
+            assert await ws.receive_json(timeout=5) == {"type": "hello"}
+    finally:
+        await sim.stop()
+
+
+async def test_the_demo_api_token_opens_the_stream_and_never_expires(
+    client: aiohttp.ClientSession,
+) -> None:
+    sim = await start_sim(options=SimOptions(**FAST, token_ttl_s=0.001))
+    auth = {"Authorization": f"Bearer {DEMO_API_TOKEN}"}
+    try:
+        expired = await login(client, sim, DEMO_USER)
+        await asyncio.sleep(0.01)  # past the login token's TTL; the API token has none
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await client.ws_connect(sim.url + STREAM, headers=expired)
         async with client.ws_connect(sim.url + STREAM, headers=auth) as ws:
             assert await ws.receive_json(timeout=5) == {"type": "hello"}
     finally:

@@ -13,6 +13,7 @@ from prober.engine.runner import RunEnvironment
 from prober.probes.context import HttpClients
 from prober.probes.sessions import SessionStore
 from prober.result import AttemptFailure, HttpFacts, Phases, Reason, Result, StepResult
+from prober.sim import RunningSim
 from tests.support.processes import (
     REPO,
 )
@@ -64,6 +65,15 @@ def fast_shipped_config(
     path = directory / "prober.yml"
     path.write_text(text + extra)
     return path
+
+
+def shipped_env(sim: RunningSim) -> dict[str, str]:
+    """The variables that point the shipped checks at `sim` (started with `grpc_listen` for
+    the gRPC check), as `prober demo` sets them."""
+    env = {"PLATFORM_URL": sim.url, "PLATFORM_WS_URL": sim.url.replace("http://", "ws://", 1)}
+    if sim.grpc is not None:
+        env["PLATFORM_GRPC"] = sim.grpc.address
+    return env
 
 
 def login_result(check: str, success: bool, duration: float) -> Result:

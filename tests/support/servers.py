@@ -195,9 +195,12 @@ class DnsZone(asyncio.DatagramProtocol):
 
 
 async def _serve_tcp(
-    silent: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    silent: bool,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    transport: str = "tcp",
 ) -> None:
-    """The zone over TCP: length-prefixed messages until the client closes."""
+    """The zone over TCP (or TLS): length-prefixed messages until the client closes."""
     client = _client(writer.get_extra_info("peername"))
     try:
         while True:
@@ -205,10 +208,10 @@ async def _serve_tcp(
             query = dns.message.from_wire(await reader.readexactly(size))
             if silent:
                 continue
-            wire = zone_response(query, "tcp", client).to_wire()
+            wire = zone_response(query, transport, client).to_wire()
             writer.write(len(wire).to_bytes(2, "big") + wire)
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
         pass
     finally:
         writer.close()
@@ -240,6 +243,16 @@ class DnsServers:
             self.servers.append(server)
             return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise RuntimeError("no port free for both UDP and TCP")
+
+    async def start_tls(self, context: ssl.SSLContext, host: str = "127.0.0.1") -> str:
+        """A DNS-over-TLS server of ZONE (RFC 7858: TCP framing inside TLS, `context` a
+        server context); whoami answers `tls CLIENT rd=N`. Returns HOST:PORT."""
+        server = await asyncio.start_server(
+            lambda r, w: _serve_tcp(False, r, w, "tls"), host, 0, ssl=context
+        )
+        self.servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def close(self) -> None:
         for transport in self.transports:

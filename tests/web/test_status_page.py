@@ -16,7 +16,7 @@ from prober.engine.daemon import Daemon
 from prober.sim import FaultSpec, SimOptions, start_sim
 from prober.web.app import build_app
 from prober.web.server import start_web
-from tests.support.checks import fast_shipped_config
+from tests.support.checks import fast_shipped_config, shipped_env
 from tests.support.processes import IN_CI, wait_for
 
 ROW = re.compile(r'<tr data-check="([^"]+)" data-state="([^"]+)">')
@@ -54,9 +54,11 @@ async def status_url(
     sim = await start_sim(
         options=SimOptions(
             latency_ms=0, latency_jitter_ms=0, faults={"notifications": FaultSpec(status=503)}
-        )
+        ),
+        grpc_listen=("127.0.0.1", 0),
     )
-    monkeypatch.setenv("PLATFORM_URL", sim.url)
+    for name, value in shipped_env(sim).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PROBER_VANTAGE", "test-vantage")
     config = fast_shipped_config(tmp_path)
     daemon = Daemon(config)
@@ -103,11 +105,14 @@ async def test_status_page_shows_failing_first_with_uptime_sparkline_and_tooltip
     assert "vantage <b>test-vantage</b>" in dom
     assert 'scope <b data-scope="component">component</b>' in dom
     rows = ROW.findall(dom)
-    assert len(rows) == 7, rows
-    # Failing checks first: notifications (503), and the reply journey, which waits for a
-    # notification, fail; every other check is ok.
+    assert len(rows) == 9, rows
+    # Failing checks first: notifications (503; its stream refused, its gRPC health
+    # NOT_SERVING), and the reply journey, which waits for a notification, fail; every other
+    # check is ok.
     failing = [name for name, state in rows if state == "failing"]
-    assert sorted(failing) == ["notifications", "reply-journey"], rows
+    assert sorted(failing) == [
+        "notifications", "notifications-grpc", "notifications-websocket", "reply-journey"
+    ], rows  # fmt: skip
     assert rows[: len(failing)] == [(name, "failing") for name in failing], rows
     assert all(state == "ok" for _, state in rows[len(failing) :]), rows
     first_row = dom.split('<tr data-check="notifications"', 1)[1].split("</tr>", 1)[0]

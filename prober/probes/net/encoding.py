@@ -4,7 +4,8 @@ Nothing is decoded unless a check asks (blackbox_exporter sends no Accept-Encodi
 decodes on its own): a page served as `br` that nobody asked about is judged by its raw
 bytes. When a check asks, the body is decoded with that algorithm whatever the response's
 Content-Encoding says, as blackbox_exporter does; `deflate` takes zlib-wrapped streams as
-well as raw DEFLATE, and an empty body (a 204, a HEAD) is empty in any encoding.
+well as raw DEFLATE, `gzip` every member of a multi-member body, and an empty body (a 204,
+a HEAD) is empty in any encoding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import zlib
 from typing import Any, Protocol
 
 from prober.config.model import Compression
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class BodyTooLarge(Exception):
@@ -30,9 +33,14 @@ class _Stream(Protocol):
 
 
 class _Zlib:
+    """zlib, raw DEFLATE or gzip; gzip of any number of members (RFC 1952 2.2: `gzip -c a >>
+    f; gzip -c b >> f`), each member's decoder started on the bytes the last one left over,
+    as Go's gzip.Reader does by default. A member boundary may fall anywhere in a chunk."""
+
     def __init__(self, wbits: int | None) -> None:
         self._wbits = wbits  # None: deflate, zlib-wrapped or raw, told by the first bytes
         self._inner: Any = zlib.decompressobj(wbits) if wbits is not None else None
+        self._members = wbits == _GZIP_WBITS
 
     def feed(self, chunk: bytes, room: int) -> bytes:
         if self._inner is None:
@@ -40,8 +48,17 @@ class _Zlib:
                 len(chunk) >= 2 and chunk[0] & 0x0F == 8 and (chunk[0] << 8 | chunk[1]) % 31 == 0
             )
             self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        # max_length bounds the memory a bomb can take: stop one byte past the room left.
-        out = self._inner.decompress(chunk, room + 1)
+        out = self._inflate(chunk, room)
+        while self._members and self._inner.eof and self._inner.unused_data and len(out) <= room:
+            rest = self._inner.unused_data  # the next member's first bytes
+            self._inner = zlib.decompressobj(_GZIP_WBITS)
+            out += self._inflate(rest, room - len(out))
+        return out
+
+    def _inflate(self, data: bytes, room: int) -> bytes:
+        """What `data` decodes to in the current stream, at most one byte past `room`:
+        max_length bounds the memory a bomb can take."""
+        out = self._inner.decompress(data, room + 1)
         while self._inner.unconsumed_tail and len(out) <= room:
             out += self._inner.decompress(self._inner.unconsumed_tail, room + 1 - len(out))
         return bytes(out)
@@ -74,7 +91,7 @@ def _optional(name: str) -> Any:
 
 def _stream(compression: Compression) -> _Stream:
     if compression == "gzip":
-        return _Zlib(16 + zlib.MAX_WBITS)
+        return _Zlib(_GZIP_WBITS)
     if compression == "deflate":
         return _Zlib(None)
     return _Brotli()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import time
 from typing import cast
 from urllib.parse import unquote
@@ -39,6 +40,9 @@ from prober.probes.net.tls import TimedSSLObject
 
 # A health answer is a few bytes; anything near this is not one.
 MAX_ANSWER_BYTES = 64 * 1024
+# hpack debug-logs every header it encodes and decodes, values included, and metadata carries
+# secrets (`authorization`): its loggers never go below INFO, whatever the root level.
+logging.getLogger("hpack").setLevel(logging.INFO)
 # The server's own status message is kept this long at most (it goes into logs, never labels).
 MAX_STATUS_MESSAGE = 200
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})

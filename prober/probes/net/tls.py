@@ -14,7 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from prober.config.model import RequestSpec, TlsOptions
+from prober.config.model import Check, FlowCheck, HttpCheck, RequestSpec, TcpCheck, TlsOptions
+from prober.config.model_checks import DnsCheck, GrpcCheck, WebsocketCheck
 from prober.probes.net.certs import earliest_expiry, leaf_info, served_chain, verified_chain
 from prober.result import Reason, TlsFacts
 
@@ -38,6 +39,8 @@ _VERSION_NAMES = {
 
 # What an http check with `http2: true` offers by ALPN, as Go's client does (h2 first).
 HTTP2_ALPN = ("h2", "http/1.1")
+# gRPC is HTTP/2 only.
+GRPC_ALPN = ("h2",)
 
 
 class TlsBlock(NamedTuple):
@@ -51,6 +54,27 @@ class TlsBlock(NamedTuple):
 def request_tls(spec: RequestSpec) -> TlsBlock:
     """The block an HTTP request's context is built from: with h2 offered for `http2`."""
     return TlsBlock(spec.tls, HTTP2_ALPN if spec.http2 else ())
+
+
+def tls_blocks(check: Check) -> frozenset[TlsBlock]:
+    """The `tls:` blocks a check's connections use, each with its ALPN offer: their contexts
+    are built at load, so no first run pays for one. An http check's block counts even
+    without https in its URL (a redirect may go there; the default block is shared)."""
+    if isinstance(check, HttpCheck):
+        return frozenset({request_tls(check)})
+    if isinstance(check, FlowCheck):
+        return frozenset(request_tls(step) for step in check.steps)
+    # A websocket URL may come whole from the environment: its block counts as http's does.
+    secured = (
+        (isinstance(check, TcpCheck) and check.use_tls)
+        or (isinstance(check, DnsCheck) and check.dns_over_tls)
+        or isinstance(check, WebsocketCheck)
+    )
+    if secured:
+        return frozenset({TlsBlock(check.tls)})
+    if isinstance(check, GrpcCheck) and check.use_tls:
+        return frozenset({TlsBlock(check.tls, GRPC_ALPN)})
+    return frozenset()
 
 
 # Where the handshakes started in the current request's context are collected.

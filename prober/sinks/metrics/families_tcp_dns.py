@@ -54,7 +54,8 @@ DNS_FAMILIES = FamilyTable(
             DnsFacts,
             "probe_dns_duration_seconds",
             "Duration of DNS request by phase",
-            lambda f: (f.phases.resolve, f.phases.connect, f.phases.processing),
+            # blackbox_exporter's connect holds a DoT handshake (miekg/dns dials TLS).
+            lambda f: (f.phases.resolve, f.phases.connect + f.phases.tls, f.phases.processing),
             Scope.RUN,
             summed,
             phased(DNS_PHASE_NAMES),
