@@ -92,10 +92,10 @@ class MetricsSink:
         series = self._checks.get(result.check)
         if series is None:
             return  # removed by a reload while it ran
-        record(series, result)
+        noted = record(series, result)
         # Render the check's text now, one check at a time, rather than all dirty checks
         # in the scrape: at 10,000 checks that would stall the event loop for a second.
-        self._cache(series)
+        series.chunks = render_check(series, noted)
 
     def render(self) -> bytes:
         """The whole exposition: per-check families, then the daemon's own series.
