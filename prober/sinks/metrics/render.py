@@ -47,6 +47,22 @@ OPENMETRICS_HEADS = tuple(_head(f, openmetrics=True) for f in FAMILIES)
 # every run updates) are.
 _INDEX = {id(f): index for index, f in enumerate(FAMILIES)}
 _CHECK_WIDE = tuple(index for index, f in enumerate(FAMILIES) if isinstance(f, CheckFamily))
+# Families whose samples differ after nearly every run (timings, run counts): rendered each
+# time they may have changed without comparing, and their samples not kept (a tenth of a
+# check's memory at 10,000 checks).
+_CHANGES_EVERY_RUN = frozenset(
+    index
+    for index, f in enumerate(FAMILIES)
+    if f.name
+    in {
+        "probe_duration_seconds",
+        "probe_http_duration_seconds",
+        "prober_check_duration_seconds",
+        "prober_check_runs_total",
+        "prober_last_success_timestamp_seconds",
+        "prober_step_duration_seconds",
+    }
+)
 
 
 def render_check(series: CheckSeries, noted: Collection[Family] | None = None) -> tuple[bytes, ...]:
@@ -62,7 +78,9 @@ def render_check(series: CheckSeries, noted: Collection[Family] | None = None) -
     labels = series.labels
     if before is None or chunks is None:
         samples = tuple(tuple(family.samples(series)) for family in FAMILIES)
-        series.rendered = samples
+        series.rendered = tuple(
+            () if index in _CHANGES_EVERY_RUN else taken for index, taken in enumerate(samples)
+        )
         return tuple(_render_samples(labels, taken) for taken in samples)
     indices: Iterable[int] = (
         range(len(FAMILIES)) if noted is None else (*_CHECK_WIDE, *(_INDEX[id(f)] for f in noted))
@@ -70,7 +88,9 @@ def render_check(series: CheckSeries, noted: Collection[Family] | None = None) -
     new_samples, new_chunks = list(before), list(chunks)
     for index in indices:
         taken = tuple(FAMILIES[index].samples(series))
-        if taken != before[index]:
+        if index in _CHANGES_EVERY_RUN:
+            new_chunks[index] = _render_samples(labels, taken)
+        elif taken != before[index]:
             new_samples[index] = taken
             new_chunks[index] = _render_samples(labels, taken)
     series.rendered = tuple(new_samples)
