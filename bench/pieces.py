@@ -2,7 +2,8 @@
 
 One process, one event loop, nothing pinned: real Results from `run_check` against a local
 loopback server, then each piece the daemon runs per result timed alone over those Results:
-APScheduler's dispatch of a job (a scheduler with N jobs at 1 s whose run does nothing),
+APScheduler's dispatch of a job (a scheduler with N jobs at 1 s whose run does nothing, and
+with 10N, where the loop wakes for several jobs at once as it does under load),
 MetricsSink.record, StatusSink.record, the daemon's own metrics per run, the verdict
 (forget_stale + evaluate, once a second, shared by the N runs of that second) and a scrape
 of /metrics for N checks (once a second, likewise shared). It asserts nothing, is bounded
@@ -182,6 +183,8 @@ async def _measure(args: argparse.Namespace) -> None:
     finally:
         server.close()
     dispatch_us, idle_cpu_us = await _dispatch_us(list(checks), args.seconds)
+    dense = [f"d{i:05d}" for i in range(args.checks * 10)]
+    dense_us, dense_cpu_us = await _dispatch_us(dense, args.seconds)
     figures = {"APScheduler dispatch of a job run (in _process_jobs)": dispatch_us}
     figures.update(_per_run(checks, results, args.runs))
     render_call, verdict_call = figures.pop("_render_call_us"), figures.pop("_verdict_call_us")
@@ -194,7 +197,11 @@ async def _measure(args: argparse.Namespace) -> None:
     )
     print(f"  (one /metrics render {render_call / 1000:.2f} ms; one verdict {verdict_call:.0f} us)")
     print(
-        f"  (N no-op jobs: process CPU {idle_cpu_us:.1f} us per run, the loop's wake-ups included)"
+        f"  (N no-op jobs: process CPU {idle_cpu_us:.1f} us per run, the loop's wake-ups included;"
+    )
+    print(
+        f"   {len(dense)} no-op jobs: {dense_us:.1f} us per run in _process_jobs, process CPU"
+        f" {dense_cpu_us:.1f} us per run)"
     )
 
 
