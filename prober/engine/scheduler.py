@@ -3,8 +3,8 @@
 APScheduler's AsyncIOScheduler runs each check's job at a fixed rate, never overlapping
 itself (max_instances=1) and coalescing runs missed while the loop was stalled. This module
 adds what a prober needs on top: first runs spread evenly over the interval, scheduler lag,
-and a count of runs skipped or coalesced. It costs about 0.07 ms of CPU per run
-(docs/PERFORMANCE.md), which the daemon can afford.
+and a count of runs skipped or coalesced, and a leaner executor (_RunExecutor).
+`python -m bench.pieces` measures its cost per run (docs/PERFORMANCE.md).
 
 APScheduler 3 reads the wall clock (`datetime.now`) to decide what is due and how long to
 sleep. A wall-clock step back (NTP at boot, a VM resumed) would put every run minutes into
