@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import apscheduler.executors.base
+import apscheduler.jobstores.memory
 import apscheduler.schedulers.base
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -54,13 +55,22 @@ class SteadyClock(datetime):
     @classmethod
     def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
         moment = cls._wall_anchor + timedelta(seconds=time.monotonic() - cls._monotonic_anchor)
+        if tz is UTC:  # the scheduler's own zone: the anchor's already (called 3 times a run)
+            return moment
         return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+
+
+def _utc_timestamp(moment: datetime | None) -> float | None:
+    """APScheduler's `datetime_to_utc_timestamp` for the aware datetimes its job store
+    holds, without building a struct_time: the store converts twice per run."""
+    return None if moment is None else moment.timestamp()
 
 
 # APScheduler 3 calls `datetime.now(tz)` in these two modules only (its triggers get `now`
 # passed in, and ours always get a start date).
 apscheduler.schedulers.base.datetime = SteadyClock
 apscheduler.executors.base.datetime = SteadyClock
+apscheduler.jobstores.memory.datetime_to_utc_timestamp = _utc_timestamp
 
 
 class _CountedSkipFilter(logging.Filter):
