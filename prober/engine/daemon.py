@@ -46,7 +46,7 @@ def _watched(check: Check) -> Watched:
         check.kind,
         check.interval,
         {s.name: s.component for s in steps if s.component and s.component != check.component},
-        pooled=bool(getattr(check, "account_names", ())),
+        pooled=isinstance(check, FlowCheck) and bool(check.account_names),
     )
 
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prober.config.model import Check
+from prober.config.model import Check, FlowCheck
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.context import HttpClients, ProbeContext
@@ -54,6 +54,9 @@ class RunEnvironment:
 
     # Where each pooled check's next run starts in its account pool.
     rotation: dict[str, int] = field(init=False, default_factory=dict)
+    # Checks whose SSL contexts are built: later runs skip the wait and its hashing of every
+    # `tls:` block. A reload makes a new environment, as it rebuilds the contexts.
+    tls_built: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.redactor = Redactor.of(self.sensitive)
@@ -61,10 +64,12 @@ class RunEnvironment:
     def accounts_for(self, check: Check) -> tuple[str, ...]:
         """The next `fanout` accounts of a pooled flow, rotating so that the whole pool is
         covered over time; () for any other check. The first run starts at random."""
-        names: tuple[str, ...] = getattr(check, "account_names", ())
+        # Not getattr: a pydantic model raises (and catches) for an attribute it lacks.
+        names = check.account_names if isinstance(check, FlowCheck) else ()
         if not names:
             return ()
-        fanout = min(getattr(check, "fanout", 1), len(names))
+        assert isinstance(check, FlowCheck)
+        fanout = min(check.fanout, len(names))
         start = self.rotation.get(check.name)
         if start is None:
             start = random.randrange(len(names))
@@ -159,7 +164,8 @@ async def _attempt(
     """One attempt within the check's timeout; an Outcome whatever happens but cancellation."""
     assert check.timeout is not None
     # SSL contexts are built at apply time; a run never pays for one inside its clock.
-    await env.clients.tls_ready(tls_blocks(check))
+    if check.name not in env.tls_built and await env.clients.tls_ready(tls_blocks(check)):
+        env.tls_built.add(check.name)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + check.timeout
     recorder = StepRecorder()

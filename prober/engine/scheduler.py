@@ -3,8 +3,8 @@
 APScheduler's AsyncIOScheduler runs each check's job at a fixed rate, never overlapping
 itself (max_instances=1) and coalescing runs missed while the loop was stalled. This module
 adds what a prober needs on top: first runs spread evenly over the interval, scheduler lag,
-and a count of runs skipped or coalesced. It costs about 0.07 ms of CPU per run
-(docs/PERFORMANCE.md), which the daemon can afford.
+and a count of runs skipped or coalesced, and a leaner executor (_RunExecutor).
+`python -m bench.pieces` measures its cost per run (docs/PERFORMANCE.md).
 
 APScheduler 3 reads the wall clock (`datetime.now`) to decide what is due and how long to
 sleep. A wall-clock step back (NTP at boot, a VM resumed) would put every run minutes into
@@ -26,12 +26,16 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import apscheduler.executors.base
+import apscheduler.jobstores.memory
 import apscheduler.schedulers.base
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_SUBMITTED,
     JobSubmissionEvent,
 )
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -51,13 +55,22 @@ class SteadyClock(datetime):
     @classmethod
     def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
         moment = cls._wall_anchor + timedelta(seconds=time.monotonic() - cls._monotonic_anchor)
+        if tz is UTC:  # the scheduler's own zone: the anchor's already (called 3 times a run)
+            return moment
         return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+
+
+def _utc_timestamp(moment: datetime | None) -> float | None:
+    """APScheduler's `datetime_to_utc_timestamp` for the aware datetimes its job store
+    holds, without building a struct_time: the store converts twice per run."""
+    return None if moment is None else moment.timestamp()
 
 
 # APScheduler 3 calls `datetime.now(tz)` in these two modules only (its triggers get `now`
 # passed in, and ours always get a start date).
 apscheduler.schedulers.base.datetime = SteadyClock
 apscheduler.executors.base.datetime = SteadyClock
+apscheduler.jobstores.memory.datetime_to_utc_timestamp = _utc_timestamp
 
 
 class _CountedSkipFilter(logging.Filter):
@@ -85,6 +98,37 @@ def _spread(interval: float, count: int) -> list[float]:
     offsets = [interval * (k + random.random()) / count for k in range(count)]
     random.shuffle(offsets)
     return offsets
+
+
+class _RunExecutor(AsyncIOExecutor):  # type: ignore[misc]
+    """AsyncIOExecutor cut to what the prober's jobs use: each run is one task, named
+    `check:NAME`, running the job's coroutine function itself.
+
+    The stock executor wraps every run in a second coroutine (a logger lookup, an info log
+    call and an `EVENT_JOB_EXECUTED` event dispatched to listeners, none of which the
+    prober has) and takes a thread lock twice; that was a third of APScheduler's CPU per
+    run. Kept: the count of running instances that `max_instances` checks (and that makes
+    APScheduler skip and report a run due while the last one runs) and cancelling what
+    runs at shutdown. It relies on what Scheduler configures: coalescing (one run time per
+    submission) and no misfire grace time, and on being used from the event loop only.
+    """
+
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        instances: dict[str, int] = self._instances
+        if instances[job.id] >= job.max_instances:
+            raise MaxInstancesReachedError(job)
+        task = self._eventloop.create_task(job.func(*job.args), name=f"check:{job.id}")
+        instances[job.id] += 1
+        self._pending_futures.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._pending_futures.discard(task)
+        job_id = task.get_name().removeprefix("check:")
+        instances: dict[str, int] = self._instances
+        instances[job_id] -= 1
+        if not instances[job_id]:
+            del instances[job_id]
 
 
 class _AsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -119,6 +163,7 @@ class Scheduler:
     ) -> None:
         self._scheduler = _AsyncIOScheduler(
             timezone=UTC,
+            executors={"default": _RunExecutor()},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self._scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
@@ -215,18 +260,17 @@ class Scheduler:
                 self._on_skipped(skipped)
 
     async def _run(self, name: str) -> None:
-        """APScheduler's job: run the check in a task of its own, named `check:NAME`.
+        """APScheduler's job, run by _RunExecutor in a task of its own, named `check:NAME`.
 
         The daemon cancels that task when a reload removes or changes the check, or at
-        shutdown; a cancelled run is over, not an error for APScheduler to log.
+        shutdown; the executor takes a cancelled run as over, never as an error to log.
         """
-        run = asyncio.create_task(self._run_check(name), name=f"check:{name}")
-        self._tasks.add(run)
-        run.add_done_callback(self._tasks.discard)
+        run = asyncio.current_task()
+        if run is not None:
+            self._tasks.add(run)
+            run.add_done_callback(self._tasks.discard)
         try:
-            await run
-        except asyncio.CancelledError:
-            run.cancel()  # if it was this job that was cancelled, end the run too
+            await self._run_check(name)
         except Exception:
             # A bug in the daemon, not a target failure (probes map those to a Reason):
             # report it with its traceback and keep scheduling the other runs.

@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
@@ -326,12 +326,16 @@ class HttpClients:
         for block in blocks:
             self._build(block)
 
-    async def tls_ready(self, blocks: Iterable[TlsBlock]) -> None:
+    async def tls_ready(self, blocks: Iterable[TlsBlock]) -> bool:
         """Wait until these blocks' contexts are built (before a run's clock starts); a load
-        error is left for the probe to report."""
+        error is left for the probe to report. True when every one was built."""
+        built = True
         for options, alpn in blocks:
-            with suppress(TlsSetupError):
+            try:
                 await self.ssl_for(options, alpn)
+            except TlsSetupError:
+                built = False
+        return built
 
     def remember_peer(self, host: str, port: int, options: TlsOptions, facts: PeerFacts) -> None:
         """Keep what a handshake with this target showed, for its reused connections."""

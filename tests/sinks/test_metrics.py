@@ -277,3 +277,54 @@ def test_every_family_is_rendered_alike_by_the_fast_renderer_and_the_reference()
 def test_each_family_is_written_once() -> None:
     names = [family.name for family in FAMILIES]
     assert len(names) == len(set(names))
+
+
+def _http_run(status: int, success: bool, tls: TlsFacts | None, connect: float) -> Result:
+    facts = HttpFacts(status, Phases(connect=connect, processing=0.002), tls=tls, ip_protocol=4)
+    step = StepResult("request", success, 0.01 + connect, facts=facts)
+    failures = () if success else (AttemptFailure(Reason.STATUS, "request"),)
+    return Result(
+        "web",
+        success,
+        0.01 + connect,
+        1.7e9,
+        None if success else Reason.STATUS,
+        failed_step="" if success else "request",
+        steps=(step,),
+        failures=failures,
+    )
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["basic", "full"])
+def test_each_run_rerenders_what_changed_and_keeps_the_rest_as_the_reference_shows(
+    full: bool,
+) -> None:
+    """Recording renders only families that can have changed; after every run of a mixed
+    sequence the text still equals prometheus-client's rendering of the same state."""
+    sink = MetricsSink()
+    sink.apply({"web": SeriesPlan((("component", "api"),), full=full)}, {"vantage": "eu"})
+    tls = TlsFacts("TLS 1.3", 1.8e9, 1.9e9, None)
+    timeout = Result(
+        "web",
+        False,
+        5.0,
+        1.7e9,
+        Reason.TIMEOUT,
+        failed_step="request",
+        failures=(AttemptFailure(Reason.TIMEOUT, "request"),),
+    )
+    runs = [
+        _http_run(200, True, None, 0.001),
+        _http_run(200, True, None, 0.003),
+        _http_run(500, False, None, 0.003),
+        timeout,
+        _http_run(200, True, tls, 0.002),
+        _http_run(200, True, replace(tls, version="TLS 1.2"), 0.002),
+        _http_run(200, True, None, 0.2),
+    ]
+    reference = CollectorRegistry()
+    reference.register(sink)
+    for run in runs:
+        sink.record(run)
+        fast = {s for s in parse_samples(sink.render().decode()) if ("check", "web") in s[1]}
+        assert fast == set(parse_samples(generate_latest(reference).decode()))

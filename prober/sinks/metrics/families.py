@@ -262,19 +262,26 @@ FACTS_FAMILIES: dict[type, tuple[FactsFamily, ...]] = {
     source: tuple(f for f in _READ_OFF_FACTS if source in f.sources)
     for source in dict.fromkeys(s for f in _READ_OFF_FACTS for s in f.sources)
 }
+# The same for a check whose steps keep no series (not a flow, not `detail: full`): it keeps
+# nothing of the families shown per step only, so they are not even read.
+_CHECK_WIDE_FACTS: dict[type, tuple[FactsFamily, ...]] = {
+    source: tuple(f for f in families if f.scope is not Scope.FULL)
+    for source, families in FACTS_FAMILIES.items()
+}
 
 
-def record(series: CheckSeries, result: Result) -> None:
+def record(series: CheckSeries, result: Result) -> set[FactsFamily]:
     """Update a check's series from one run: the run-wide state, then each family of facts
     from the steps that ran, dispatched on the type of their facts (and of the TLS facts
-    nested in them)."""
+    nested in them). Returns the families of facts whose kept values this run wrote: the
+    others' samples are those of the last rendering."""
     series.record(result)
+    table = FACTS_FAMILIES if series.keeps_steps else _CHECK_WIDE_FACTS
     read: dict[FactsFamily, list[tuple[str, Value]]] = {}
     for step in ran_steps(result):
         for facts in (step.facts, step.tls):
-            for family in FACTS_FAMILIES.get(type(facts), ()):
+            for family in table.get(type(facts), ()):
                 value = family.read(facts)
                 if value is not None:
                     read.setdefault(family, []).append((step.name, value))
-    for family, values in read.items():
-        family.note(series, values, result.failed_step)
+    return {f for f, values in read.items() if f.note(series, values, result.failed_step)}

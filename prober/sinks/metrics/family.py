@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
-from prober.sinks.metrics.state import CheckSeries, Pairs, Sample, StepSeries, Value
+from prober.sinks.metrics.state import CheckSeries, Pairs, Sample, StepSeries, Value, with_labels
 
 _F = TypeVar("_F")
 
@@ -135,8 +135,8 @@ def phased(phase_names: tuple[str, ...]) -> _Shape:
     """One sample per phase, labelled `phase`."""
 
     def samples(name: str, extra: Pairs, value: tuple[float, ...]) -> Iterator[Sample]:
-        for phase, seconds in zip(phase_names, value, strict=False):
-            yield name, (*extra, ("phase", phase)), seconds
+        for labels, seconds in zip(with_labels(extra, "phase", phase_names), value, strict=False):
+            yield name, labels, seconds
 
     return samples
 
@@ -171,14 +171,20 @@ class FactsFamily:
     shape: _Shape = _scalar
     type: str = "gauge"
 
-    def note(self, series: CheckSeries, values: Sequence[tuple[str, Value]], failed: str) -> None:
+    def note(self, series: CheckSeries, values: Sequence[tuple[str, Value]], failed: str) -> bool:
         """Keep what the run's steps said: per step where they have series, and combined
-        per check where this family has check-wide samples."""
+        per check where this family has check-wide samples. False when this check keeps
+        nothing of it (a `detail: full` family of a basic check): its samples stay as
+        they were, so its rendered text need not be looked at again."""
+        kept = False
         if series.keeps_steps:
             for step, value in values:
                 series.step(step).values[self.name] = value
+            kept = True
         if self.scope is not Scope.FULL:
             series.values[self.name] = self.combine(values, failed)
+            kept = True
+        return kept
 
     def samples(self, series: CheckSeries) -> Iterator[Sample]:
         for extra, values in self._kept(series):

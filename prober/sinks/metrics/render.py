@@ -8,13 +8,13 @@ samples into prometheus-client's own families, so the tests can prove both rende
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from functools import lru_cache
 
 from prometheus_client.core import Metric
 
 from prober.sinks.metrics.families import FAMILIES
-from prober.sinks.metrics.family import Family
+from prober.sinks.metrics.family import CheckFamily, Family
 from prober.sinks.metrics.state import CheckSeries, Pairs, Sample, number_text
 
 
@@ -43,26 +43,58 @@ def _head(family: Family, openmetrics: bool) -> bytes:
 # Each family's HELP and TYPE lines; a check's chunks (render_check) come in the same order.
 TEXT_HEADS = tuple(_head(f, openmetrics=False) for f in FAMILIES)
 OPENMETRICS_HEADS = tuple(_head(f, openmetrics=True) for f in FAMILIES)
+# Where each family is in FAMILIES, and where those read off the run-wide state (which
+# every run updates) are.
+_INDEX = {id(f): index for index, f in enumerate(FAMILIES)}
+_CHECK_WIDE = tuple(index for index, f in enumerate(FAMILIES) if isinstance(f, CheckFamily))
+# Families whose samples differ after nearly every run (timings, run counts): rendered each
+# time they may have changed without comparing, and their samples not kept (a tenth of a
+# check's memory at 10,000 checks).
+_CHANGES_EVERY_RUN = frozenset(
+    index
+    for index, f in enumerate(FAMILIES)
+    if f.name
+    in {
+        "probe_duration_seconds",
+        "probe_http_duration_seconds",
+        "prober_check_duration_seconds",
+        "prober_check_runs_total",
+        "prober_last_success_timestamp_seconds",
+        "prober_step_duration_seconds",
+    }
+)
 
 
-def render_check(series: CheckSeries) -> tuple[bytes, ...]:
+def render_check(series: CheckSeries, noted: Collection[Family] | None = None) -> tuple[bytes, ...]:
     """The check's sample lines, one chunk per family of FAMILIES.
 
     A family whose samples are those of the last rendering keeps its bytes: most of a
     check's families (its status code, version, phases of a steady target, counters of the
     other result) do not change from run to run, and formatting is the cost of recording.
+    With `noted` (the families of facts the run wrote), the other families of facts are
+    not even sampled: only the run-wide families and those can have changed.
     """
-    before = series.rendered
-    samples = tuple(tuple(family.samples(series)) for family in FAMILIES)
-    if before is None or series.chunks is None:
-        chunks = tuple(_render_samples(series.labels, taken) for taken in samples)
-    else:
-        chunks = tuple(
-            chunk if taken == old else _render_samples(series.labels, taken)
-            for taken, old, chunk in zip(samples, before, series.chunks, strict=True)
+    before, chunks = series.rendered, series.chunks
+    labels = series.labels
+    if before is None or chunks is None:
+        samples = tuple(tuple(family.samples(series)) for family in FAMILIES)
+        series.rendered = tuple(
+            () if index in _CHANGES_EVERY_RUN else taken for index, taken in enumerate(samples)
         )
-    series.rendered = samples
-    return chunks
+        return tuple(_render_samples(labels, taken) for taken in samples)
+    indices: Iterable[int] = (
+        range(len(FAMILIES)) if noted is None else (*_CHECK_WIDE, *(_INDEX[id(f)] for f in noted))
+    )
+    new_samples, new_chunks = list(before), list(chunks)
+    for index in indices:
+        taken = tuple(FAMILIES[index].samples(series))
+        if index in _CHANGES_EVERY_RUN:
+            new_chunks[index] = _render_samples(labels, taken)
+        elif taken != before[index]:
+            new_samples[index] = taken
+            new_chunks[index] = _render_samples(labels, taken)
+    series.rendered = tuple(new_samples)
+    return tuple(new_chunks)
 
 
 def _render_samples(labels: str, samples: tuple[Sample, ...]) -> bytes:

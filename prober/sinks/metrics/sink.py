@@ -32,7 +32,9 @@ from prober.sinks.metrics.state import CheckSeries, Pairs, SeriesPlan
 from prober.sinks.verdict import Condition, Scope
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-RENDER_CHUNK = 1 << 20
+# A scrape's pieces: the handler yields to the loop between them. Each piece holds the loop
+# for its join (a 1 MB piece held it 5-15 ms at 1,000 checks, the p99 of probes then).
+RENDER_CHUNK = 1 << 16
 # prometheus-client's OpenMetrics writer has no type hints; this is its signature.
 _openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics_exposition.generate_latest
 
@@ -92,10 +94,10 @@ class MetricsSink:
         series = self._checks.get(result.check)
         if series is None:
             return  # removed by a reload while it ran
-        record(series, result)
+        noted = record(series, result)
         # Render the check's text now, one check at a time, rather than all dirty checks
         # in the scrape: at 10,000 checks that would stall the event loop for a second.
-        self._cache(series)
+        series.chunks = render_check(series, noted)
 
     def render(self) -> bytes:
         """The whole exposition: per-check families, then the daemon's own series.
@@ -119,6 +121,8 @@ class MetricsSink:
             parts.append(head)
             for column in columns:
                 chunk = column[index]
+                if not chunk:  # most families have no samples for most checks
+                    continue
                 parts.append(chunk)
                 pending += len(chunk)
                 if pending >= size:

@@ -11,6 +11,7 @@ import bisect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from prober.config.model import Check
 from prober.result import Result, StepResult
@@ -44,6 +45,13 @@ def number_text(value: float) -> str:
 
 
 _BUCKET_LABELS = tuple(number_text(bound) for bound in (*DURATION_BUCKETS, math.inf))
+
+
+@lru_cache(maxsize=1024)
+def with_labels(extra: Pairs, label: str, values: tuple[str, ...]) -> tuple[Pairs, ...]:
+    """`extra` plus `label="value"`, one tuple per value, made once and shared: the label
+    sets of buckets and phases are few, and a check keeps the samples it last rendered."""
+    return tuple((*extra, (label, value)) for value in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +90,12 @@ class Histogram:
     def samples(self, name: str, extra: Pairs = ()) -> Iterator[Sample]:
         """Cumulative buckets, then count and sum, as the text format orders them."""
         running = 0
-        for le, count in zip(_BUCKET_LABELS, self.counts, strict=True):
+        bucket = f"{name}_bucket"
+        for labels, count in zip(
+            with_labels(extra, "le", _BUCKET_LABELS), self.counts, strict=True
+        ):
             running += count
-            yield f"{name}_bucket", (*extra, ("le", le)), running
+            yield bucket, labels, running
         yield f"{name}_count", extra, running
         yield f"{name}_sum", extra, self.total
 
