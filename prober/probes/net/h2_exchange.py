@@ -12,7 +12,6 @@ trailers are ignored, as Go's client keeps them apart from the headers.
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
 from typing import cast
 
@@ -25,7 +24,13 @@ from h2.errors import ErrorCodes
 
 from prober.config.model import Compression
 from prober.probes.net.h1_body import BodyBuffer
-from prober.probes.net.h1_exchange import MAX_FIELD_BYTES, MAX_HEADERS, field_text, tls_session
+from prober.probes.net.h1_exchange import (
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    field_text,
+    peer_address,
+    tls_session,
+)
 from prober.probes.net.h1_values import (
     H1Error,
     H1Response,
@@ -37,11 +42,10 @@ from prober.probes.net.h1_values import (
     Timeline,
     TlsSession,
 )
-from prober.probes.net.tls import TimedSSLObject
+from prober.probes.net.stamped import StampedProtocol
 
 # What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
 HTTP2_VERSION = "2.0"
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _NO_BODY_STATUSES = frozenset({204, 304})
 # Headers of HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 §8.2.2).
 _CONNECTION_HEADERS = frozenset(
@@ -79,12 +83,15 @@ def request_headers(
     return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
 
 
-class H2Exchange(asyncio.Protocol):
+class H2Exchange(StampedProtocol):
     """Sends one request on stream 1 when the connection is ready and reads its response.
 
     `done` resolves when the stream has ended, or fails with an H1Error (or, for a bug in
     this code, the exception itself). The owner sets `resolved`, then reads `response()`.
     """
+
+    RESET = PeerReset
+    BROKEN = NetworkError
 
     def __init__(
         self,
@@ -95,6 +102,7 @@ class H2Exchange(asyncio.Protocol):
         done: asyncio.Future[None],
         compression: Compression | None = None,
     ) -> None:
+        super().__init__(done)
         self._request_headers = headers
         self._outgoing = body
         self._sent = 0
@@ -102,13 +110,7 @@ class H2Exchange(asyncio.Protocol):
         self._is_head = method == "HEAD"
         self._cap = cap
         self._compression = compression
-        self.done = done
-        self.handshakes: list[TimedSSLObject] = []
-        self.started = time.perf_counter()
-        self.resolved = 0.0
-        self._connected = self._secured = self._written = 0.0
-        self._first_byte = self._last_byte = self._ended = 0.0
-        self._transport: asyncio.Transport | None = None
+        self._written = self._first_byte = self._last_byte = 0.0
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -117,7 +119,6 @@ class H2Exchange(asyncio.Protocol):
         self._peer = ""
         self._session: TlsSession | None = None
         self._any_byte = False
-        self._finished = False
         self._status = 0
         self._headers: list[tuple[str, str]] = []
         self._body: BodyBuffer | None = None
@@ -126,12 +127,8 @@ class H2Exchange(asyncio.Protocol):
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        now = time.perf_counter()
-        self._transport = cast(asyncio.Transport, transport)
-        peername = transport.get_extra_info("peername")
-        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
-        self._connected = self._handshake_started() or now
-        self._secured = now
+        self._connection_ready(transport)
+        self._peer = peer_address(transport)
         try:
             self._session = tls_session(transport)
             self._h2.initiate_connection()
@@ -166,13 +163,6 @@ class H2Exchange(asyncio.Protocol):
             self._fail(ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}"))
         except H1Error as exc:
             self._fail(exc)
-
-    def eof_received(self) -> bool | None:
-        self._closed(None)
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed(exc)
 
     # HTTP/2 events.
 
@@ -257,59 +247,25 @@ class H2Exchange(asyncio.Protocol):
 
     # Outcome.
 
-    def _fail(self, exc: BaseException) -> None:
-        self._finished = True
-        self._ended = self._ended or time.perf_counter()
-        if not self.done.done():
-            self.done.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _closed(self, exc: BaseException | None) -> None:
-        """The peer hung up (or the transport failed) before the stream ended."""
-        if self._finished:
-            return
-        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
-            self._fail(PeerReset(f"connection reset by the peer: {exc.strerror}"))
-        elif exc is not None:
-            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
-        elif self._body is None:
+    def _hung_up(self) -> None:
+        if self._body is None:
             what = "response" if not self._any_byte else "response headers"
             self._fail(PeerReset(f"the server closed the connection before the {what}"))
         else:
             self._fail(ProtocolError("the server closed the connection before the body ended"))
-
-    def abort(self) -> None:
-        """Drop the connection unless the response completed (then it is already closing)."""
-        if not self._finished:
-            self._finished = True
-            self._ended = self._ended or time.perf_counter()
-            if self._transport is not None:
-                self._transport.abort()
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # seen: a failure that came after the deadline is moot
 
     def release(self) -> None:
         """Drop the transport and the request once the exchange is over (after `abort`)."""
         self._transport = None
         self._outgoing = b""
 
-    def _handshake_started(self) -> float:
-        return self.handshakes[0].handshake_started if self.handshakes else 0.0
-
     def timeline(self) -> Timeline:
         """The stamps so far; a failed request's `ended` is when it failed (or now)."""
-        return Timeline(
-            started=self.started,
-            resolved=self.resolved,
-            connected=self._connected or self._handshake_started(),
-            secured=self._secured,
+        return self._timeline(
+            Timeline,
             written=self._written,
             first_byte=self._first_byte,
             last_byte=self._last_byte,
-            ended=self._ended or time.perf_counter(),
         )
 
     def head(self) -> ResponseHead | None:
