@@ -189,12 +189,8 @@ class Exchange(StampedProtocol):
     def _complete(self) -> None:
         """The response is whole: keep the body, stamp its last byte, hang up."""
         self._result = self._body.finish() if self._body is not None else b""
-        self._finished = True
-        self._last_byte = self._ended = self._arrived
-        if not self.done.done():
-            self.done.set_result(None)
-        if self._transport is not None:
-            self._transport.close()
+        self._last_byte = self._arrived
+        self._succeed(self._arrived)
 
     def _hung_up(self) -> None:
         if not self._headers_done:

@@ -42,7 +42,7 @@ from prober.probes.net.h1_values import (
     Timeline,
     TlsSession,
 )
-from prober.probes.net.stamped import StampedProtocol
+from prober.probes.net.h2_protocol import H2Protocol, code_name
 
 # What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
 HTTP2_VERSION = "2.0"
@@ -83,7 +83,7 @@ def request_headers(
     return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
 
 
-class H2Exchange(StampedProtocol):
+class H2Exchange(H2Protocol):
     """Sends one request on stream 1 when the connection is ready and reads its response.
 
     `done` resolves when the stream has ended, or fails with an H1Error (or, for a bug in
@@ -102,7 +102,7 @@ class H2Exchange(StampedProtocol):
         done: asyncio.Future[None],
         compression: Compression | None = None,
     ) -> None:
-        super().__init__(done)
+        super().__init__(done, header_encoding=None)
         self._request_headers = headers
         self._outgoing = body
         self._sent = 0
@@ -111,9 +111,6 @@ class H2Exchange(StampedProtocol):
         self._cap = cap
         self._compression = compression
         self._written = self._first_byte = self._last_byte = 0.0
-        self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values=_SETTINGS)
         self._stream = 1
         self._peer = ""
@@ -176,12 +173,12 @@ class H2Exchange(StampedProtocol):
         elif isinstance(event, h2.events.StreamEnded):
             self._complete(now)
         elif isinstance(event, h2.events.StreamReset):
-            raise PeerReset(f"the server reset the stream ({_code(event.error_code)})")
+            raise PeerReset(f"the server reset the stream ({code_name(event.error_code)})")
         elif isinstance(event, h2.events.ConnectionTerminated):
             graceful = event.error_code == ErrorCodes.NO_ERROR
             if not graceful or (event.last_stream_id or 0) < self._stream:
                 raise PeerReset(
-                    f"the server closed the connection (GOAWAY {_code(event.error_code)})"
+                    f"the server closed the connection (GOAWAY {code_name(event.error_code)})"
                 )
         # Trailers, interim (1xx) heads, SETTINGS and WINDOW_UPDATE need nothing more here:
         # `_send_body` goes on with the body once the window has room.
@@ -207,14 +204,8 @@ class H2Exchange(StampedProtocol):
         if self._body is None:
             raise ProtocolError("the stream ended without response headers")
         self._result = self._body.finish()
-        self._finished = True
-        self._last_byte = self._ended = now
-        if not self.done.done():
-            self.done.set_result(None)
-        if self._transport is not None:
-            self._h2.close_connection()
-            self._flush()
-            self._transport.close()
+        self._last_byte = now
+        self._succeed(now)
 
     # The request's body, as flow control allows.
 
@@ -239,11 +230,6 @@ class H2Exchange(StampedProtocol):
         self._flush()
         if self._request_ended and not self._written:
             self._written = time.perf_counter()
-
-    def _flush(self) -> None:
-        outgoing = self._h2.data_to_send()
-        if outgoing and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(outgoing)
 
     # Outcome.
 
@@ -296,11 +282,6 @@ class H2Exchange(StampedProtocol):
         if raw is not None and raw.strip().isdigit():
             return int(raw)
         return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
-
-
-def _code(code: ErrorCodes | int | None) -> str:
-    """An HTTP/2 error code by name (a number h2 does not know, as a number)."""
-    return code.name if isinstance(code, ErrorCodes) else str(code)
 
 
 def _h2_text(exc: h2.exceptions.ProtocolError) -> str:

@@ -62,6 +62,19 @@ class StampedProtocol(Dialed):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed(exc)
 
+    def _succeed(self, at: float) -> None:
+        """The exchange is whole at `at`: settle `done`, say goodbye, hang up."""
+        self._finished = True
+        self._ended = at
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._transport is not None:
+            self._goodbye()
+            self._transport.close()
+
+    def _goodbye(self) -> None:
+        """What the protocol writes before a clean close (HTTP/2's GOAWAY); nothing here."""
+
     def _fail(self, exc: BaseException) -> None:
         self._finished = True
         self._ended = self._ended or time.perf_counter()
