@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import cast
 from urllib.parse import unquote
 
@@ -35,7 +34,7 @@ from prober.probes.net.grpc_values import (
 )
 from prober.probes.net.grpc_wire import GrpcStatus, MessageReader, WireError
 from prober.probes.net.h1_values import TlsSession
-from prober.probes.net.h2_protocol import H2Protocol, code_name
+from prober.probes.net.h2_protocol import H2Protocol, client_connection, code_name
 
 # A health answer is a few bytes; anything near this is not one.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -93,7 +92,8 @@ class UnaryCall(H2Protocol):
         done: asyncio.Future[None],
         tls: bool,
     ) -> None:
-        super().__init__(done, header_encoding="utf-8")
+        super().__init__(done)
+        self._h2 = client_connection(header_encoding="utf-8")
         self._request_headers = headers
         self._message = message
         self._tls = tls
@@ -102,7 +102,6 @@ class UnaryCall(H2Protocol):
         self._reader = MessageReader(MAX_ANSWER_BYTES)
         self._headers: dict[str, str] | None = None
         self._trailers: dict[str, str] = {}
-        self._any_byte = False
         self.session: TlsSession | None = None
         self.answer = b""
 
@@ -121,27 +120,15 @@ class UnaryCall(H2Protocol):
         except Exception as exc:  # ALPN refused, or a bug: either must end the call
             self._fail(exc)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if self._finished:
-            return
-        if not self._any_byte and data.startswith(b"HTTP/"):
-            self._fail(ProtocolError("the server answered in HTTP/1.x, not HTTP/2"))
-            return
-        self._any_byte = True
-        try:
-            events = self._h2.receive_data(data)
-            for event in events:
-                self._handle(event, now)
-                if self._finished:
-                    return
-            self._flush()
-        except h2.exceptions.ProtocolError as exc:
-            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {type(exc).__name__}"))
-        except WireError as exc:
-            self._fail(ProtocolError(f"invalid gRPC answer: {exc}"))
-        except GrpcError as exc:
-            self._fail(exc)
+    def _answered_in_http1(self) -> Exception:
+        return ProtocolError("the server answered in HTTP/1.x, not HTTP/2")
+
+    def _failure(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, h2.exceptions.ProtocolError):
+            return ProtocolError(f"invalid HTTP/2 from the server: {type(exc).__name__}")
+        if isinstance(exc, WireError):
+            return ProtocolError(f"invalid gRPC answer: {exc}")
+        return exc if isinstance(exc, GrpcError) else None
 
     # HTTP/2 events.
 

@@ -17,15 +17,11 @@ from prober.probes.net.certs import served_chain, verified_chain
 from prober.probes.net.h1_body import BodyBuffer
 from prober.probes.net.h1_values import (
     H1Error,
-    H1Response,
-    NetworkError,
     PeerReset,
     ProtocolError,
-    ResponseHead,
-    Timeline,
     TlsSession,
 )
-from prober.probes.net.stamped import StampedProtocol
+from prober.probes.net.http_exchange import HttpExchange
 
 # aiohttp's client limits, so both paths refuse the same heads.
 MAX_HEADERS = 128
@@ -37,15 +33,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
 
 
-class Exchange(StampedProtocol):
-    """Writes one request when the connection is ready and reads one response.
-
-    `done` resolves when the response is whole, or fails with an H1Error (or, for a bug in
-    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
-    """
-
-    RESET = PeerReset
-    BROKEN = NetworkError
+class Exchange(HttpExchange):
+    """Writes one request when the connection is ready and reads one response
+    (`http_exchange.HttpExchange`)."""
 
     def __init__(
         self,
@@ -56,40 +46,31 @@ class Exchange(StampedProtocol):
         tls: bool,
         compression: Compression | None = None,
     ) -> None:
-        super().__init__(done)
+        super().__init__(method, cap, done, compression)
         self._request = request
-        self._compression = compression
-        self._peer = ""
-        self._is_head = method == "HEAD"
-        self._cap = cap
         self._tls = tls
-        self._written = 0.0
-        self._first_byte = 0.0
         self._arrived = 0.0
-        self._last_byte = 0.0
         # Refers back to this exchange (its callbacks): `release` breaks the cycle.
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._version = ""
-        self._session: TlsSession | None = None
         self._head_bytes = 0
         self._begin_message()
 
     def _begin_message(self) -> None:
         self._status = 0
         self._reason = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers = []
         self._framing: dict[bytes, str] = {}
         self._interim = False
         self._headers_done = False
         self._until_eof = False
-        self._body: BodyBuffer | None = None
+        self._body = None
         self._result = b""
 
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ready = self._connection_ready(transport)
-        self._peer = peer_address(transport)
         try:
             if self._tls:
                 self._session = tls_session(transport)
@@ -214,49 +195,18 @@ class Exchange(StampedProtocol):
         self._parser = None
         self._transport = None
 
-    def timeline(self) -> Timeline:
-        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
-        return self._timeline(
-            Timeline,
-            written=self._written,
-            first_byte=self._first_byte,
-            last_byte=self._last_byte,
-        )
+    def _http_version(self) -> str:
+        return self._version
 
-    def head(self) -> ResponseHead | None:
-        """The final response's status line and headers, once they have arrived."""
-        if not self._headers_done:
-            return None
-        return ResponseHead(
-            self._status, self._version, tuple(self._headers), self._session, self._peer
-        )
+    def _reason_phrase(self) -> str:
+        return self._reason.decode("latin-1")
 
-    def response(self) -> H1Response:
-        """The whole response; call once `done` has resolved without error."""
-        return H1Response(
-            status=self._status,
-            reason=self._reason.decode("latin-1"),
-            http_version=self._version,
-            headers=tuple(self._headers),
-            body=self._result,
-            wire_length=self._body.wire_length if self._body is not None else 0,
-            content_length=self._content_length(),
-            tls=self._session,
-            timeline=self.timeline(),
-            peer_address=self._peer,
-        )
+    def _has_head(self) -> bool:
+        return self._headers_done
 
-    def _content_length(self) -> int:
+    def _declared_length(self) -> int | None:
         raw = self._framing.get(b"content-length")
-        if raw is not None:
-            return int(raw)  # llhttp refused the response if it were not a number
-        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
-
-
-def peer_address(transport: asyncio.BaseTransport) -> str:
-    """The address the transport is connected to, "" when it does not say."""
-    peername = transport.get_extra_info("peername")
-    return str(peername[0]) if isinstance(peername, tuple) and peername else ""
+        return int(raw) if raw is not None else None  # llhttp refused it were it no number
 
 
 def tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:

@@ -28,21 +28,16 @@ from prober.probes.net.h1_exchange import (
     MAX_FIELD_BYTES,
     MAX_HEADERS,
     field_text,
-    peer_address,
     tls_session,
 )
 from prober.probes.net.h1_values import (
     H1Error,
-    H1Response,
     InvalidRequest,
-    NetworkError,
     PeerReset,
     ProtocolError,
-    ResponseHead,
-    Timeline,
-    TlsSession,
 )
-from prober.probes.net.h2_protocol import H2Protocol, code_name
+from prober.probes.net.h2_protocol import H2Protocol, client_connection, code_name
+from prober.probes.net.http_exchange import HttpExchange
 
 # What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
 HTTP2_VERSION = "2.0"
@@ -83,15 +78,9 @@ def request_headers(
     return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
 
 
-class H2Exchange(H2Protocol):
-    """Sends one request on stream 1 when the connection is ready and reads its response.
-
-    `done` resolves when the stream has ended, or fails with an H1Error (or, for a bug in
-    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
-    """
-
-    RESET = PeerReset
-    BROKEN = NetworkError
+class H2Exchange(HttpExchange, H2Protocol):
+    """Sends one request on stream 1 when the connection is ready and reads its response
+    (`http_exchange.HttpExchange`) once the stream has ended."""
 
     def __init__(
         self,
@@ -102,30 +91,19 @@ class H2Exchange(H2Protocol):
         done: asyncio.Future[None],
         compression: Compression | None = None,
     ) -> None:
-        super().__init__(done, header_encoding=None)
+        super().__init__(method, cap, done, compression)
+        self._h2 = client_connection(header_encoding=None)
         self._request_headers = headers
         self._outgoing = body
         self._sent = 0
         self._request_ended = False
-        self._is_head = method == "HEAD"
-        self._cap = cap
-        self._compression = compression
-        self._written = self._first_byte = self._last_byte = 0.0
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values=_SETTINGS)
         self._stream = 1
-        self._peer = ""
-        self._session: TlsSession | None = None
-        self._any_byte = False
-        self._status = 0
-        self._headers: list[tuple[str, str]] = []
-        self._body: BodyBuffer | None = None
-        self._result = b""
 
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._connection_ready(transport)
-        self._peer = peer_address(transport)
         try:
             self._session = tls_session(transport)
             self._h2.initiate_connection()
@@ -142,24 +120,16 @@ class H2Exchange(H2Protocol):
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if self._finished:
-            return
-        if not self._any_byte and data.startswith(b"HTTP/"):
-            self._fail(ProtocolError("the server chose h2 by ALPN but answered in HTTP/1.x"))
-            return
-        self._any_byte = True
-        try:
-            for event in self._h2.receive_data(data):
-                self._handle(event, now)
-                if self._finished:
-                    return
-            self._send_body()
-        except h2.exceptions.ProtocolError as exc:
-            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}"))
-        except H1Error as exc:
-            self._fail(exc)
+    def _answered_in_http1(self) -> Exception:
+        return ProtocolError("the server chose h2 by ALPN but answered in HTTP/1.x")
+
+    def _failure(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, h2.exceptions.ProtocolError):
+            return ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}")
+        return exc if isinstance(exc, H1Error) else None
+
+    def _events_handled(self) -> None:
+        self._send_body()
 
     # HTTP/2 events.
 
@@ -245,43 +215,18 @@ class H2Exchange(H2Protocol):
         self._transport = None
         self._outgoing = b""
 
-    def timeline(self) -> Timeline:
-        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
-        return self._timeline(
-            Timeline,
-            written=self._written,
-            first_byte=self._first_byte,
-            last_byte=self._last_byte,
-        )
+    def _http_version(self) -> str:
+        return HTTP2_VERSION
 
-    def head(self) -> ResponseHead | None:
-        """The response's status and headers, once its HEADERS have arrived."""
-        if self._body is None:
-            return None
-        return ResponseHead(
-            self._status, HTTP2_VERSION, tuple(self._headers), self._session, self._peer
-        )
+    def _reason_phrase(self) -> str:
+        return ""  # HTTP/2 has no reason phrase
 
-    def response(self) -> H1Response:
-        """The whole response; call once `done` has resolved without error."""
-        return H1Response(
-            status=self._status,
-            reason="",  # HTTP/2 has no reason phrase
-            http_version=HTTP2_VERSION,
-            headers=tuple(self._headers),
-            body=self._result,
-            wire_length=self._body.wire_length if self._body is not None else 0,
-            content_length=self._content_length(),
-            tls=self._session,
-            timeline=self.timeline(),
-            peer_address=self._peer,
-        )
+    def _has_head(self) -> bool:
+        return self._body is not None
 
-    def _content_length(self) -> int:
+    def _declared_length(self) -> int | None:
         raw = next((v for n, v in reversed(self._headers) if n == "content-length"), None)
-        if raw is not None and raw.strip().isdigit():
-            return int(raw)
-        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
+        return int(raw) if raw is not None and raw.strip().isdigit() else None
 
 
 def _h2_text(exc: h2.exceptions.ProtocolError) -> str:
