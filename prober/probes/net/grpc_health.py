@@ -1,10 +1,10 @@
 """A standalone gRPC health check: one `grpc.health.v1.Health/Check` call over a fresh
 HTTP/2 connection, on asyncio + h2 (`grpc_call.UnaryCall`).
 
-As h1.py does for HTTP/1.1, it resolves with `loop.getaddrinfo` (IP literals skip it),
-connects to each address in turn, and times every phase in the transport callbacks:
-resolve, connect, tls (the handshake's own stamps, `tls.TimedSSLObject`) and check (HTTP/2
-setup, request, answer). The `:authority` and the TLS server name are the host asked for,
+As h1.py does for HTTP/1.1, it resolves and connects through the shared dial (`dial.dial`:
+`loop.getaddrinfo`, IP literals skip it, each address in turn), and times every phase in
+the transport callbacks: resolve, connect, tls (the handshake's own stamps,
+`tls.TimedSSLObject`) and check (HTTP/2 setup, request, answer). The `:authority` and the TLS server name are the host asked for,
 whichever address answered. The deadline is enforced here (and sent as `grpc-timeout`),
 so a timeout says where it hung. Failures are `GrpcError`s that name their phase and the
 gRPC status code to report; the caller maps them to Reasons.

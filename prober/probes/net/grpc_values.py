@@ -16,7 +16,7 @@ from prober.probes.net import failures
 from prober.probes.net.failures import NetFailure
 from prober.probes.net.grpc_wire import GrpcStatus, ServingStatus
 from prober.probes.net.h1_values import TlsSession
-from prober.probes.net.stamps import DialTimeline
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "check"]
 
@@ -48,9 +48,7 @@ class Timeline(DialTimeline[Phase]):
     ended, with its answer or its failure."""
 
     STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
-        ("resolved", "resolve"),
-        ("connected", "connect"),
-        ("secured", "tls"),
+        *DIAL_STAMPS,
         ("answered", "check"),
     )
     COMPLETED: ClassVar[Phase] = "check"

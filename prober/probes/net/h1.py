@@ -3,10 +3,11 @@
 
 A fraction of aiohttp's CPU per probe (docs/PERFORMANCE.md) for the common case: one request,
 plain or TLS through the loop's own `create_connection(ssl=...)`, `Connection: close`, no
-redirects (the caller follows them), no proxy, no pooling. It resolves with
-`loop.getaddrinfo` (IP literals skip it), connects to each address in turn, writes the
-request from the connection's callback and reads one response (`h1_exchange.Exchange`).
-Failures are `H1Error`s that name their phase; the caller maps them to Reasons.
+redirects (the caller follows them), no proxy, no pooling. It resolves and connects
+through the shared dial (`dial.dial`: `loop.getaddrinfo`, IP literals skip it, each
+address in turn), writes the request from the connection's callback and reads one response
+(`h1_exchange.Exchange`). Failures are `H1Error`s that name their phase; the caller maps
+them to Reasons.
 
 The deadline is enforced here, so a timeout can say where it hung: a caller's own timeout
 around `fetch` should fall later. Connect and TLS are told apart by the handshake's own

@@ -15,7 +15,7 @@ from prober.config.model import Compression
 from prober.config.model_requests import DEFAULT_MAX_BODY_BYTES
 from prober.probes.net import failures
 from prober.probes.net.failures import NetFailure
-from prober.probes.net.stamps import DialTimeline
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
 
@@ -53,9 +53,7 @@ class Timeline(DialTimeline[Phase]):
     its failure."""
 
     STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
-        ("resolved", "resolve"),
-        ("connected", "connect"),
-        ("secured", "tls"),
+        *DIAL_STAMPS,
         ("written", "processing"),  # the write counts as processing: it ends nothing of its own
         ("first_byte", "processing"),
         ("last_byte", "transfer"),

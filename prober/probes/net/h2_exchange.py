@@ -1,10 +1,11 @@
 """One HTTP/2 exchange on a fresh TLS connection: an asyncio.Protocol that drives an `h2`
 state machine, for the lean path's requests with `http2: true` whose server chose h2.
 
-The shape of h1_exchange (and of grpc_call): the request goes out in `connection_made`
-(the preface, one HEADERS frame, DATA frames for the body as flow control allows), every
-stamp is taken in a transport callback, and the outcome is h1's own values (`H1Response`,
-`ResponseHead`, `Timeline`, `H1Error`s), so the lean path judges both alike. Processing is
+An `http_exchange.HttpExchange` as h1_exchange is, on `h2_protocol.H2Protocol` as grpc_call
+is: the request goes out in `connection_made` (the preface, one HEADERS frame, DATA frames
+for the body as flow control allows), every stamp is taken in a transport callback, and the
+outcome is h1's own values (`H1Response`, `ResponseHead`, `Timeline`, `H1Error`s), so the
+lean path judges both alike. Processing is
 from the request sent to the response's HEADERS, transfer from there to its END_STREAM;
 trailers are ignored, as Go's client keeps them apart from the headers.
 """

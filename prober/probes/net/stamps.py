@@ -8,9 +8,17 @@ the rule "the phase still running ends at `ended`" are written once, here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar, cast
+from typing import ClassVar, Generic, Literal, TypeVar, cast
 
 PhaseT = TypeVar("PhaseT", bound=str)
+DialPhase = Literal["resolve", "connect", "tls"]
+# The dial's stamps in the order an exchange passes them, each with the phase ending there;
+# a client's `STAMPS` are these, then its own.
+DIAL_STAMPS: tuple[tuple[str, DialPhase], ...] = (
+    ("resolved", "resolve"),
+    ("connected", "connect"),
+    ("secured", "tls"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +31,8 @@ class DialTimeline(Generic[PhaseT]):
     or its failure: the phase in progress then runs up to it.
     """
 
-    # Every stamp in the order an exchange passes it, with the phase that ends there; a
-    # subclass lists its own after these three.
-    STAMPS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("resolved", "resolve"),
-        ("connected", "connect"),
-        ("secured", "tls"),
-    )
+    # Every stamp in the order an exchange passes it, with the phase that ends there.
+    STAMPS: ClassVar[tuple[tuple[str, str], ...]] = DIAL_STAMPS
     # The phase an exchange that passed every stamp is said to have ended in.
     COMPLETED: ClassVar[str] = "tls"
 

@@ -15,7 +15,7 @@ from prober.config.templates import Regex
 from prober.probes.net import failures
 from prober.probes.net.failures import NetFailure
 from prober.probes.net.h1_values import TlsSession
-from prober.probes.net.stamps import DialTimeline
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "handshake", "first_message"]
 
@@ -56,9 +56,7 @@ class Timeline(DialTimeline[Phase]):
     """
 
     STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
-        ("resolved", "resolve"),
-        ("connected", "connect"),
-        ("secured", "tls"),
+        *DIAL_STAMPS,
         ("upgraded", "handshake"),
         ("matched", "first_message"),
     )
