@@ -4,10 +4,11 @@ HTTP/2 connection, on asyncio + h2 (`grpc_call.UnaryCall`).
 As h1.py does for HTTP/1.1, it resolves and connects through the shared dial (`dial.dial`:
 `loop.getaddrinfo`, IP literals skip it, each address in turn), and times every phase in
 the transport callbacks: resolve, connect, tls (the handshake's own stamps,
-`tls.TimedSSLObject`) and check (HTTP/2 setup, request, answer). The `:authority` and the TLS server name are the host asked for,
-whichever address answered. The deadline is enforced here (and sent as `grpc-timeout`),
-so a timeout says where it hung. Failures are `GrpcError`s that name their phase and the
-gRPC status code to report; the caller maps them to Reasons.
+`tls.TimedSSLObject`) and check (HTTP/2 setup, request, answer). The `:authority` and the
+TLS server name are the host asked for, whichever address answered. The deadline is
+enforced here (and sent as `grpc-timeout`), so a timeout says where it hung. Failures are
+`GrpcError`s that name their phase and the gRPC status code to report; the caller maps
+them to Reasons.
 """
 
 from __future__ import annotations
