@@ -42,7 +42,6 @@ from prober.probes.net.http_exchange import HttpExchange
 
 # What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
 HTTP2_VERSION = "2.0"
-_NO_BODY_STATUSES = frozenset({204, 304})
 # Headers of HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 §8.2.2).
 _CONNECTION_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
