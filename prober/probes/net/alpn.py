@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
+from prober.probes.net.dial import Dialed
 from prober.probes.net.h1_exchange import Exchange
 from prober.probes.net.h1_values import H1Response, ResponseHead, Timeline
 from prober.probes.net.h2_exchange import H2Exchange
 
 
-class Negotiated(asyncio.Protocol):
+class Negotiated(Dialed):
     """An h1 `Exchange` or an `H2Exchange`, whichever the server chose; h1 until it has."""
 
     def __init__(self, http1: Exchange, http2: H2Exchange) -> None:

@@ -11,9 +11,7 @@ headers of a trailers-only answer).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import time
 from typing import cast
 from urllib.parse import unquote
 
@@ -36,7 +34,7 @@ from prober.probes.net.grpc_values import (
 )
 from prober.probes.net.grpc_wire import GrpcStatus, MessageReader, WireError
 from prober.probes.net.h1_values import TlsSession
-from prober.probes.net.tls import TimedSSLObject
+from prober.probes.net.h2_protocol import H2Protocol, client_connection, code_name
 
 # A health answer is a few bytes; anything near this is not one.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -45,7 +43,6 @@ MAX_ANSWER_BYTES = 64 * 1024
 logging.getLogger("hpack").setLevel(logging.INFO)
 # The server's own status message is kept this long at most (it goes into logs, never labels).
 MAX_STATUS_MESSAGE = 200
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 # What an HTTP status means to gRPC when no grpc-status came (grpc/doc/http-grpc-status-mapping.md).
 _HTTP_TO_GRPC = {
     "400": GrpcStatus.INTERNAL,
@@ -77,12 +74,16 @@ def status_error(status: GrpcStatus, message: str) -> GrpcError:
     return CallFailed(status, message)
 
 
-class UnaryCall(asyncio.Protocol):
+class UnaryCall(H2Protocol):
     """Sends one request message when the connection is ready and reads one answer.
 
     `done` resolves when the answer is whole and OK, or fails with a GrpcError (or, for a bug
     in this code, the exception itself). The owner sets `resolved`, then reads `answer`.
     """
+
+    RESET = PeerClosed
+    BROKEN = NetworkError
+    PEER = "server"
 
     def __init__(
         self,
@@ -91,38 +92,23 @@ class UnaryCall(asyncio.Protocol):
         done: asyncio.Future[None],
         tls: bool,
     ) -> None:
+        super().__init__(done)
+        self._h2 = client_connection(header_encoding="utf-8")
         self._request_headers = headers
         self._message = message
         self._tls = tls
-        self.done = done
-        self.handshakes: list[TimedSSLObject] = []
-        self.started = time.perf_counter()
-        self.resolved = 0.0
-        self._connected = 0.0
-        self._secured = 0.0
         self._answered = 0.0
-        self._ended = 0.0
-        self._transport: asyncio.Transport | None = None
-        self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        )
         self._stream_id = 0
         self._reader = MessageReader(MAX_ANSWER_BYTES)
         self._headers: dict[str, str] | None = None
         self._trailers: dict[str, str] = {}
-        self._any_byte = False
-        self._finished = False
         self.session: TlsSession | None = None
         self.answer = b""
 
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        now = time.perf_counter()
-        # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
-        self._transport = cast(asyncio.Transport, transport)
-        self._connected = self._handshake_started() or now
-        self._secured = now
+        self._connection_ready(transport)
         try:
             if self._tls:
                 self._check_alpn(transport)
@@ -134,34 +120,15 @@ class UnaryCall(asyncio.Protocol):
         except Exception as exc:  # ALPN refused, or a bug: either must end the call
             self._fail(exc)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if self._finished:
-            return
-        if not self._any_byte and data.startswith(b"HTTP/"):
-            self._fail(ProtocolError("the server answered in HTTP/1.x, not HTTP/2"))
-            return
-        self._any_byte = True
-        try:
-            events = self._h2.receive_data(data)
-            for event in events:
-                self._handle(event, now)
-                if self._finished:
-                    return
-            self._flush()
-        except h2.exceptions.ProtocolError as exc:
-            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {type(exc).__name__}"))
-        except WireError as exc:
-            self._fail(ProtocolError(f"invalid gRPC answer: {exc}"))
-        except GrpcError as exc:
-            self._fail(exc)
+    def _answered_in_http1(self) -> Exception:
+        return ProtocolError("the server answered in HTTP/1.x, not HTTP/2")
 
-    def eof_received(self) -> bool | None:
-        self._closed(None)
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed(exc)
+    def _failure(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, h2.exceptions.ProtocolError):
+            return ProtocolError(f"invalid HTTP/2 from the server: {type(exc).__name__}")
+        if isinstance(exc, WireError):
+            return ProtocolError(f"invalid gRPC answer: {exc}")
+        return exc if isinstance(exc, GrpcError) else None
 
     # HTTP/2 events.
 
@@ -177,9 +144,13 @@ class UnaryCall(asyncio.Protocol):
             self._complete(now)
         elif isinstance(event, h2.events.StreamReset):
             status = _RESET_TO_GRPC.get(event.error_code, GrpcStatus.INTERNAL)
-            raise status_error(status, f"the server reset the stream ({_code(event.error_code)})")
+            raise status_error(
+                status, f"the server reset the stream ({code_name(event.error_code)})"
+            )
         elif isinstance(event, h2.events.ConnectionTerminated):
-            raise PeerClosed(f"the server closed the connection (GOAWAY {_code(event.error_code)})")
+            raise PeerClosed(
+                f"the server closed the connection (GOAWAY {code_name(event.error_code)})"
+            )
 
     def _complete(self, now: float) -> None:
         """The stream ended: judge the status, keep the one message, hang up."""
@@ -202,21 +173,10 @@ class UnaryCall(asyncio.Protocol):
         if len(self._reader.messages) != 1 or self._reader.pending:
             raise ProtocolError(f"{len(self._reader.messages)} messages in a unary answer")
         self.answer = self._reader.messages[0]
-        self._finished = True
-        self._answered = self._ended = now
-        if not self.done.done():
-            self.done.set_result(None)
-        if self._transport is not None:
-            self._h2.close_connection()
-            self._flush()
-            self._transport.close()
+        self._answered = now
+        self._succeed(now)
 
     # Outcome.
-
-    def _flush(self) -> None:
-        outgoing = self._h2.data_to_send()
-        if outgoing and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(outgoing)
 
     def _check_alpn(self, transport: asyncio.BaseTransport) -> None:
         """A TLS server that chose a protocol other than h2 will not speak gRPC."""
@@ -228,57 +188,15 @@ class UnaryCall(asyncio.Protocol):
         if chosen not in (None, "h2"):
             raise ProtocolError(f"the server chose ALPN {chosen!r}, not h2")
 
-    def _fail(self, exc: BaseException) -> None:
-        self._finished = True
-        self._ended = self._ended or time.perf_counter()
-        if not self.done.done():
-            self.done.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _closed(self, exc: BaseException | None) -> None:
-        """The peer hung up (or the transport failed) before the answer was whole."""
-        if self._finished:
-            return
-        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
-            self._fail(PeerClosed(f"connection reset by the server: {exc.strerror}"))
-        elif exc is not None:
-            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
-        elif not self._any_byte:
+    def _hung_up(self) -> None:
+        if not self._any_byte:
             self._fail(PeerClosed("the server closed the connection without a word of HTTP/2"))
         else:
             self._fail(PeerClosed("the server closed the connection before the answer ended"))
 
-    def abort(self) -> None:
-        """Drop the connection unless the call completed (then it is already closing)."""
-        if not self._finished:
-            self._finished = True
-            self._ended = self._ended or time.perf_counter()
-            if self._transport is not None:
-                self._transport.abort()
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # seen: a failure that came after the deadline is moot
-
-    def _handshake_started(self) -> float:
-        return self.handshakes[0].handshake_started if self.handshakes else 0.0
-
     def timeline(self) -> Timeline:
         """The stamps so far; a failed call's `ended` is when it failed (or now)."""
-        return Timeline(
-            started=self.started,
-            resolved=self.resolved,
-            connected=self._connected or self._handshake_started(),
-            secured=self._secured,
-            answered=self._answered,
-            ended=self._ended or time.perf_counter(),
-        )
-
-
-def _code(code: ErrorCodes | int | None) -> str:
-    """An HTTP/2 error code by name (a number h2 does not know, as a number)."""
-    return code.name if isinstance(code, ErrorCodes) else str(code)
+        return self._timeline(Timeline, answered=self._answered)
 
 
 def _header_map(headers: object) -> dict[str, str]:

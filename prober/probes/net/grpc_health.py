@@ -1,27 +1,27 @@
 """A standalone gRPC health check: one `grpc.health.v1.Health/Check` call over a fresh
 HTTP/2 connection, on asyncio + h2 (`grpc_call.UnaryCall`).
 
-As h1.py does for HTTP/1.1, it resolves with `loop.getaddrinfo` (IP literals skip it),
-connects to each address in turn, and times every phase in the transport callbacks:
-resolve, connect, tls (the handshake's own stamps, `tls.TimedSSLObject`) and check (HTTP/2
-setup, request, answer). The `:authority` and the TLS server name are the host asked for,
-whichever address answered. The deadline is enforced here (and sent as `grpc-timeout`),
-so a timeout says where it hung. Failures are `GrpcError`s that name their phase and the
-gRPC status code to report; the caller maps them to Reasons.
+As h1.py does for HTTP/1.1, it resolves and connects through the shared dial (`dial.dial`:
+`loop.getaddrinfo`, IP literals skip it, each address in turn), and times every phase in
+the transport callbacks: resolve, connect, tls (the handshake's own stamps,
+`tls.TimedSSLObject`) and check (HTTP/2 setup, request, answer). The `:authority` and the
+TLS server name are the host asked for, whichever address answered. The deadline is
+enforced here (and sent as `grpc-timeout`), so a timeout says where it hung. Failures are
+`GrpcError`s that name their phase and the gRPC status code to report; the caller maps
+them to Reasons.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import socket
 import ssl
-import time
 
 from prober.config.model import TlsOptions
+from prober.probes.net.dial import Endpoint, dial
 from prober.probes.net.grpc_call import UnaryCall
 from prober.probes.net.grpc_values import (
+    FAILURES,
     CallFailed,
     ConnectFailed,
     ConnectRefused,
@@ -49,7 +49,7 @@ from prober.probes.net.grpc_wire import (
     encode_request,
     frame,
 )
-from prober.probes.net.tls import build_context, collect_handshakes
+from prober.probes.net.tls import build_context
 
 __all__ = [
     "CallFailed",
@@ -79,7 +79,6 @@ __all__ = [
 _METADATA_NAME = re.compile(r"[0-9a-z_.\-]+")
 _RESERVED = frozenset({"content-type", "te", "user-agent", "host", "connection"})
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
-_FAMILY_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 # grpc-timeout takes at most 8 digits: milliseconds up to ~27 hours, then whole seconds.
 _MAX_TIMEOUT_DIGITS = 99_999_999
 
@@ -106,16 +105,12 @@ async def check_health(request: HealthRequest, deadline: float) -> HealthRespons
     message = frame(encode_request(request.service))
     tls = request.ssl_context is not None
     call = UnaryCall(headers, message, loop.create_future(), tls)
+    endpoint = Endpoint(
+        host, request.port, request.family, request.ssl_context, request.server_hostname
+    )
     try:
         async with asyncio.timeout_at(deadline):
-            literal = _literal_family(host)
-            if literal is None:
-                addresses = await _lookup(loop, host, request)
-                call.resolved = time.perf_counter()
-            else:  # nothing to look up: no resolve phase, as for h1
-                addresses = [_literal_address(host, literal, request.family)]
-                call.resolved = call.started
-            await _connect(loop, call, addresses, host, request)
+            await dial(loop, call, endpoint, FAILURES)
             await call.done
     except TimeoutError:
         timeline = call.timeline()
@@ -184,89 +179,3 @@ def _grpc_timeout(seconds: float) -> str:
     if millis <= _MAX_TIMEOUT_DIGITS:
         return f"{millis}m"
     return f"{min(millis // 1000, _MAX_TIMEOUT_DIGITS)}S"
-
-
-def _literal_family(host: str) -> socket.AddressFamily | None:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
-
-
-def _literal_address(
-    host: str, literal: socket.AddressFamily, family: socket.AddressFamily
-) -> tuple[socket.AddressFamily, str]:
-    """An IP-literal host as the one address to try, if it is of the family asked for."""
-    if family not in (socket.AF_UNSPEC, literal):
-        raise ResolveFailed(
-            f"{host} is an {_FAMILY_NAMES[literal]} address"
-            f" but {_FAMILY_NAMES.get(family, family.name)} was asked for"
-        )
-    return (literal, host)
-
-
-async def _lookup(
-    loop: asyncio.AbstractEventLoop, host: str, request: HealthRequest
-) -> list[tuple[socket.AddressFamily, str]]:
-    """The host's addresses of the family asked for, in the resolver's order."""
-    try:
-        infos = await loop.getaddrinfo(
-            host, request.port, family=request.family, type=socket.SOCK_STREAM
-        )
-    except OSError as exc:  # socket.gaierror, or EMFILE from the resolver's own socket
-        raise ResolveFailed(f"cannot resolve {host}: {exc.strerror or exc}") from exc
-    addresses: list[tuple[socket.AddressFamily, str]] = []
-    for info_family, _, _, _, sockaddr in infos:
-        address = (info_family, str(sockaddr[0]))
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise ResolveFailed(f"cannot resolve {host}: no address")
-    return addresses
-
-
-async def _connect(
-    loop: asyncio.AbstractEventLoop,
-    call: UnaryCall,
-    addresses: list[tuple[socket.AddressFamily, str]],
-    host: str,
-    request: HealthRequest,
-) -> None:
-    """Connect to each address in turn until one answers; the call starts on it."""
-    context = request.ssl_context
-    server_hostname = (request.server_hostname or host) if context is not None else None
-    failure: OSError | None = None
-    for family, address in addresses:
-        handshakes = collect_handshakes(call.handshakes) if context else contextlib.nullcontext()
-        try:
-            with handshakes:
-                await loop.create_connection(
-                    lambda: call,
-                    address,
-                    request.port,
-                    family=family,
-                    ssl=context,
-                    server_hostname=server_hostname,
-                )
-            return
-        except ssl.SSLError as exc:
-            raise TlsFailed(f"tls handshake failed: {_ssl_text(exc)}", exc) from exc
-        except OSError as exc:
-            if call.handshakes:  # connected: the handshake is what failed
-                raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
-            failure = exc
-    assert failure is not None
-    where = f"[{host}]:{request.port}" if ":" in host else f"{host}:{request.port}"
-    if isinstance(failure, ConnectionRefusedError):
-        raise ConnectRefused(f"connection refused by {where}") from failure
-    raise ConnectFailed(f"cannot connect to {where}: {failure.strerror or failure}") from failure
-
-
-def _ssl_text(exc: ssl.SSLError) -> str:
-    """An SSL error as text: the verify message when there is one, else its reason."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    return str(exc.reason or exc)

@@ -10,20 +10,15 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
+from prober.probes.net import failures
+from prober.probes.net.failures import NetFailure
 from prober.probes.net.grpc_wire import GrpcStatus, ServingStatus
 from prober.probes.net.h1_values import TlsSession
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "check"]
-
-# The stamps of a Timeline in the order a call passes them, each with the phase ending there.
-_STAMPS: tuple[tuple[str, Phase], ...] = (
-    ("resolved", "resolve"),
-    ("connected", "connect"),
-    ("secured", "tls"),
-    ("answered", "check"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,46 +43,17 @@ class HealthRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Timeline:
-    """perf_counter stamps of one call, taken in the transport callbacks; 0.0 = not reached.
+class Timeline(DialTimeline[Phase]):
+    """The dial's stamps (`stamps.DialTimeline`), then the answer: `ended` is when the call
+    ended, with its answer or its failure."""
 
-    `secured` is when the connection was ready for HTTP/2 (the handshake's end with TLS, the
-    TCP connect without), so without TLS the tls phase is 0. `ended` is when the call ended,
-    with its answer or its failure: the phase in progress then runs up to it.
-    """
+    STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
+        *DIAL_STAMPS,
+        ("answered", "check"),
+    )
+    COMPLETED: ClassVar[Phase] = "check"
 
-    started: float
-    resolved: float = 0.0
-    connected: float = 0.0
-    secured: float = 0.0
     answered: float = 0.0
-    ended: float = 0.0
-
-    @property
-    def phase(self) -> Phase:
-        """The phase the call was in when it ended (check when it completed)."""
-        for stamp, phase in _STAMPS:
-            if not getattr(self, stamp):
-                return phase
-        return "check"
-
-    def _span(self, begin: float, end: float) -> float:
-        end = end or self.ended
-        if not begin or not end:
-            return 0.0
-        return max(end - begin, 0.0)
-
-    @property
-    def resolve(self) -> float:
-        return self._span(self.started, self.resolved)
-
-    @property
-    def connect(self) -> float:
-        return self._span(self.resolved, self.connected)
-
-    @property
-    def tls(self) -> float:
-        return self._span(self.connected, self.secured)
 
     @property
     def check(self) -> float:
@@ -122,20 +88,11 @@ class HealthResponse:
         return self.serving_status == ServingStatus.SERVING
 
 
-class GrpcError(Exception):
-    """A health check call that failed. The message never holds metadata values; `timeline`
-    (None before any I/O) shows how far it got; `grpc_status` is the code to report."""
+class GrpcError(NetFailure[Timeline]):
+    """A health check call that failed (`failures.NetFailure`); `grpc_status` is the code
+    to report."""
 
     grpc_status = GrpcStatus.UNAVAILABLE
-
-    def __init__(self, message: str, timeline: Timeline | None = None) -> None:
-        super().__init__(message)
-        self.timeline = timeline
-
-    @property
-    def phase(self) -> Phase | None:
-        """Where it failed: the phase in progress, None when nothing was sent."""
-        return self.timeline.phase if self.timeline is not None else None
 
 
 class InvalidRequest(GrpcError):
@@ -144,35 +101,31 @@ class InvalidRequest(GrpcError):
     grpc_status = GrpcStatus.INVALID_ARGUMENT
 
 
-class ResolveFailed(GrpcError):
-    """The host has no address of the asked family (or resolution itself failed)."""
+class ResolveFailed(GrpcError, failures.ResolveFailed[Timeline]):
+    pass
 
 
-class NetworkError(GrpcError):
-    """The connection failed below gRPC; the OSError, if any, is the `__cause__`."""
+class NetworkError(GrpcError, failures.NetworkError[Timeline]):
+    pass
 
 
-class ConnectRefused(NetworkError):
-    """Every address refused the connection."""
+class ConnectRefused(NetworkError, failures.ConnectRefused[Timeline]):
+    pass
 
 
-class ConnectFailed(NetworkError):
-    """The TCP connection could not be made (unreachable, no route, out of descriptors)."""
+class ConnectFailed(NetworkError, failures.ConnectFailed[Timeline]):
+    pass
 
 
 class PeerClosed(NetworkError):
     """The server reset or closed the connection (or sent GOAWAY) before the call ended."""
 
 
-class TlsFailed(GrpcError):
-    """The TLS handshake failed; `error` is what `ssl` (or the socket) raised, for tls_reason."""
-
-    def __init__(self, message: str, error: OSError, timeline: Timeline | None = None) -> None:
-        super().__init__(message, timeline)
-        self.error = error
+class TlsFailed(GrpcError, failures.TlsFailed[Timeline]):
+    pass
 
 
-class DeadlineReached(GrpcError):
+class DeadlineReached(GrpcError, failures.DeadlineReached[Timeline]):
     """The deadline passed (or the server said DEADLINE_EXCEEDED); `phase` says where."""
 
     grpc_status = GrpcStatus.DEADLINE_EXCEEDED
@@ -199,3 +152,6 @@ class ServiceNotFound(CallFailed):
 
 class Unimplemented(CallFailed):
     """UNIMPLEMENTED: the server has no health service."""
+
+
+FAILURES = failures.Failures(ResolveFailed, ConnectRefused, ConnectFailed, TlsFailed)

@@ -3,10 +3,11 @@
 
 A fraction of aiohttp's CPU per probe (docs/PERFORMANCE.md) for the common case: one request,
 plain or TLS through the loop's own `create_connection(ssl=...)`, `Connection: close`, no
-redirects (the caller follows them), no proxy, no pooling. It resolves with
-`loop.getaddrinfo` (IP literals skip it), connects to each address in turn, writes the
-request from the connection's callback and reads one response (`h1_exchange.Exchange`).
-Failures are `H1Error`s that name their phase; the caller maps them to Reasons.
+redirects (the caller follows them), no proxy, no pooling. It resolves and connects
+through the shared dial (`dial.dial`: `loop.getaddrinfo`, IP literals skip it, each
+address in turn), writes the request from the connection's callback and reads one response
+(`h1_exchange.Exchange`). Failures are `H1Error`s that name their phase; the caller maps
+them to Reasons.
 
 The deadline is enforced here, so a timeout can say where it hung: a caller's own timeout
 around `fetch` should fall later. Connect and TLS are told apart by the handshake's own
@@ -18,18 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
-import socket
-import ssl
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
 from prober.probes.net.alpn import Negotiated
+from prober.probes.net.dial import Endpoint, dial
 from prober.probes.net.h1_exchange import Exchange
 from prober.probes.net.h1_values import (
+    FAILURES,
     BodyTooLarge,
     ConnectFailed,
     ConnectRefused,
@@ -50,7 +49,6 @@ from prober.probes.net.h1_values import (
     TlsSession,
 )
 from prober.probes.net.h2_exchange import H2Exchange, request_headers
-from prober.probes.net.tls import collect_handshakes
 
 __all__ = [
     "BodyTooLarge",
@@ -84,7 +82,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Headers h1 writes itself: the framing is its own (fresh connection, one body).
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_FAMILY_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +89,6 @@ class _Target:
     scheme: str
     host: str  # without brackets, IDNA-encoded
     port: int
-    literal: socket.AddressFamily | None  # the host is an IP address of this family
     host_header: str
     request_target: str
     authorization: str | None
@@ -109,15 +105,12 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
         raise InvalidRequest("an https request needs an ssl_context")
     loop = asyncio.get_running_loop()
     exchange = _exchange(request, target, loop.create_future(), tls_context is not None)
+    endpoint = Endpoint(
+        target.host, target.port, request.family, tls_context, request.server_hostname
+    )
     try:
         async with asyncio.timeout_at(deadline):
-            if target.literal is None:
-                addresses = await _lookup(loop, target, request.family)
-                exchange.resolved = time.perf_counter()
-            else:  # nothing to look up: no resolve phase, as aiohttp reports it
-                addresses = [_literal_address(target, request.family)]
-                exchange.resolved = exchange.started
-            await _connect(loop, exchange, addresses, target, tls_context, request)
+            await dial(loop, exchange, endpoint, FAILURES)
             await exchange.done
         response = exchange.response()
     except TimeoutError:
@@ -207,7 +200,6 @@ def _target(url: str) -> _Target:
         scheme=scheme,
         host=host,
         port=port,
-        literal=_literal_family(host),
         host_header=shown if port == default else f"{shown}:{port}",
         request_target=f"{path}?{query}" if query else path,
         authorization=_basic_auth(parts.username, parts.password),
@@ -266,97 +258,3 @@ def _checked_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[str, st
         if name.lower() not in _FRAMING:
             kept.append((name, value))
     return kept
-
-
-def _literal_address(
-    target: _Target, family: socket.AddressFamily
-) -> tuple[socket.AddressFamily, str]:
-    """An IP-literal host as the one address to try, if it is of the family asked for."""
-    literal = target.literal
-    assert literal is not None
-    if family not in (socket.AF_UNSPEC, literal):
-        raise ResolveFailed(
-            f"{target.host} is an {_FAMILY_NAMES[literal]} address"
-            f" but {_FAMILY_NAMES.get(family, family.name)} was asked for"
-        )
-    return (literal, target.host)
-
-
-async def _lookup(
-    loop: asyncio.AbstractEventLoop, target: _Target, family: socket.AddressFamily
-) -> list[tuple[socket.AddressFamily, str]]:
-    """The host's addresses of the family asked for, in the resolver's order."""
-    try:
-        infos = await loop.getaddrinfo(
-            target.host, target.port, family=family, type=socket.SOCK_STREAM
-        )
-    except OSError as exc:  # socket.gaierror, or EMFILE from the resolver's own socket
-        raise ResolveFailed(f"cannot resolve {target.host}: {exc.strerror or exc}") from exc
-    addresses: list[tuple[socket.AddressFamily, str]] = []
-    for info_family, _, _, _, sockaddr in infos:
-        address = (info_family, str(sockaddr[0]))
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise ResolveFailed(f"cannot resolve {target.host}: no address")
-    return addresses
-
-
-def _literal_family(host: str) -> socket.AddressFamily | None:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
-
-
-async def _connect(
-    loop: asyncio.AbstractEventLoop,
-    exchange: Exchange | Negotiated,
-    addresses: list[tuple[socket.AddressFamily, str]],
-    target: _Target,
-    tls_context: ssl.SSLContext | None,
-    request: H1Request,
-) -> None:
-    """Connect to each address in turn until one answers; the exchange starts on it."""
-    server_hostname = (request.server_hostname or target.host) if tls_context else None
-    failure: OSError | None = None
-    for family, host in addresses:
-        handshakes = (
-            collect_handshakes(exchange.handshakes) if tls_context else contextlib.nullcontext()
-        )
-        try:
-            with handshakes:
-                await loop.create_connection(
-                    lambda: exchange,
-                    host,
-                    target.port,
-                    family=family,
-                    ssl=tls_context,
-                    server_hostname=server_hostname,
-                )
-            return
-        except ssl.SSLError as exc:
-            raise TlsFailed(f"tls handshake failed: {_ssl_text(exc)}", exc) from exc
-        except OSError as exc:
-            if exchange.handshakes:  # connected: the handshake is what failed
-                raise TlsFailed(f"tls handshake failed: {exc.strerror or exc}", exc) from exc
-            failure = exc.with_traceback(None)  # kept without the frames: no cycle
-    assert failure is not None
-    where = (
-        f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
-    )
-    # In the words of the aiohttp path (net/aiohttp_errors.py): the same refusal reads alike.
-    message = f"cannot connect to {where}: {failure.strerror or failure}"
-    if isinstance(failure, ConnectionRefusedError):
-        raise ConnectRefused(message) from failure
-    raise ConnectFailed(message) from failure
-
-
-def _ssl_text(exc: ssl.SSLError) -> str:
-    """An SSL error as text: the verify message when there is one, else its reason."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    return str(exc.reason or exc)

@@ -8,9 +8,7 @@ so the event loop's other work does not stretch what is reported.
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
-from typing import cast
 
 import httptools
 
@@ -19,33 +17,25 @@ from prober.probes.net.certs import served_chain, verified_chain
 from prober.probes.net.h1_body import BodyBuffer
 from prober.probes.net.h1_values import (
     H1Error,
-    H1Response,
-    NetworkError,
     PeerReset,
     ProtocolError,
-    ResponseHead,
-    Timeline,
     TlsSession,
 )
-from prober.probes.net.tls import TimedSSLObject
+from prober.probes.net.http_exchange import HttpExchange
 
 # aiohttp's client limits, so both paths refuse the same heads.
 MAX_HEADERS = 128
 MAX_FIELD_BYTES = 8190
 # A head still unfinished after this many bytes is refused (bounds what httptools buffers).
 MAX_HEAD_BYTES = MAX_HEADERS * MAX_FIELD_BYTES
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _NO_BODY_STATUSES = frozenset({204, 304})
 # The headers that frame the body, kept apart as they arrive (the last one of each counts).
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
 
 
-class Exchange(asyncio.Protocol):
-    """Writes one request when the connection is ready and reads one response.
-
-    `done` resolves when the response is whole, or fails with an H1Error (or, for a bug in
-    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
-    """
+class Exchange(HttpExchange):
+    """Writes one request when the connection is ready and reads one response
+    (`http_exchange.HttpExchange`)."""
 
     def __init__(
         self,
@@ -56,57 +46,35 @@ class Exchange(asyncio.Protocol):
         tls: bool,
         compression: Compression | None = None,
     ) -> None:
+        super().__init__(method, cap, done, compression)
         self._request = request
-        self._compression = compression
-        self._peer = ""
-        self._is_head = method == "HEAD"
-        self._cap = cap
         self._tls = tls
-        self.done = done
-        self.handshakes: list[TimedSSLObject] = []
-        self.started = time.perf_counter()
-        self.resolved = 0.0
-        self._connected = 0.0
-        self._secured = 0.0
-        self._written = 0.0
-        self._first_byte = 0.0
         self._arrived = 0.0
-        self._last_byte = 0.0
-        self._ended = 0.0
-        self._transport: asyncio.Transport | None = None
         # Refers back to this exchange (its callbacks): `release` breaks the cycle.
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._version = ""
-        self._session: TlsSession | None = None
         self._head_bytes = 0
-        self._finished = False
         self._begin_message()
 
     def _begin_message(self) -> None:
         self._status = 0
         self._reason = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers = []
         self._framing: dict[bytes, str] = {}
         self._interim = False
         self._headers_done = False
         self._until_eof = False
-        self._body: BodyBuffer | None = None
+        self._body = None
         self._result = b""
 
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        now = time.perf_counter()
-        # uvloop's transports are not asyncio.Transport subclasses, but they work as ones.
-        self._transport = cast(asyncio.Transport, transport)
-        peername = transport.get_extra_info("peername")
-        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
-        self._connected = self._handshake_started() or now
-        self._secured = now
+        ready = self._connection_ready(transport)
         try:
             if self._tls:
                 self._session = tls_session(transport)
-            self._transport.write(self._request)
+            ready.write(self._request)
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
             return
@@ -142,13 +110,6 @@ class Exchange(asyncio.Protocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._fail(ProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes"))
-
-    def eof_received(self) -> bool | None:
-        self._closed(None)
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed(exc)
 
     # httptools callbacks.
 
@@ -209,30 +170,11 @@ class Exchange(asyncio.Protocol):
     def _complete(self) -> None:
         """The response is whole: keep the body, stamp its last byte, hang up."""
         self._result = self._body.finish() if self._body is not None else b""
-        self._finished = True
-        self._last_byte = self._ended = self._arrived
-        if not self.done.done():
-            self.done.set_result(None)
-        if self._transport is not None:
-            self._transport.close()
+        self._last_byte = self._arrived
+        self._succeed(self._arrived)
 
-    def _fail(self, exc: BaseException) -> None:
-        self._finished = True
-        self._ended = self._ended or time.perf_counter()
-        if not self.done.done():
-            self.done.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _closed(self, exc: BaseException | None) -> None:
-        """The peer hung up (or the transport failed) before `_complete` or `_fail`."""
-        if self._finished:
-            return
-        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
-            self._fail(PeerReset(f"connection reset by the peer: {exc.strerror}"))
-        elif exc is not None:
-            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
-        elif not self._headers_done:
+    def _hung_up(self) -> None:
+        if not self._headers_done:
             what = "response" if not self._first_byte else "response head ended"
             self._fail(PeerReset(f"the server closed the connection before the {what}"))
         elif self._until_eof:
@@ -242,22 +184,6 @@ class Exchange(asyncio.Protocol):
                 self._fail(error)
         else:
             self._fail(ProtocolError("the server closed the connection before the body ended"))
-
-    def abort(self) -> None:
-        """Drop the connection unless the response completed (then it is already closing).
-
-        Aborted, not closed: a peer that never reads must not keep the socket and the
-        unsent request alive after the run gave up.
-        """
-        if not self._finished:
-            self._finished = True
-            self._ended = self._ended or time.perf_counter()
-            if self._transport is not None:
-                self._transport.abort()
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # seen: a failure that came after the deadline is moot
 
     def release(self) -> None:
         """Drop the parser and the transport once the exchange is over (after `abort`).
@@ -269,50 +195,18 @@ class Exchange(asyncio.Protocol):
         self._parser = None
         self._transport = None
 
-    def _handshake_started(self) -> float:
-        return self.handshakes[0].handshake_started if self.handshakes else 0.0
+    def _http_version(self) -> str:
+        return self._version
 
-    def timeline(self) -> Timeline:
-        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
-        return Timeline(
-            started=self.started,
-            resolved=self.resolved,
-            connected=self._connected or self._handshake_started(),
-            secured=self._secured,
-            written=self._written,
-            first_byte=self._first_byte,
-            last_byte=self._last_byte,
-            ended=self._ended or time.perf_counter(),
-        )
+    def _reason_phrase(self) -> str:
+        return self._reason.decode("latin-1")
 
-    def head(self) -> ResponseHead | None:
-        """The final response's status line and headers, once they have arrived."""
-        if not self._headers_done:
-            return None
-        return ResponseHead(
-            self._status, self._version, tuple(self._headers), self._session, self._peer
-        )
+    def _has_head(self) -> bool:
+        return self._headers_done
 
-    def response(self) -> H1Response:
-        """The whole response; call once `done` has resolved without error."""
-        return H1Response(
-            status=self._status,
-            reason=self._reason.decode("latin-1"),
-            http_version=self._version,
-            headers=tuple(self._headers),
-            body=self._result,
-            wire_length=self._body.wire_length if self._body is not None else 0,
-            content_length=self._content_length(),
-            tls=self._session,
-            timeline=self.timeline(),
-            peer_address=self._peer,
-        )
-
-    def _content_length(self) -> int:
+    def _declared_length(self) -> int | None:
         raw = self._framing.get(b"content-length")
-        if raw is not None:
-            return int(raw)  # llhttp refused the response if it were not a number
-        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
+        return int(raw) if raw is not None else None  # llhttp refused it were it no number
 
 
 def tls_session(transport: asyncio.BaseTransport) -> TlsSession | None:

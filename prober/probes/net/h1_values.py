@@ -9,23 +9,15 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from prober.config.model import Compression
 from prober.config.model_requests import DEFAULT_MAX_BODY_BYTES
+from prober.probes.net import failures
+from prober.probes.net.failures import NetFailure
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
-
-# The stamps of a Timeline in the order a request passes them, each with the phase that
-# ends there ("written" ends nothing of its own: the write counts as processing).
-_STAMPS: tuple[tuple[str, Phase], ...] = (
-    ("resolved", "resolve"),
-    ("connected", "connect"),
-    ("secured", "tls"),
-    ("written", "processing"),
-    ("first_byte", "processing"),
-    ("last_byte", "transfer"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,48 +47,22 @@ class H1Request:
 
 
 @dataclass(frozen=True, slots=True)
-class Timeline:
-    """perf_counter stamps of one request, taken in the transport callbacks; 0.0 = not reached.
+class Timeline(DialTimeline[Phase]):
+    """The dial's stamps (`stamps.DialTimeline`), then the request written, the response's
+    first byte and its last: `ended` is when the request ended, with the last byte or with
+    its failure."""
 
-    `ended` is when the request ended, with the last byte or with its failure: the phase in
-    progress then runs up to it.
-    """
+    STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
+        *DIAL_STAMPS,
+        ("written", "processing"),  # the write counts as processing: it ends nothing of its own
+        ("first_byte", "processing"),
+        ("last_byte", "transfer"),
+    )
+    COMPLETED: ClassVar[Phase] = "transfer"
 
-    started: float
-    resolved: float = 0.0
-    connected: float = 0.0
-    secured: float = 0.0
     written: float = 0.0
     first_byte: float = 0.0
     last_byte: float = 0.0
-    ended: float = 0.0
-
-    @property
-    def phase(self) -> Phase:
-        """The phase the request was in when it ended (transfer when it completed)."""
-        for stamp, phase in _STAMPS:
-            if not getattr(self, stamp):
-                return phase
-        return "transfer"
-
-    def _span(self, begin: float, end: float) -> float:
-        """Seconds from `begin` to `end`, or to `ended` for the phase still in progress."""
-        end = end or self.ended
-        if not begin or not end:
-            return 0.0
-        return max(end - begin, 0.0)
-
-    @property
-    def resolve(self) -> float:
-        return self._span(self.started, self.resolved)
-
-    @property
-    def connect(self) -> float:
-        return self._span(self.resolved, self.connected)
-
-    @property
-    def tls(self) -> float:
-        return self._span(self.connected, self.secured)
 
     @property
     def processing(self) -> float:
@@ -167,20 +133,11 @@ class ResponseHead:
     peer_address: str = ""
 
 
-class H1Error(Exception):
-    """A request that failed. The message never holds the URL's userinfo or query, nor a
-    header value; `timeline` (None before any I/O) shows how far it got, `head` the
-    response's head when it had arrived."""
+class H1Error(NetFailure[Timeline]):
+    """A request that failed (`failures.NetFailure`); `head` is the response's head when it
+    had arrived."""
 
-    def __init__(self, message: str, timeline: Timeline | None = None) -> None:
-        super().__init__(message)
-        self.timeline = timeline
-        self.head: ResponseHead | None = None
-
-    @property
-    def phase(self) -> Phase | None:
-        """Where it failed: the phase in progress, None when nothing was sent."""
-        return self.timeline.phase if self.timeline is not None else None
+    head: ResponseHead | None = None
 
 
 class InvalidRequest(H1Error):
@@ -191,36 +148,32 @@ class InvalidUrl(InvalidRequest):
     """Not an http(s) URL with a host and a port from 1 to 65535."""
 
 
-class ResolveFailed(H1Error):
-    """The host has no address of the asked family (or resolution itself failed)."""
+class ResolveFailed(H1Error, failures.ResolveFailed[Timeline]):
+    pass
 
 
-class NetworkError(H1Error):
-    """The connection failed below HTTP; the OSError is the `__cause__`."""
+class NetworkError(H1Error, failures.NetworkError[Timeline]):
+    pass
 
 
-class ConnectRefused(NetworkError):
-    """Every address refused the connection."""
+class ConnectRefused(NetworkError, failures.ConnectRefused[Timeline]):
+    pass
 
 
-class ConnectFailed(NetworkError):
-    """The TCP connection could not be made (unreachable, no route, out of descriptors)."""
+class ConnectFailed(NetworkError, failures.ConnectFailed[Timeline]):
+    pass
 
 
 class PeerReset(NetworkError):
     """The peer reset the connection, or closed it before the response began."""
 
 
-class TlsFailed(H1Error):
-    """The TLS handshake failed; `error` is what `ssl` (or the socket) raised, for tls_reason."""
-
-    def __init__(self, message: str, error: OSError, timeline: Timeline | None = None) -> None:
-        super().__init__(message, timeline)
-        self.error = error
+class TlsFailed(H1Error, failures.TlsFailed[Timeline]):
+    pass
 
 
-class DeadlineReached(H1Error):
-    """The deadline passed; `phase` says where the request hung."""
+class DeadlineReached(H1Error, failures.DeadlineReached[Timeline]):
+    pass
 
 
 class BodyTooLarge(H1Error):
@@ -229,3 +182,13 @@ class BodyTooLarge(H1Error):
 
 class ProtocolError(H1Error):
     """The response is not valid HTTP/1.x, or its body does not decode as it says."""
+
+
+# The aiohttp path's words for a refusal (net/aiohttp_errors.py): the same refusal reads alike.
+FAILURES = failures.Failures(
+    ResolveFailed,
+    ConnectRefused,
+    ConnectFailed,
+    TlsFailed,
+    refusal="cannot connect to {where}: {error}",
+)

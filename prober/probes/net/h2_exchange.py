@@ -1,10 +1,11 @@
 """One HTTP/2 exchange on a fresh TLS connection: an asyncio.Protocol that drives an `h2`
 state machine, for the lean path's requests with `http2: true` whose server chose h2.
 
-The shape of h1_exchange (and of grpc_call): the request goes out in `connection_made`
-(the preface, one HEADERS frame, DATA frames for the body as flow control allows), every
-stamp is taken in a transport callback, and the outcome is h1's own values (`H1Response`,
-`ResponseHead`, `Timeline`, `H1Error`s), so the lean path judges both alike. Processing is
+An `http_exchange.HttpExchange` as h1_exchange is, on `h2_protocol.H2Protocol` as grpc_call
+is: the request goes out in `connection_made` (the preface, one HEADERS frame, DATA frames
+for the body as flow control allows), every stamp is taken in a transport callback, and the
+outcome is h1's own values (`H1Response`, `ResponseHead`, `Timeline`, `H1Error`s), so the
+lean path judges both alike. Processing is
 from the request sent to the response's HEADERS, transfer from there to its END_STREAM;
 trailers are ignored, as Go's client keeps them apart from the headers.
 """
@@ -12,7 +13,6 @@ trailers are ignored, as Go's client keeps them apart from the headers.
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
 from typing import cast
 
@@ -25,24 +25,23 @@ from h2.errors import ErrorCodes
 
 from prober.config.model import Compression
 from prober.probes.net.h1_body import BodyBuffer
-from prober.probes.net.h1_exchange import MAX_FIELD_BYTES, MAX_HEADERS, field_text, tls_session
+from prober.probes.net.h1_exchange import (
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    field_text,
+    tls_session,
+)
 from prober.probes.net.h1_values import (
     H1Error,
-    H1Response,
     InvalidRequest,
-    NetworkError,
     PeerReset,
     ProtocolError,
-    ResponseHead,
-    Timeline,
-    TlsSession,
 )
-from prober.probes.net.tls import TimedSSLObject
+from prober.probes.net.h2_protocol import H2Protocol, client_connection, code_name
+from prober.probes.net.http_exchange import HttpExchange
 
 # What `http_version` says of an HTTP/2 response: Go's resp.Proto is "HTTP/2.0".
 HTTP2_VERSION = "2.0"
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
-_NO_BODY_STATUSES = frozenset({204, 304})
 # Headers of HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 §8.2.2).
 _CONNECTION_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
@@ -79,12 +78,9 @@ def request_headers(
     return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
 
 
-class H2Exchange(asyncio.Protocol):
-    """Sends one request on stream 1 when the connection is ready and reads its response.
-
-    `done` resolves when the stream has ended, or fails with an H1Error (or, for a bug in
-    this code, the exception itself). The owner sets `resolved`, then reads `response()`.
-    """
+class H2Exchange(HttpExchange, H2Protocol):
+    """Sends one request on stream 1 when the connection is ready and reads its response
+    (`http_exchange.HttpExchange`) once the stream has ended."""
 
     def __init__(
         self,
@@ -95,43 +91,19 @@ class H2Exchange(asyncio.Protocol):
         done: asyncio.Future[None],
         compression: Compression | None = None,
     ) -> None:
+        super().__init__(method, cap, done, compression)
+        self._h2 = client_connection(header_encoding=None)
         self._request_headers = headers
         self._outgoing = body
         self._sent = 0
         self._request_ended = False
-        self._is_head = method == "HEAD"
-        self._cap = cap
-        self._compression = compression
-        self.done = done
-        self.handshakes: list[TimedSSLObject] = []
-        self.started = time.perf_counter()
-        self.resolved = 0.0
-        self._connected = self._secured = self._written = 0.0
-        self._first_byte = self._last_byte = self._ended = 0.0
-        self._transport: asyncio.Transport | None = None
-        self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values=_SETTINGS)
         self._stream = 1
-        self._peer = ""
-        self._session: TlsSession | None = None
-        self._any_byte = False
-        self._finished = False
-        self._status = 0
-        self._headers: list[tuple[str, str]] = []
-        self._body: BodyBuffer | None = None
-        self._result = b""
 
     # Transport callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        now = time.perf_counter()
-        self._transport = cast(asyncio.Transport, transport)
-        peername = transport.get_extra_info("peername")
-        self._peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
-        self._connected = self._handshake_started() or now
-        self._secured = now
+        self._connection_ready(transport)
         try:
             self._session = tls_session(transport)
             self._h2.initiate_connection()
@@ -148,31 +120,16 @@ class H2Exchange(asyncio.Protocol):
         except Exception as exc:  # a bug here must end the request, not leave it to hang
             self._fail(exc)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if self._finished:
-            return
-        if not self._any_byte and data.startswith(b"HTTP/"):
-            self._fail(ProtocolError("the server chose h2 by ALPN but answered in HTTP/1.x"))
-            return
-        self._any_byte = True
-        try:
-            for event in self._h2.receive_data(data):
-                self._handle(event, now)
-                if self._finished:
-                    return
-            self._send_body()
-        except h2.exceptions.ProtocolError as exc:
-            self._fail(ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}"))
-        except H1Error as exc:
-            self._fail(exc)
+    def _answered_in_http1(self) -> Exception:
+        return ProtocolError("the server chose h2 by ALPN but answered in HTTP/1.x")
 
-    def eof_received(self) -> bool | None:
-        self._closed(None)
-        return None
+    def _failure(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, h2.exceptions.ProtocolError):
+            return ProtocolError(f"invalid HTTP/2 from the server: {_h2_text(exc)}")
+        return exc if isinstance(exc, H1Error) else None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed(exc)
+    def _events_handled(self) -> None:
+        self._send_body()
 
     # HTTP/2 events.
 
@@ -186,12 +143,12 @@ class H2Exchange(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             self._complete(now)
         elif isinstance(event, h2.events.StreamReset):
-            raise PeerReset(f"the server reset the stream ({_code(event.error_code)})")
+            raise PeerReset(f"the server reset the stream ({code_name(event.error_code)})")
         elif isinstance(event, h2.events.ConnectionTerminated):
             graceful = event.error_code == ErrorCodes.NO_ERROR
             if not graceful or (event.last_stream_id or 0) < self._stream:
                 raise PeerReset(
-                    f"the server closed the connection (GOAWAY {_code(event.error_code)})"
+                    f"the server closed the connection (GOAWAY {code_name(event.error_code)})"
                 )
         # Trailers, interim (1xx) heads, SETTINGS and WINDOW_UPDATE need nothing more here:
         # `_send_body` goes on with the body once the window has room.
@@ -217,14 +174,8 @@ class H2Exchange(asyncio.Protocol):
         if self._body is None:
             raise ProtocolError("the stream ended without response headers")
         self._result = self._body.finish()
-        self._finished = True
-        self._last_byte = self._ended = now
-        if not self.done.done():
-            self.done.set_result(None)
-        if self._transport is not None:
-            self._h2.close_connection()
-            self._flush()
-            self._transport.close()
+        self._last_byte = now
+        self._succeed(now)
 
     # The request's body, as flow control allows.
 
@@ -250,101 +201,32 @@ class H2Exchange(asyncio.Protocol):
         if self._request_ended and not self._written:
             self._written = time.perf_counter()
 
-    def _flush(self) -> None:
-        outgoing = self._h2.data_to_send()
-        if outgoing and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(outgoing)
-
     # Outcome.
 
-    def _fail(self, exc: BaseException) -> None:
-        self._finished = True
-        self._ended = self._ended or time.perf_counter()
-        if not self.done.done():
-            self.done.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _closed(self, exc: BaseException | None) -> None:
-        """The peer hung up (or the transport failed) before the stream ended."""
-        if self._finished:
-            return
-        if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
-            self._fail(PeerReset(f"connection reset by the peer: {exc.strerror}"))
-        elif exc is not None:
-            self._fail(NetworkError(f"connection failed: {type(exc).__name__}: {exc}"))
-        elif self._body is None:
+    def _hung_up(self) -> None:
+        if self._body is None:
             what = "response" if not self._any_byte else "response headers"
             self._fail(PeerReset(f"the server closed the connection before the {what}"))
         else:
             self._fail(ProtocolError("the server closed the connection before the body ended"))
-
-    def abort(self) -> None:
-        """Drop the connection unless the response completed (then it is already closing)."""
-        if not self._finished:
-            self._finished = True
-            self._ended = self._ended or time.perf_counter()
-            if self._transport is not None:
-                self._transport.abort()
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # seen: a failure that came after the deadline is moot
 
     def release(self) -> None:
         """Drop the transport and the request once the exchange is over (after `abort`)."""
         self._transport = None
         self._outgoing = b""
 
-    def _handshake_started(self) -> float:
-        return self.handshakes[0].handshake_started if self.handshakes else 0.0
+    def _http_version(self) -> str:
+        return HTTP2_VERSION
 
-    def timeline(self) -> Timeline:
-        """The stamps so far; a failed request's `ended` is when it failed (or now)."""
-        return Timeline(
-            started=self.started,
-            resolved=self.resolved,
-            connected=self._connected or self._handshake_started(),
-            secured=self._secured,
-            written=self._written,
-            first_byte=self._first_byte,
-            last_byte=self._last_byte,
-            ended=self._ended or time.perf_counter(),
-        )
+    def _reason_phrase(self) -> str:
+        return ""  # HTTP/2 has no reason phrase
 
-    def head(self) -> ResponseHead | None:
-        """The response's status and headers, once its HEADERS have arrived."""
-        if self._body is None:
-            return None
-        return ResponseHead(
-            self._status, HTTP2_VERSION, tuple(self._headers), self._session, self._peer
-        )
+    def _has_head(self) -> bool:
+        return self._body is not None
 
-    def response(self) -> H1Response:
-        """The whole response; call once `done` has resolved without error."""
-        return H1Response(
-            status=self._status,
-            reason="",  # HTTP/2 has no reason phrase
-            http_version=HTTP2_VERSION,
-            headers=tuple(self._headers),
-            body=self._result,
-            wire_length=self._body.wire_length if self._body is not None else 0,
-            content_length=self._content_length(),
-            tls=self._session,
-            timeline=self.timeline(),
-            peer_address=self._peer,
-        )
-
-    def _content_length(self) -> int:
+    def _declared_length(self) -> int | None:
         raw = next((v for n, v in reversed(self._headers) if n == "content-length"), None)
-        if raw is not None and raw.strip().isdigit():
-            return int(raw)
-        return 0 if self._is_head or self._status in _NO_BODY_STATUSES else -1
-
-
-def _code(code: ErrorCodes | int | None) -> str:
-    """An HTTP/2 error code by name (a number h2 does not know, as a number)."""
-    return code.name if isinstance(code, ErrorCodes) else str(code)
+        return int(raw) if raw is not None and raw.strip().isdigit() else None
 
 
 def _h2_text(exc: h2.exceptions.ProtocolError) -> str:

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import aiohttp
 from yarl import URL
 
+from prober.probes.net.dial import host_port, ssl_text
 from prober.probes.net.h1_values import TlsSession
 from prober.probes.net.tls import TimedSSLObject, collect_handshakes
 from prober.probes.net.ws_values import (
@@ -208,7 +209,7 @@ async def _open(
 
 def _connect_error(exc: aiohttp.ClientError, url: URL, stamps: _Stamps) -> WsError:
     """The WsError for what `ws_connect` raised; messages name host and port only."""
-    where = f"[{url.host}]:{url.port}" if ":" in (url.host or "") else f"{url.host}:{url.port}"
+    where = host_port(url.host or "", url.port or 0)
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         if exc.status == 101:
             return ProtocolError(f"invalid WebSocket upgrade: {exc.message}")
@@ -216,13 +217,13 @@ def _connect_error(exc: aiohttp.ClientError, url: URL, stamps: _Stamps) -> WsErr
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         os_error = error if isinstance(error, OSError) else ssl.SSLError(str(error))
-        return TlsFailed(f"tls handshake failed: {_ssl_text(os_error)}", os_error)
+        return TlsFailed(f"tls handshake failed: {ssl_text(os_error)}", os_error)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ResolveFailed(f"cannot resolve {url.host}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
         if isinstance(os_error, ssl.SSLError) or stamps.handshakes:
-            return TlsFailed(f"tls handshake failed: {_ssl_text(os_error)}", os_error)
+            return TlsFailed(f"tls handshake failed: {ssl_text(os_error)}", os_error)
         if isinstance(os_error, ConnectionRefusedError):
             return ConnectRefused(f"connection refused by {where}")
         return ConnectFailed(f"cannot connect to {where}: {os_error.strerror or os_error}")
@@ -323,12 +324,3 @@ def _is_ip_literal(host: str) -> bool:
 def _kind(exc: BaseException | None) -> str:
     """A failure's kind without its text (which may quote a URL): the class name."""
     return type(exc).__name__ if exc is not None else "no error given"
-
-
-def _ssl_text(exc: OSError) -> str:
-    """An SSL error as text: the verify message when there is one, else its reason."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc)
-    return str(exc.strerror or exc)

@@ -9,22 +9,16 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from prober.config.templates import Regex
+from prober.probes.net import failures
+from prober.probes.net.failures import NetFailure
 from prober.probes.net.h1_values import TlsSession
+from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
 
 Phase = Literal["resolve", "connect", "tls", "handshake", "first_message"]
 
-# The stamps of a Timeline in the order an exchange passes them, each with the phase ending
-# there.
-_STAMPS: tuple[tuple[str, Phase], ...] = (
-    ("resolved", "resolve"),
-    ("connected", "connect"),
-    ("secured", "tls"),
-    ("upgraded", "handshake"),
-    ("matched", "first_message"),
-)
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 
@@ -53,48 +47,23 @@ class WsRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Timeline:
-    """perf_counter stamps of one exchange; 0.0 = not reached.
+class Timeline(DialTimeline[Phase]):
+    """The dial's stamps (`stamps.DialTimeline`), then the upgrade and the message.
 
-    Without TLS `secured` is `connected` (a tls phase of 0); an IP-literal host has no
-    resolve phase. `upgraded` is when the 101 answer was accepted, `matched` when the
-    expected message arrived (or the send was done, without `expect`). `ended` is when
-    the exchange ended, with its match or its failure: the phase in progress runs up to it.
+    `upgraded` is when the 101 answer was accepted, `matched` when the expected message
+    arrived (or the send was done, without `expect`); `ended` is when the exchange ended,
+    with its match or its failure.
     """
 
-    started: float
-    resolved: float = 0.0
-    connected: float = 0.0
-    secured: float = 0.0
+    STAMPS: ClassVar[tuple[tuple[str, Phase], ...]] = (
+        *DIAL_STAMPS,
+        ("upgraded", "handshake"),
+        ("matched", "first_message"),
+    )
+    COMPLETED: ClassVar[Phase] = "first_message"
+
     upgraded: float = 0.0
     matched: float = 0.0
-    ended: float = 0.0
-
-    @property
-    def phase(self) -> Phase:
-        """The phase the exchange was in when it ended (first_message when it completed)."""
-        for stamp, phase in _STAMPS:
-            if not getattr(self, stamp):
-                return phase
-        return "first_message"
-
-    def _span(self, begin: float, end: float) -> float:
-        end = end or self.ended
-        if not begin or not end:
-            return 0.0
-        return max(end - begin, 0.0)
-
-    @property
-    def resolve(self) -> float:
-        return self._span(self.started, self.resolved)
-
-    @property
-    def connect(self) -> float:
-        return self._span(self.resolved, self.connected)
-
-    @property
-    def tls(self) -> float:
-        return self._span(self.connected, self.secured)
 
     @property
     def handshake(self) -> float:
@@ -120,46 +89,33 @@ class WsResponse:
     timeline: Timeline
 
 
-class WsError(Exception):
-    """An exchange that failed. The message never holds the URL's userinfo or query, a header
-    value or a message's content; `timeline` (None before any I/O) shows how far it got."""
-
-    def __init__(self, message: str, timeline: Timeline | None = None) -> None:
-        super().__init__(message)
-        self.timeline = timeline
-
-    @property
-    def phase(self) -> Phase | None:
-        """Where it failed: the phase in progress, None when nothing was sent."""
-        return self.timeline.phase if self.timeline is not None else None
+class WsError(NetFailure[Timeline]):
+    """An exchange that failed (`failures.NetFailure`); the message never holds a message's
+    content either."""
 
 
 class InvalidRequest(WsError):
     """Not a ws:// or wss:// URL with a host, or a wss:// one without an SSL context."""
 
 
-class ResolveFailed(WsError):
-    """The host has no address (of the asked family)."""
+class ResolveFailed(WsError, failures.ResolveFailed[Timeline]):
+    pass
 
 
-class NetworkError(WsError):
-    """The connection failed below the WebSocket protocol."""
+class NetworkError(WsError, failures.NetworkError[Timeline]):
+    pass
 
 
-class ConnectRefused(NetworkError):
-    """Every address refused the connection."""
+class ConnectRefused(NetworkError, failures.ConnectRefused[Timeline]):
+    pass
 
 
-class ConnectFailed(NetworkError):
+class ConnectFailed(NetworkError, failures.ConnectFailed[Timeline]):
     """The TCP connection could not be made, or broke during the upgrade."""
 
 
-class TlsFailed(WsError):
-    """The TLS handshake failed; `error` is what `ssl` (or the socket) raised, for tls_reason."""
-
-    def __init__(self, message: str, error: OSError, timeline: Timeline | None = None) -> None:
-        super().__init__(message, timeline)
-        self.error = error
+class TlsFailed(WsError, failures.TlsFailed[Timeline]):
+    pass
 
 
 class HandshakeRefused(WsError):
@@ -183,8 +139,8 @@ class Closed(WsError):
         self.code = code
 
 
-class DeadlineReached(WsError):
-    """The deadline passed; `phase` says where the exchange hung."""
+class DeadlineReached(WsError, failures.DeadlineReached[Timeline]):
+    pass
 
 
 class MessageTimeout(WsError):
