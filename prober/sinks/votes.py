@@ -86,6 +86,11 @@ class Vote:
         return False
 
     @property
+    def failing(self) -> bool:
+        """Confirmed failing, or failing for a share of its accounts: what vouching dates."""
+        return self.confirmed is False or self.partial
+
+    @property
     def share(self) -> float:
         """The failing share of the accounts in the window."""
         return sum(self.samples) / len(self.samples) if self.samples else 0.0

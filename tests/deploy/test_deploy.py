@@ -162,7 +162,9 @@ def _check_operator_resource(document: dict[str, Any]) -> None:
         for group in spec["groups"]:
             assert set(group) <= {"name", "interval", "rules", "limit"} and group["rules"]
             for rule in group["rules"]:
-                assert set(rule) <= {"record", "alert", "expr", "for", "labels", "annotations"}
+                # keep_firing_for: Prometheus 2.42 and the operator's Rule know it
+                known = {"record", "alert", "expr", "for", "keep_firing_for", "labels"}
+                assert set(rule) <= known | {"annotations"}
                 assert ("record" in rule) != ("alert" in rule) and rule["expr"]
         return
     endpoints_key = "endpoints" if document["kind"] == "ServiceMonitor" else "podMetricsEndpoints"

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.stack import AlertStates, Stack, start_stack
@@ -133,9 +134,46 @@ async def watch(
 AFTERMATH = {"ProberLatencySLOBurn", "ProberCheckFailing"}
 
 
+# Verdicts of a daemon that sees no outage (a slow check under load is no outage), and how
+# long quiet must hold: more than a scrape and an evaluation (1 s each), so Prometheus has
+# seen what the daemons see.
+SETTLED = {"ok", "degraded"}
+STEADY = 3.0
+
+
+async def verdicts(stack: Stack) -> dict[str, str]:
+    """Each vantage's own verdict, from its daemon's /api/status."""
+    seen = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for vantage in stack.vantages:
+            url = f"http://127.0.0.1:{vantage.port}/api/status"
+            async with session.get(url) as resp:
+                seen[vantage.name] = str((await resp.json())["verdict"])
+    return seen
+
+
 async def quiet(stack: Stack, what: str) -> None:
-    """Wait until Prometheus has no alert pending or firing but the aftermath ones."""
-    await watch(stack, lambda states: not set(states) - AFTERMATH, set(), f"{what}: quiet")
+    """Wait until every daemon's verdict is settled and Prometheus has no alert pending or
+    firing but the aftermath ones, both for STEADY seconds on end.
+
+    No alert at one instant is not enough: a missed scrape empties the rules for an
+    evaluation while the daemons still hold components down, and the alert fires again
+    right after (seen: ProberPlatformWideDegradation in the phase after the platform's).
+    """
+    deadline = time.monotonic() + LIMIT
+    since: float | None = None
+    while time.monotonic() < deadline:
+        alerts = set(await stack.alerts()) - AFTERMATH
+        seen = await verdicts(stack)
+        now = time.monotonic()
+        if alerts or set(seen.values()) - SETTLED:
+            since = None
+        elif since is None:
+            since = now
+        elif now - since >= STEADY:
+            return
+        await asyncio.sleep(0.5)
+    pytest.fail(f"{what}: not quiet within {LIMIT:g}s; alerts {alerts}, verdicts {seen}")
 
 
 async def phase(

@@ -358,3 +358,35 @@ def test_a_pooled_run_with_failures_asks_for_another_run() -> None:
     sink = _pooled_sink("t")
     sink.record(_pooled("t", 0, 3))
     assert sink.record(_pooled("t", 1, 3)).confirm  # not partial yet: settle it now
+
+
+def test_a_pooled_vote_moving_between_down_and_partial_is_not_held_again() -> None:
+    """Most accounts failing (dec-2022's notifications at 90%): run after run the pooled vote
+    moves between confirmed failing (every account failed) and partial (one passed). Its
+    failure began once and a canary vouched for it then: the component stays down, never
+    pending again until another canary run."""
+    clock = Clock()
+    sink = StatusSink(clock)
+    sink.apply({
+        "t": Watched("timeline", "flow", 15.0, pooled=True),
+        "u": Watched("timeline", "http", 15.0),
+        "canary": Watched("canary", "http", 15.0),
+    })  # fmt: skip
+    sink.record(_result("canary", OK))
+    sink.record(_pooled("t", 0, 3))
+    sink.record(_result("u", OK))
+    for _ in range(2):
+        clock.now += 1
+        sink.record(_pooled("t", 3, 3))
+        sink.record(_result("u", FAIL))
+    clock.now += 1
+    sink.record(_result("canary", OK))
+    clock.now += 1
+    sink.record(_pooled("t", 3, 3))
+    sink.record(_result("u", FAIL))
+    assert sink.component_conditions()["timeline"] is Condition.DOWN
+    for failing in (2, 3, 2, 3, 2, 3):  # one account passes every other run
+        clock.now += 1
+        sink.record(_pooled("t", failing, 3))
+        sink.record(_result("u", FAIL))
+        assert sink.component_conditions()["timeline"] is Condition.DOWN, failing
