@@ -170,6 +170,8 @@ class StatusSink:
         was_failing, since = vote.failing, vote.failing_since
         # The down machinery: the run is failing when every account it tried failed.
         changed = vote.add(failed < probed, now)
+        if failed:
+            vote.failed_run_began = now - result.duration
         if vote.samples is not None:
             changed = vote.sample(failed, probed, now) or changed
         if was_failing and vote.failing:

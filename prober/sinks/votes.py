@@ -59,6 +59,8 @@ class Vote:
     confirmed: bool | None = None
     streak: int = 0  # runs in a row that disagreed with `confirmed`
     seen_at: float = 0.0  # monotonic time of the last run that exercised the component
+    # When the latest run that failed for it (for any account) began, monotonic.
+    failed_run_began: float = 0.0
     disagreeing_since: float = 0.0  # end of the first run of the current streak
     failing_since: float = 0.0  # end of the first failing run, once confirmed failing
     degraded: bool = False
@@ -227,10 +229,12 @@ class Vouches:
             if not failing:
                 continue
             first = max(v.failing_since for v in failing)
-            last = max(v.seen_at for v in failing)
-            # The pass must start after the failure was first seen and end before it was
-            # last seen: a canary request that hung through a cut and was answered once
-            # the prober was mended proves nothing about the time of the failures.
+            last = max(v.failed_run_began for v in failing)
+            # The pass must start after the failure was first seen and end before a failing
+            # run began: a canary request that hung through a cut and was answered once the
+            # prober was mended proves nothing about the time of the failures, nor does a
+            # pass next to a run that began while the prober was cut off and timed out after
+            # it was mended (a daemon re-runs what is held right after a pass).
             if not any(first <= start and end <= last for start, end in self._passes):
                 held.add(name)
         return frozenset(held)

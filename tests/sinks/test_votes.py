@@ -57,8 +57,11 @@ def test_a_pooled_vote_turns_partial_then_recovers_after_clean_samples() -> None
     assert not vote.partial
 
 
-def failing(vote: Vote, since: float, seen: float) -> Vote:
+def failing(vote: Vote, since: float, seen: float, began: float | None = None) -> Vote:
+    """A vote confirmed failing since `since`, its latest failing run begun at `began`
+    (by default 2 s before it ended at `seen`)."""
     vote.confirmed, vote.failing_since, vote.seen_at = False, since, seen
+    vote.failed_run_began = seen - 2.0 if began is None else began
     vote.counted = CheckState(vote.check, vote.component, False)
     return vote
 
@@ -76,8 +79,22 @@ def test_a_component_down_is_held_until_a_canary_pass_lies_within_its_failure() 
     assert vouches.held(tallies, voters) == {"api"}
     vouches.add(5.0, 11.0)  # started before the failure was first seen: proves nothing
     vouches.add(12.0, 25.0)  # answered after it was last seen: proves nothing
+    vouches.add(12.0, 19.0)  # ended after the last failing run began (at 18): nor this
     assert vouches.held(tallies, voters) == {"api"}
     vouches.add(12.0, 13.0)
+    assert vouches.held(tallies, voters) == frozenset()
+
+
+def test_a_mended_probers_late_timeouts_are_vouched_by_no_pass_before_them() -> None:
+    """Cut off from 10 to 30: runs that began in the cut time out after the mend. The
+    canary passing at 31 must not vouch for them; a run begun after that pass does."""
+    vouches = Vouches()
+    tallies = {"api": down_tally(), CANARY: Tally()}
+    vote = failing(Vote("c", "api"), since=15.0, seen=33.0, began=28.0)
+    voters = {"api": [vote]}
+    vouches.add(30.5, 31.0)
+    assert vouches.held(tallies, voters) == {"api"}
+    vote.failed_run_began, vote.seen_at = 31.5, 36.5  # a re-run after the pass fails too
     assert vouches.held(tallies, voters) == frozenset()
 
 
