@@ -2,8 +2,9 @@
 
 APScheduler's AsyncIOScheduler runs each check's job at a fixed rate, never overlapping
 itself (max_instances=1) and coalescing runs missed while the loop was stalled. This module
-adds what a prober needs on top: first runs spread evenly over the interval, scheduler lag,
-and a count of runs skipped or coalesced, and a leaner executor (_RunExecutor).
+adds what a prober needs on top: first runs spread evenly over the interval on a shared grid
+(runs due together share the loop's wake-ups), scheduler lag, a count of runs skipped or
+coalesced, and a leaner executor (_RunExecutor).
 `python -m bench.pieces` measures its cost per run (docs/PERFORMANCE.md).
 
 APScheduler 3 reads the wall clock (`datetime.now`) to decide what is due and how long to
@@ -21,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -89,15 +90,40 @@ logging.getLogger("apscheduler.scheduler").addFilter(_CountedSkipFilter())
 RunCheck = Callable[[str], Coroutine[Any, Any, None]]
 
 
-def _spread(interval: float, count: int) -> list[float]:
-    """Random first offsets within the interval, one per equal slice, in random order.
+# Runs start on a grid of whole milliseconds since the epoch (on the scheduler's clock),
+# its step chosen at each apply: about this many runs due per step, and never a step over
+# _WIDEST_STEP. Runs that share a step start in one wake-up of the event loop, and their
+# connects and answers then share wake-ups too: each wake-up of an idle loop costs more
+# than a run's own work on some machines (docs/PERFORMANCE.md: 10 ms steps at 300 runs a
+# second cut the daemon's CPU per run by a quarter). Few runs per step, because the runs
+# of one step queue behind each other on the loop, and that wait is in what they report.
+_RUNS_PER_STEP = 3
+_WIDEST_STEP = 0.010
 
-    Purely random offsets clump (some milliseconds get several starts, others none); one
-    offset per slice keeps the start rate even, which keeps the event loop's load even.
+
+def grid_step(intervals: Iterable[float]) -> float:
+    """The grid step for checks run at these intervals (whole milliseconds, 1 to 10)."""
+    rate = sum(1.0 / interval for interval in intervals if interval > 0)
+    step = _RUNS_PER_STEP / rate if rate > 0 else _WIDEST_STEP
+    return min(_WIDEST_STEP, max(0.001, round(step * 1000) / 1000))
+
+
+def _spread(interval: float, count: int, step: float) -> list[float]:
+    """First offsets within the interval, one per equal slice, on the grid, in random order.
+
+    Purely random offsets clump (some steps get several starts, others none); one offset
+    per slice keeps the start rate even, which keeps the event loop's load even. An offset
+    moves by at most half a step to reach the grid.
     """
-    offsets = [interval * (k + random.random()) / count for k in range(count)]
+    offsets = [round(interval * (k + random.random()) / count / step) * step for k in range(count)]
     random.shuffle(offsets)
     return offsets
+
+
+def _on_grid(moment: datetime, step: float) -> datetime:
+    """The grid's first step at or after `moment` (whole microseconds, as datetimes are)."""
+    micros, width = round(moment.timestamp() * 1_000_000), round(step * 1_000_000)
+    return datetime.fromtimestamp(-(-micros // width) * width / 1_000_000, UTC)
 
 
 class _RunExecutor(AsyncIOExecutor):  # type: ignore[misc]
@@ -150,9 +176,9 @@ class Scheduler:
     """Runs `run_check(name)` every interval for each check.
 
     Each check starts at a random offset within its interval (checks that start together
-    are spread evenly over it), then runs at a fixed rate. A run that comes due while the
-    previous one still runs is skipped, and runs missed while the loop was stalled are
-    coalesced into one; both are counted in `runs_skipped`.
+    are spread evenly over it, on the grid of `grid_step`), then runs at a fixed rate. A
+    run that comes due while the previous one still runs is skipped, and runs missed while
+    the loop was stalled are coalesced into one; both are counted in `runs_skipped`.
     """
 
     def __init__(
@@ -222,12 +248,13 @@ class Scheduler:
             if known is not None:
                 self._drop(name)
             starting.setdefault(interval, []).append(name)
-        now = SteadyClock.now(UTC)
+        step = grid_step(intervals.values())
+        start = _on_grid(SteadyClock.now(UTC), step)
         for interval, names in starting.items():
-            for name, offset in zip(names, _spread(interval, len(names)), strict=True):
+            for name, offset in zip(names, _spread(interval, len(names), step), strict=True):
                 self._scheduler.add_job(
                     self._run,
-                    IntervalTrigger(seconds=interval, start_date=now + timedelta(seconds=offset)),
+                    IntervalTrigger(seconds=interval, start_date=start + timedelta(seconds=offset)),
                     args=[name],
                     id=name,
                     name=name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.engine.daemon import Daemon
-from prober.engine.scheduler import Scheduler
+from prober.engine.scheduler import Scheduler, grid_step
 from prober.result import HttpFacts, Phases, Result, StepResult
 from prober.sinks.metrics import MetricsSink, SeriesPlan
 from tests.support.processes import wait_for
@@ -153,6 +154,36 @@ async def test_scheduler_spreads_checks_that_start_together_over_the_interval() 
     finally:
         scheduler.shutdown()
     assert slices == set(range(10))  # one start per 0.1 s slice: no second is left empty
+
+
+@pytest.mark.parametrize(
+    ("intervals", "step"),
+    [
+        ([1.0] * 300, 0.010),  # 300 runs a second: 3 per 10 ms step
+        ([1.0] * 1000, 0.003),  # busier: narrower steps, still about 3 runs each
+        ([1.0] * 10_000, 0.001),  # never under a millisecond
+        ([15.0] * 10, 0.010),  # few runs: never over 10 ms
+        ([1.0] * 150 + [15.0] * 2250, 0.010),  # every check's rate counts
+    ],
+)
+def test_grid_step_aims_at_a_few_runs_per_step(intervals: list[float], step: float) -> None:
+    assert grid_step(intervals) == pytest.approx(step)
+
+
+async def test_scheduler_starts_runs_on_a_shared_grid_a_few_at_a_time() -> None:
+    scheduler, _, _ = _recorder()
+    scheduler.apply({f"c{i}": 1.0 for i in range(300)}, set())
+    scheduler.apply({f"c{i}": 1.0 for i in range(300)} | {"late": 1.0}, set())
+    scheduler.start()
+    try:
+        starts = list(scheduler.next_runs().values())
+    finally:
+        scheduler.shutdown()
+    centi = [start * 100 for start in starts]
+    assert all(abs(c - round(c)) < 1e-4 for c in centi)  # whole 10 ms steps, reload included
+    per_step = Counter(round(c) for c in centi)
+    assert len(per_step) >= 100  # every step of the second gets runs...
+    assert max(per_step.values()) <= 5  # ...a few each: the start rate stays even
 
 
 @pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
