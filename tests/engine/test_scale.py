@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -111,6 +112,29 @@ async def test_scheduler_skips_a_run_while_the_previous_one_still_runs() -> None
     finally:
         scheduler.shutdown()
     assert scheduler.runs_skipped == sum(skipped)
+
+
+async def test_a_run_that_cannot_start_is_logged_and_the_others_go_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler, ran, _ = _recorder()
+    executor = scheduler._scheduler._executors["default"]
+    submit = executor.submit_job
+
+    def broken_for_one(job: Any, run_times: list[Any]) -> None:
+        if job.id == "broken":
+            raise RuntimeError("a bug in the executor")
+        submit(job, run_times)
+
+    monkeypatch.setattr(executor, "submit_job", broken_for_one)
+    scheduler.apply({"broken": 0.01, "fine": 0.01}, set())
+    scheduler.start()
+    try:
+        await wait_for(lambda: ran.count("fine") >= 5)  # the timer kept going
+    finally:
+        scheduler.shutdown()
+    assert "broken" not in ran
+    assert "starting a run of check 'broken' failed" in caplog.text
 
 
 async def test_scheduler_coalesces_runs_missed_while_the_loop_was_blocked() -> None:
