@@ -177,6 +177,9 @@ async def _attempt(
     try:
         async with asyncio.timeout_at(deadline + _DEADLINE_GRACE):
             outcome = await probe_for(check)(check, ctx)
+        # Timed to the last byte where the probe stamped it (see StepRecorder.last_byte).
+        if recorder.last_byte > start:
+            return _Attempt(outcome, started_at, recorder.last_byte - start)
     except TimeoutError:
         reached = f"deadline of {check.timeout:g}s reached"
         outcome = _cut_short(ctx, start, Reason.TIMEOUT, "deadline reached", reached)

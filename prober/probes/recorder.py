@@ -28,10 +28,16 @@ class StepRecorder:
         self._current = ""
         self._finish: Finish | None = None
         self._stage: Stage | None = None
+        # When the bytes the attempt waited for last arrived (perf_counter, taken in the
+        # transport's callback), for probes that stamp them; 0.0 = not told. The runner
+        # ends the attempt's clock there, so the loop's other work before this run's
+        # coroutine resumes (other runs' recording, a scrape) is not in what it reports.
+        self.last_byte = 0.0
 
     def begin(self, name: str, finish: Finish | None = None, stage: Stage | None = None) -> None:
         """The step `name` starts (or, with `finish`/`stage`, says how to end it if cut)."""
         self._current, self._finish, self._stage = name, finish, stage
+        self.last_byte = 0.0  # a stamp of an earlier step is not when this one ends
 
     def done(self, step: StepResult) -> None:
         """A step is over: it joins the steps done; the run is in no step until the next begins."""

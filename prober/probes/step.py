@@ -150,6 +150,7 @@ class _Step:
         extracted: tuple[tuple[str, str], ...] = (),
     ) -> StepResult:
         self.end = self.end or time.perf_counter()
+        self.ctx.recorder.last_byte = self.end
         return StepResult(
             name=self.name,
             success=reason is None,

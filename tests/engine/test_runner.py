@@ -4,17 +4,21 @@ short, from what the probe told its recorder (the steps done, the step under way
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from prober.engine.runner import RunEnvironment, run_check
 from prober.probes import registry
+from prober.probes import step as step_module
 from prober.probes.context import ProbeContext
 from prober.result import HttpFacts, Outcome, Phases, Reason, StepResult
 from tests.support.checks import http_check
+from tests.support.servers import serve_app
 
 ProbeFn = Callable[[Any, ProbeContext], Awaitable[Outcome]]
 FIRST = StepResult("first", True, 0.001, facts=HttpFacts(200))
@@ -168,3 +172,64 @@ async def test_a_pooled_outcome_gives_each_account_a_result(
     ]
     assert result.accounts_failed == 1
     assert all(r.started_at == result.started_at for r in result.accounts)
+
+
+async def test_a_run_is_timed_to_its_last_byte_not_to_when_its_coroutine_resumed(
+    env: RunEnvironment, probe_as: Callable[[ProbeFn], None]
+) -> None:
+    async def answered_then_held(check: Any, ctx: ProbeContext) -> Outcome:
+        ctx.recorder.begin("first")
+        ctx.recorder.last_byte = time.perf_counter()  # the transport callback's stamp
+        await asyncio.sleep(0.3)  # the loop busy elsewhere before this run goes on
+        ctx.recorder.done(FIRST)
+        return Outcome((FIRST,))
+
+    probe_as(answered_then_held)
+    began = time.perf_counter()
+    result = await run_check(http_check("http://127.0.0.1:9/"), env)
+    assert result.duration + 0.3 <= time.perf_counter() - began
+
+
+async def test_a_last_step_without_a_stamp_is_timed_to_the_end_of_the_run(
+    env: RunEnvironment, probe_as: Callable[[ProbeFn], None]
+) -> None:
+    async def stamped_then_unstamped(check: Any, ctx: ProbeContext) -> Outcome:
+        ctx.recorder.begin("first")
+        ctx.recorder.last_byte = time.perf_counter()
+        ctx.recorder.done(FIRST)
+        ctx.recorder.begin("second")  # a step that stamps nothing (a wait, a tcp dialogue)
+        await asyncio.sleep(0.3)
+        ctx.recorder.done(replace(FIRST, name="second"))
+        return Outcome((FIRST, replace(FIRST, name="second")))
+
+    probe_as(stamped_then_unstamped)
+    result = await run_check(http_check("http://127.0.0.1:9/"), env)
+    assert result.duration >= 0.3
+
+
+async def _ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def test_an_http_run_ends_its_clock_at_the_answers_last_byte(
+    env: RunEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judge = step_module._judge
+
+    def slow_judge(*args: Any) -> Any:
+        time.sleep(0.3)  # work of ours after the answer arrived: not the target's latency
+        return judge(*args)
+
+    monkeypatch.setattr(step_module, "_judge", slow_judge)
+    app = web.Application()
+    app.router.add_get("/", _ok)
+    runner, base = await serve_app(app)
+    try:
+        began = time.perf_counter()
+        result = await run_check(http_check(f"{base}/"), env)
+        wall = time.perf_counter() - began
+    finally:
+        await runner.cleanup()
+    assert result.success
+    assert result.duration + 0.3 <= wall
+    assert result.duration >= result.steps[0].duration
