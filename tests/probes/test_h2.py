@@ -91,6 +91,30 @@ async def test_h2_get_passes_with_version_2_and_ordered_phases(
     assert sample_value(samples, "probe_http_ssl") == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "length"),
+    [
+        ("/ok", "GET", 16),
+        ("/unsized/empty", "GET", 0),
+        ("/unsized/empty", "HEAD", -1),
+        ("/unsized", "GET", -1),
+    ],
+    ids=["header", "headers-end-the-stream", "head-without-header", "data-without-header"],
+)
+async def test_h2_content_length_is_the_one_go_reports(
+    h2_server: StartH2, certs: CertFactory, env: RunEnvironment, path: str, method: str, length: int
+) -> None:
+    """Go's http2 transport: the header's value; without one, 0 when the response's HEADERS
+    frame ended its stream (but for a HEAD), else -1 (unknown, as over HTTP/1.1)."""
+    server = await h2_server()
+    result = await run_h2(server.url + path, certs, env, method=method)
+    assert result.success, result.message
+    assert server.protocols == ["h2"]
+    assert http_facts(result).content_length == length
+    samples = exported_samples(result, "api", full=True)
+    assert sample_value(samples, "probe_http_content_length") == length
+
+
 async def test_h2_request_carries_headers_body_and_authority(
     h2_server: StartH2, certs: CertFactory, env: RunEnvironment
 ) -> None:
