@@ -29,6 +29,16 @@ from prober.config.validate import CheckEntry
 
 # A retry waits this long when the check sets no retry_backoff (CheckBase's default).
 _DEFAULT_BACKOFF = 0.2
+# The fields of each kind that stay `${name}` templates until a run (config/substitute.py
+# leaves them): an http check's and a flow step's request, a websocket check's URL and
+# headers, a grpc check's metadata. Dicts hold a template per entry.
+_REQUEST_FIELDS = ("url", "proxy_url", "body", "headers", "json")
+_TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "http": _REQUEST_FIELDS,
+    "flow": _REQUEST_FIELDS,
+    "websocket": ("url", "headers"),
+    "grpc": ("metadata",),
+}
 
 
 def resolve_checks(
@@ -128,13 +138,14 @@ def _check_templates(
 ) -> None:
     """Every `${name}` must be an env var, a secret, or extracted by an earlier step."""
     requests = _raw_requests(raw)
+    fields = _TEMPLATE_FIELDS.get(check_kind(raw) or "", ())
     available = set(known)
     if raw.get("accounts") is not None:
         available.add("account")  # each run's account from the pool
     # A session's variables may come from a cached login of the same session.
     available |= {n for _, r in requests if r.get("session") for n in _extract_names(r)}
     for where, request in requests:
-        for key, template in _raw_templates(request):
+        for key, template in _raw_templates(request, fields):
             missing = [p for p in _unresolved(template) if p not in available]
             if missing:
                 issues.append(
@@ -149,9 +160,9 @@ def _check_templates(
 
 
 def _raw_requests(raw: dict[str, Any]) -> list[tuple[KeyPath, dict[str, Any]]]:
-    """The requests of an http check (itself) or a flow (its steps), as written."""
+    """What holds a check's templates, as written: a flow's steps, else the check itself."""
     kind = check_kind(raw)
-    if kind == "http":
+    if kind in ("http", "websocket", "grpc"):
         return [((), raw)]
     steps = raw.get("steps")
     if kind != "flow" or not isinstance(steps, list):
@@ -164,19 +175,21 @@ def _extract_names(request: dict[str, Any]) -> set[str]:
     return {str(n) for n in extract} if isinstance(extract, dict) else set()
 
 
-def _raw_templates(request: dict[str, Any]) -> Iterator[tuple[KeyPath, Template]]:
-    """The templates of a request as written; malformed ones have field errors already."""
-    candidates: list[tuple[KeyPath, Any]] = [
-        ((key,), request.get(key)) for key in ("url", "proxy_url", "body")
-    ]
-    headers = request.get("headers")
-    if isinstance(headers, dict):
-        candidates += [(("headers", name), value) for name, value in headers.items()]
-    for key, value in candidates:
-        if isinstance(value, str):
-            yield key, compile_template(value)
-    for key, template in compile_json_template(request.get("json")).templates():
-        yield ("json", *key), template
+def _raw_templates(
+    request: dict[str, Any], fields: tuple[str, ...]
+) -> Iterator[tuple[KeyPath, Template]]:
+    """The templates of these fields as written; malformed ones have field errors already."""
+    for field in fields:
+        value = request.get(field)
+        if field == "json":
+            for key, template in compile_json_template(value).templates():
+                yield ("json", *key), template
+        elif isinstance(value, dict):  # headers, metadata
+            for name, entry in value.items():
+                if isinstance(entry, str):
+                    yield (field, name), compile_template(entry)
+        elif isinstance(value, str):
+            yield (field,), compile_template(value)
 
 
 def _unresolved(template: Template) -> list[str]:

@@ -21,7 +21,7 @@ from prober.config.model import Check, FlowCheck
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.context import HttpClients, ProbeContext
-from prober.probes.net.tls import tls_blocks
+from prober.probes.net.tls import TlsBlock, tls_blocks
 from prober.probes.recorder import StepRecorder
 from prober.probes.registry import probe_for
 from prober.probes.sessions import SessionStore
@@ -54,12 +54,22 @@ class RunEnvironment:
 
     # Where each pooled check's next run starts in its account pool.
     rotation: dict[str, int] = field(init=False, default_factory=dict)
-    # Checks whose SSL contexts are built: later runs skip the wait and its hashing of every
-    # `tls:` block. A reload makes a new environment, as it rebuilds the contexts.
-    tls_built: set[str] = field(init=False, default_factory=set)
+    # Each check's `tls:` blocks (`tls_blocks`) by name, with the check value they were
+    # taken from: a run asks `HttpClients.tls_done` for them without building the set again
+    # (hashing a pydantic model per block). Whether they are built only HttpClients knows.
+    _tls_blocks: dict[str, tuple[Check, frozenset[TlsBlock]]] = field(
+        init=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.redactor = Redactor.of(self.sensitive)
+
+    def tls_blocks_of(self, check: Check) -> frozenset[TlsBlock]:
+        """The check's `tls:` blocks, worked out once per check value."""
+        known = self._tls_blocks.get(check.name)
+        if known is None or known[0] is not check:
+            known = self._tls_blocks[check.name] = (check, tls_blocks(check))
+        return known[1]
 
     def accounts_for(self, check: Check) -> tuple[str, ...]:
         """The next `fanout` accounts of a pooled flow, rotating so that the whole pool is
@@ -164,8 +174,9 @@ async def _attempt(
     """One attempt within the check's timeout; an Outcome whatever happens but cancellation."""
     assert check.timeout is not None
     # SSL contexts are built at apply time; a run never pays for one inside its clock.
-    if check.name not in env.tls_built and await env.clients.tls_ready(tls_blocks(check)):
-        env.tls_built.add(check.name)
+    blocks = env.tls_blocks_of(check)
+    if not env.clients.tls_done(blocks):
+        await env.clients.tls_ready(blocks)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + check.timeout
     recorder = StepRecorder()

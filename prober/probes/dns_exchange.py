@@ -80,10 +80,8 @@ async def exchange(
     """Send the query (over TLS when `secured`) and return the response; failures are
     ProbeFailures with a reason."""
     try:
-        if secured is not None:
-            return await _over_tls(query, server, seconds_left, clock, secured)
-        if tcp:
-            return await _over_tcp(query, server, seconds_left, clock)
+        if tcp or secured is not None:
+            return await _over_stream(query, server, seconds_left, clock, secured)
         return await _over_udp(query, server, seconds_left, clock)
     except dns.exception.Timeout:  # dnspython's own timeout is the attempt's deadline
         raise ProbeFailure(Reason.TIMEOUT, f"deadline reached waiting for {server.shown}") from None
@@ -121,54 +119,36 @@ async def _over_udp(
     return response
 
 
-async def _over_tcp(
-    query: dns.message.Message, server: Server, seconds_left: float, clock: ExchangeClock
-) -> dns.message.Message:
-    backend = dns.asyncbackend.get_backend("asyncio")
-    source = (server.source, 0) if server.source else None
-    sock = await backend.make_socket(  # type: ignore[no-untyped-call]  # dnspython: untyped
-        server.family, socket.SOCK_STREAM, 0, source, (server.address, server.port), seconds_left
-    )
-    clock.connected = time.perf_counter()
-    try:
-        response = await dns.asyncquery.tcp(
-            query, server.address, seconds_left, server.port, sock=sock
-        )
-    finally:
-        await sock.close()
-    clock.answered = time.perf_counter()
-    return response
-
-
-async def _over_tls(
+async def _over_stream(
     query: dns.message.Message,
     server: Server,
     seconds_left: float,
     clock: ExchangeClock,
-    secured: Secured,
+    secured: Secured | None,
 ) -> dns.message.Message:
-    """Connect, shake hands (timed by the context's `TimedSSLObject`), then the TCP exchange
-    inside the session, as dnspython's `asyncquery.tls` does with a socket of its own."""
+    """Connect over TCP, shake hands when `secured` (timed by the context's
+    `TimedSSLObject`), then the TCP exchange, inside the session for DNS over TLS as
+    dnspython's `asyncquery.tls` does with a socket of its own."""
     backend = dns.asyncbackend.get_backend("asyncio")
     source = (server.source, 0) if server.source else None
-    clock.over_tls = True
+    tls = () if secured is None else (secured.context, secured.server_hostname)
+    clock.over_tls = secured is not None
     handshakes: list[TimedSSLObject] = []
     try:
         with collect_handshakes(handshakes):
             sock = await backend.make_socket(  # type: ignore[no-untyped-call]  # untyped
                 server.family, socket.SOCK_STREAM, 0, source, (server.address, server.port),
-                seconds_left, secured.context, secured.server_hostname,
+                seconds_left, *tls,
             )  # fmt: skip
     except ssl.SSLError as exc:  # an OSError: told apart before exchange() sees it
         raise ProbeFailure(tls_reason(exc), f"TLS handshake with {server.shown}: {exc}") from None
     finally:
         _stamp_handshake(clock, handshakes)
     try:
-        ssl_object = sock.writer.get_extra_info("ssl_object")
-        if isinstance(ssl_object, ssl.SSLObject):
-            clock.tls = peer_facts(ssl_object).tls
-        clock.secured = clock.secured or time.perf_counter()
-        clock.connected = clock.connected or clock.secured
+        if secured is None:
+            clock.connected = time.perf_counter()
+        else:
+            _note_session(clock, sock.writer.get_extra_info("ssl_object"))
         response = await dns.asyncquery.tcp(
             query, server.address, seconds_left, server.port, sock=sock
         )
@@ -176,6 +156,14 @@ async def _over_tls(
         await sock.close()
     clock.answered = time.perf_counter()
     return response
+
+
+def _note_session(clock: ExchangeClock, ssl_object: object) -> None:
+    """What the TLS handshake showed, and its stamps where the context did not time it."""
+    if isinstance(ssl_object, ssl.SSLObject):
+        clock.tls = peer_facts(ssl_object).tls
+    clock.secured = clock.secured or time.perf_counter()
+    clock.connected = clock.connected or clock.secured
 
 
 def _stamp_handshake(clock: ExchangeClock, handshakes: list[TimedSSLObject]) -> None:

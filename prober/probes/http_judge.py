@@ -35,14 +35,18 @@ def redirect_count(followed: int, status: int, headers: Headers) -> int:
     return followed + (1 if is_redirect(status, headers) else 0)
 
 
-def wire_content_length(status: int, method: str, header: str | None) -> int:
+def wire_content_length(
+    status: int, method: str, header: str | None, stream_ended_with_head: bool = False
+) -> int:
     """Content length as Go reads it: 0 for 1xx, 204 and 304 whatever the header says, the
-    header's value (bytes on the wire) otherwise, -1 without a valid one."""
+    header's value (bytes on the wire) otherwise, -1 without a valid one; but 0 without a
+    header for an HTTP/2 answer to all but a HEAD whose HEADERS frame ended its stream (Go's
+    http2 transport: no body can follow)."""
     if status < 200 or status in _NO_BODY_STATUSES:
         return 0
-    if header is None or not header.strip().isdigit():
-        return -1
-    return int(header)
+    if header is None:
+        return 0 if stream_ended_with_head and method != "HEAD" else -1
+    return int(header) if header.strip().isdigit() else -1
 
 
 def http_version(major: int, minor: int) -> str:

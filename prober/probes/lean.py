@@ -317,7 +317,9 @@ class _Head:
     def of(cls, head: ResponseHead | H1Response, method: str) -> _Head:
         headers = response_headers(head.headers)
         lengths = headers.get("content-length")
-        length = wire_content_length(head.status, method, lengths[-1] if lengths else None)
+        ended = isinstance(head, H1Response) and head.stream_ended_with_head
+        header = lengths[-1] if lengths else None
+        length = wire_content_length(head.status, method, header, stream_ended_with_head=ended)
         session = head.tls
         tls = None
         if session is not None:

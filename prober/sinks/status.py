@@ -167,18 +167,7 @@ class StatusSink:
             vote.degraded = result.degraded
         before = self._tallies[component].state()
         was_suspect = vote.streak > 0
-        was_failing, since = vote.failing, vote.failing_since
-        # The down machinery: the run is failing when every account it tried failed.
-        changed = vote.add(failed < probed, now)
-        if failed:
-            vote.failed_run_began = now - result.duration
-        if vote.samples is not None:
-            changed = vote.sample(failed, probed, now) or changed
-        if was_failing and vote.failing:
-            # Still failing, down or partial: a pooled vote that moves between the two
-            # (most accounts failing, a run with one that passed) keeps the date its failure
-            # began, or each move would hold its component until another canary vouched.
-            vote.failing_since = since
+        changed = vote.record(failed, probed, now, began=now - result.duration)
         self._recount(vote, stale=False)
         after = self._tallies[component].state()
         # A component that changed state is re-checked at once; becoming known and ok (every

@@ -62,7 +62,7 @@ class Vote:
     # When the latest run that failed for it (for any account) began, monotonic.
     failed_run_began: float = 0.0
     disagreeing_since: float = 0.0  # end of the first run of the current streak
-    failing_since: float = 0.0  # end of the first failing run, once confirmed failing
+    failing_since: float = 0.0  # end of the first failing run, once failing (down or partial)
     degraded: bool = False
     counted: CheckState | None = None  # what the component's tally holds for it now
     # A pooled flow's account samples (True: the account failed), newest last.
@@ -71,16 +71,37 @@ class Vote:
     clean_run: int = 0  # account samples in a row that passed
     last_failed: int = 0  # accounts the last pooled run failed for
 
-    def sample(self, failed: int, probed: int, now: float) -> bool:
-        """Count one pooled run's accounts; True when the partial state flips."""
+    def record(self, failed: int, probed: int, now: float, began: float) -> bool:
+        """Count one run's word, `failed` of `probed` accounts (a run as one account is 1 of
+        1), that began at `began` and ended `now`; True when the vote's state flips.
+
+        A pooled vote's share is counted before the down machinery, so a run that ends a
+        confirmed failure and starts a partial one finds the vote still failing and keeps
+        the date its failure began.
+        """
+        changed = self.sample(failed, probed, now, began) if self.samples is not None else False
+        # The down machinery: the run is failing when every account it tried failed.
+        return self.add(failed < probed, now, began) or changed
+
+    def sample(self, failed: int, probed: int, now: float, began: float) -> bool:
+        """Count one pooled run's accounts; True when the partial state flips.
+
+        A vote already confirmed failing that turns partial keeps the date its failure
+        began (most accounts failing, a run with one that passed), or each move between
+        the two would hold its component until another canary vouched.
+        """
         assert self.samples is not None
         self.samples.extend([True] * failed + [False] * (probed - failed))
         self.last_failed = failed
         self.clean_run = 0 if failed else self.clean_run + probed
+        if failed:
+            self.failed_run_began = began
         if not self.partial:
             share = wilson_lower_bound(sum(self.samples), len(self.samples))
             if share > PARTIAL_MIN and failed < probed:
-                self.partial, self.failing_since = True, now
+                if not self.failing:
+                    self.failing_since = now
+                self.partial = True
                 return True
         elif self.clean_run >= RECOVERY_SAMPLES or failed == probed:
             self.partial = False  # over, or worse: every account fails (the down machinery)
@@ -105,14 +126,19 @@ class Vote:
             return False
         return (self.last_failed > 0 and not self.partial) or (self.partial and self.clean_run > 0)
 
-    def add(self, ok: bool, now: float) -> bool:
-        """Count the word of one run that ended `now`; True when the confirmed state flips.
+    def add(self, ok: bool, now: float, began: float) -> bool:
+        """Count the word of one run that began at `began` and ended `now`; True when the
+        confirmed state flips.
 
         The streak is dated by when its first run ended, not started: only a canary run
         that starts after a failure was seen can vouch that the prober was fine then (a
         canary that passed while a run which later failed was still waiting proves nothing).
+        A failing run is also dated by when it began: a pass vouches only before that. A
+        vote already partial that is confirmed failing keeps the date its failure began.
         """
         self.seen_at = now
+        if not ok:
+            self.failed_run_began = began
         if ok == self.confirmed:
             self.streak = 0
             return False
@@ -121,8 +147,9 @@ class Vote:
         self.streak += 1
         # An unknown check turns ok on its first success, but failing only when confirmed.
         if self.streak >= (1 if self.confirmed is None and ok else CONFIRM_RUNS):
+            if not ok and not self.failing:
+                self.failing_since = self.disagreeing_since
             self.confirmed, self.streak = ok, 0
-            self.failing_since = self.disagreeing_since
             return True
         return False
 

@@ -83,6 +83,35 @@ def test_unknown_variables_in_json_bodies_are_located(write_config: WriteConfig)
     assert message.startswith("unknown variable 'who'")
 
 
+def test_unknown_variables_in_websocket_and_grpc_checks_are_located(
+    write_config: WriteConfig,
+) -> None:
+    """A websocket check's URL and headers and a grpc check's metadata are templates filled
+    at run time, as an http check's request is: a name nothing gives is a load error."""
+    path = write_config("""
+        secrets: {token: {env: TOKEN}}
+        checks:
+          - name: ws
+            kind: websocket
+            component: api
+            url: "ws://127.0.0.1:1/${room}"
+            headers: {Authorization: "Bearer ${token}", X-Who: "${who}"}
+          - name: g
+            kind: grpc
+            component: api
+            target: "127.0.0.1:1"
+            metadata: {authorization: "Bearer ${token}", x-tenant: "${tenant:-}${tenant}"}
+    """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"TOKEN": "t"})
+    unknown = "not set in the environment, not a secret, not extracted by an earlier step"
+    assert str(caught.value).splitlines() == [
+        f"{path}:7: check 'ws': checks[0].url: unknown variable 'room': {unknown}",
+        f"{path}:8: check 'ws': checks[0].headers.X-Who: unknown variable 'who': {unknown}",
+        f"{path}:13: check 'g': checks[1].metadata.x-tenant: unknown variable 'tenant': {unknown}",
+    ]
+
+
 def test_a_session_may_use_what_its_login_extracts_later(write_config: WriteConfig) -> None:
     path = write_config("""
         checks:

@@ -91,6 +91,30 @@ async def test_h2_get_passes_with_version_2_and_ordered_phases(
     assert sample_value(samples, "probe_http_ssl") == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "length"),
+    [
+        ("/ok", "GET", 16),
+        ("/unsized/empty", "GET", 0),
+        ("/unsized/empty", "HEAD", -1),
+        ("/unsized", "GET", -1),
+    ],
+    ids=["header", "headers-end-the-stream", "head-without-header", "data-without-header"],
+)
+async def test_h2_content_length_is_the_one_go_reports(
+    h2_server: StartH2, certs: CertFactory, env: RunEnvironment, path: str, method: str, length: int
+) -> None:
+    """Go's http2 transport: the header's value; without one, 0 when the response's HEADERS
+    frame ended its stream (but for a HEAD), else -1 (unknown, as over HTTP/1.1)."""
+    server = await h2_server()
+    result = await run_h2(server.url + path, certs, env, method=method)
+    assert result.success, result.message
+    assert server.protocols == ["h2"]
+    assert http_facts(result).content_length == length
+    samples = exported_samples(result, "api", full=True)
+    assert sample_value(samples, "probe_http_content_length") == length
+
+
 async def test_h2_request_carries_headers_body_and_authority(
     h2_server: StartH2, certs: CertFactory, env: RunEnvironment
 ) -> None:
@@ -140,24 +164,59 @@ async def test_h2_gzip_body_is_decoded_for_compression(
     assert server.seen[0].headers["accept-encoding"] == "gzip"
 
 
-async def test_h2_status_503_fails_with_status_reason(
-    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
+@pytest.mark.parametrize(
+    ("path", "settings", "reason", "message", "facts"),
+    [
+        ("/status/503", {}, Reason.STATUS, "status 503...", {"http_version": "2.0"}),
+        (
+            "/big",
+            {"max_body_bytes": 1000},
+            Reason.BODY_TOO_LARGE,
+            "body larger than max_body_bytes (1000)",
+            {"status_code": 200},
+        ),
+        ("/reset", {}, Reason.RESET, "the server reset the stream (INTERNAL_ERROR)", {}),
+        ("/short", {}, Reason.PROTOCOL, "invalid HTTP/2 from the server: ...", {}),
+        (
+            "/hang",
+            {"timeout": HANG},
+            Reason.TIMEOUT,
+            "deadline reached while reading the body",
+            {"status_code": 200},
+        ),
+    ],
+    ids=[
+        "status-503-fails-with-status",
+        "body-over-the-cap-is-too-large",
+        "stream-reset-reads-as-reset",
+        "body-shorter-than-its-length-is-protocol",
+        "hanging-after-headers-times-out-in-transfer",
+    ],
+)
+async def test_h2_failures_have_their_reason_and_message(
+    h2_server: StartH2,
+    certs: CertFactory,
+    env: RunEnvironment,
+    path: str,
+    settings: dict[str, Any],
+    reason: Reason,
+    message: str,
+    facts: dict[str, object],
 ) -> None:
+    """Each way an h2 answer fails, with its message (ending in `...`: how it starts) and
+    what the response's facts still show."""
     server = await h2_server()
-    result = await run_h2(server.url + "/status/503", certs, env)
-    assert result.reason is Reason.STATUS
-    assert result.message.startswith("status 503")
-    assert http_facts(result).http_version == "2.0"
-
-
-async def test_h2_body_over_the_cap_is_body_too_large(
-    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
-) -> None:
-    server = await h2_server()
-    result = await run_h2(server.url + "/big", certs, env, max_body_bytes=1000)
-    assert result.reason is Reason.BODY_TOO_LARGE
-    assert result.message == "body larger than max_body_bytes (1000)"
-    assert http_facts(result).status_code == 200
+    result = await run_h2(server.url + path, certs, env, **settings)
+    assert result.reason is reason
+    if message.endswith("..."):
+        assert result.message.startswith(message.removesuffix("..."))
+    else:
+        assert result.message == message
+    assert "object at" not in result.message  # h2's words without an object's repr
+    shown = http_facts(result)
+    assert {name: getattr(shown, name) for name in facts} == facts
+    if reason is Reason.TIMEOUT:  # the phase it timed out in is timed
+        assert shown.phases.processing >= 0 and shown.phases.transfer > 0
 
 
 async def test_h2_redirect_is_followed_hop_by_hop_with_cookies(
@@ -171,25 +230,6 @@ async def test_h2_redirect_is_followed_hop_by_hop_with_cookies(
     assert server.seen[1].headers.get("cookie") == "hop=1"
     facts = http_facts(result)
     assert (facts.redirects, facts.http_version) == (1, "2.0")
-
-
-async def test_h2_stream_reset_fails_with_a_readable_reset(
-    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
-) -> None:
-    server = await h2_server()
-    result = await run_h2(server.url + "/reset", certs, env)
-    assert result.reason is Reason.RESET
-    assert result.message == "the server reset the stream (INTERNAL_ERROR)"
-
-
-async def test_h2_body_shorter_than_its_length_is_a_protocol_failure(
-    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
-) -> None:
-    server = await h2_server()
-    result = await run_h2(server.url + "/short", certs, env)
-    assert result.reason is Reason.PROTOCOL
-    assert result.message.startswith("invalid HTTP/2 from the server: ")
-    assert "object at" not in result.message
 
 
 async def test_server_choosing_h2_but_answering_http1_is_a_protocol_failure(
@@ -212,18 +252,6 @@ async def test_server_choosing_h2_but_answering_http1_is_a_protocol_failure(
         await server.wait_closed()
     assert result.reason is Reason.PROTOCOL
     assert result.message == "the server chose h2 by ALPN but answered in HTTP/1.x"
-
-
-async def test_h2_server_hanging_after_headers_times_out_in_transfer(
-    h2_server: StartH2, certs: CertFactory, env: RunEnvironment
-) -> None:
-    server = await h2_server()
-    result = await run_h2(server.url + "/hang", certs, env, timeout=HANG)
-    assert result.reason is Reason.TIMEOUT
-    assert result.message == "deadline reached while reading the body"
-    facts = http_facts(result)
-    assert facts.status_code == 200
-    assert facts.phases.processing >= 0 and facts.phases.transfer > 0
 
 
 async def test_valid_http_versions_http2_passes_on_h2_and_fails_on_http1(

@@ -238,6 +238,27 @@ async def test_ssl_context_is_built_once_per_options(
     assert await env.clients.ssl_for(options) is not first
 
 
+async def test_tls_done_says_whether_a_checks_contexts_are_built_without_waiting(
+    tmp_path: Path, certs: CertFactory, env: RunEnvironment
+) -> None:
+    """A run asks `tls_done` before its clock starts and waits in `tls_ready` only when it
+    says no: before the build, after a reload dropped the contexts, while a load error is
+    kept (the probe reports it)."""
+    check = https_check("https://127.0.0.1:9/", tls={"ca_file": str(certs.ca_file)})
+    blocks = env.tls_blocks_of(check)
+    assert blocks is env.tls_blocks_of(check)  # worked out once per check value
+    assert not env.clients.tls_done(blocks)
+    assert await env.clients.tls_ready(blocks)
+    assert env.clients.tls_done(blocks)
+    assert env.clients.tls_done(())  # a check without TLS has nothing to wait for
+    env.clients.forget_tls()
+    assert not env.clients.tls_done(blocks)
+    broken = https_check("https://127.0.0.1:9/", tls={"ca_file": str(tmp_path / "missing.pem")})
+    assert env.tls_blocks_of(broken) != blocks  # the same name, another check value
+    assert not await env.clients.tls_ready(env.tls_blocks_of(broken))
+    assert not env.clients.tls_done(env.tls_blocks_of(broken))
+
+
 async def test_tls_series_are_exported(
     certs: CertFactory, https: StartServer, env: RunEnvironment
 ) -> None:

@@ -11,25 +11,37 @@ from tests.support.sim import NOTIFICATIONS, TIMELINE, get_json, login, put_faul
 # --- admin API ---------------------------------------------------------------------------
 
 
-async def test_faults_can_be_set_read_and_cleared(
+@pytest.mark.parametrize(
+    ("puts", "faults"),
+    [
+        (
+            [("notifications", {"status": 503}), ("all", {"latency_ms": 5})],
+            {"notifications": {"status": 503}, "all": {"latency_ms": 5.0}},
+        ),
+        ([("login", {"status": 503}), ("login", {})], {}),
+    ],
+    ids=["set-and-read", "an-empty-fault-clears-it"],
+)
+async def test_faults_put_are_read_back(
+    sim: RunningSim,
+    client: aiohttp.ClientSession,
+    puts: list[tuple[str, dict[str, object]]],
+    faults: dict[str, object],
+) -> None:
+    for component, fault in puts:
+        await put_fault(client, sim, component, fault)
+    assert (await get_json(client, f"{sim.url}/-/faults"))["faults"] == faults
+
+
+async def test_faults_are_cleared_one_component_or_all(
     sim: RunningSim, client: aiohttp.ClientSession
 ) -> None:
     await put_fault(client, sim, "notifications", {"status": 503})
     await put_fault(client, sim, "all", {"latency_ms": 5})
-    faults = (await get_json(client, f"{sim.url}/-/faults"))["faults"]
-    assert faults == {"notifications": {"status": 503}, "all": {"latency_ms": 5.0}}
     async with client.delete(f"{sim.url}/-/faults/notifications") as resp:
         assert (await resp.json())["faults"] == {"all": {"latency_ms": 5.0}}
     async with client.delete(f"{sim.url}/-/faults") as resp:
         assert resp.status == 200
-    assert (await get_json(client, f"{sim.url}/-/faults"))["faults"] == {}
-
-
-async def test_putting_an_empty_fault_clears_it(
-    sim: RunningSim, client: aiohttp.ClientSession
-) -> None:
-    await put_fault(client, sim, "login", {"status": 503})
-    await put_fault(client, sim, "login", {})
     assert (await get_json(client, f"{sim.url}/-/faults"))["faults"] == {}
 
 

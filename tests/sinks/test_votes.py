@@ -30,31 +30,71 @@ def test_wilson_bound_tells_noise_from_a_share(failed: int, total: int, partial:
 
 def test_a_failure_is_confirmed_by_runs_in_a_row_and_dated_by_the_first() -> None:
     vote = Vote("c", "api")
-    assert vote.add(True, 1.0)  # unknown -> ok on the first success
-    flips = [vote.add(False, 2.0 + run) for run in range(CONFIRM_RUNS)]
+    assert vote.add(True, 1.0, 0.5)  # unknown -> ok on the first success
+    flips = [vote.add(False, 2.0 + run, 1.5 + run) for run in range(CONFIRM_RUNS)]
     assert flips == [False] * (CONFIRM_RUNS - 1) + [True]
     assert (vote.confirmed, vote.failing_since, vote.seen_at) == (False, 2.0, 1.0 + CONFIRM_RUNS)
 
 
 def test_a_run_that_agrees_again_ends_the_streak() -> None:
     vote = Vote("c", "api", confirmed=True)
-    assert not vote.add(False, 1.0)
+    assert not vote.add(False, 1.0, 0.5)
     assert vote.streak == 1
-    assert not vote.add(True, 2.0)
+    assert not vote.add(True, 2.0, 1.5)
     assert (vote.confirmed, vote.streak) == (True, 0)
 
 
 def test_a_pooled_vote_turns_partial_then_recovers_after_clean_samples() -> None:
     vote = Vote("c", "timeline", samples=deque(maxlen=PARTIAL_WINDOW))
-    assert not vote.sample(1, 10, 1.0)  # one account in ten: noise
-    assert vote.sample(3, 10, 2.0)
+    assert not vote.sample(1, 10, 1.0, 0.5)  # one account in ten: noise
+    assert vote.sample(3, 10, 2.0, 1.5)
     assert vote.partial and vote.failing_since == 2.0
     assert vote.share == pytest.approx(4 / 20)
     assert vote.unsettled is False
-    assert not vote.sample(0, RECOVERY_SAMPLES - 1, 3.0)
+    assert not vote.sample(0, RECOVERY_SAMPLES - 1, 3.0, 2.5)
     assert vote.unsettled  # a clean run while partial: a re-run settles it
-    assert vote.sample(0, 1, 4.0)
+    assert vote.sample(0, 1, 4.0, 3.5)
     assert not vote.partial
+
+
+def test_a_failing_run_is_dated_by_when_it_began_and_a_recovery_keeps_the_failures_date() -> None:
+    vote = Vote("c", "api", confirmed=True)
+    for run in range(CONFIRM_RUNS):
+        vote.record(1, 1, now=10.0 + run, began=9.5 + run)
+    assert (vote.confirmed, vote.failing_since, vote.failed_run_began) == (False, 10.0, 10.5)
+    for run in range(CONFIRM_RUNS):
+        vote.record(0, 1, now=20.0 + run, began=19.5 + run)
+    assert (vote.confirmed, vote.failing_since, vote.failed_run_began) == (True, 10.0, 10.5)
+
+
+def test_a_pooled_vote_moving_between_down_and_partial_keeps_its_failures_date() -> None:
+    """Most accounts failing: run after run every account fails, or all but one. The vote
+    stays failing in one sense or the other, and its failure began once."""
+    vote = Vote("c", "timeline", confirmed=True, samples=deque(maxlen=PARTIAL_WINDOW))
+    vote.record(0, 3, now=1.0, began=0.5)
+    for run in range(CONFIRM_RUNS):
+        vote.record(3, 3, now=2.0 + run, began=1.5 + run)
+    assert (vote.confirmed, vote.failing_since) == (False, 2.0)
+    for run, failed in enumerate((2, 3, 2, 3, 2, 2)):
+        vote.record(failed, 3, now=10.0 + run, began=9.5 + run)
+        assert vote.failing and vote.failing_since == 2.0, (run, vote.confirmed, vote.partial)
+        assert vote.failed_run_began == 9.5 + run
+    assert (vote.confirmed, vote.partial) == (True, True)  # two runs with a pass: ok, partial
+
+
+def test_a_run_that_ends_a_confirmed_failure_and_starts_a_partial_one_keeps_its_date() -> None:
+    """Two failed runs of one account among clean ones: confirmed failing, not yet partial
+    (2 in 24). The run that confirms ok fails two accounts of three and turns it partial in
+    the same count: the failure is the one that began before."""
+    vote = Vote("c", "timeline", confirmed=True, samples=deque(maxlen=PARTIAL_WINDOW))
+    for run in range(PARTIAL_WINDOW - 2):
+        vote.record(0, 1, now=float(run), began=run - 0.5)
+    for now in (30.0, 31.0):
+        vote.record(1, 1, now=now, began=now - 0.5)
+    assert (vote.confirmed, vote.partial, vote.failing_since) == (False, False, 30.0)
+    vote.record(0, 1, now=32.0, began=31.5)
+    assert vote.record(2, 3, now=33.0, began=32.5)
+    assert (vote.confirmed, vote.partial, vote.failing_since) == (True, True, 30.0)
 
 
 def failing(vote: Vote, since: float, seen: float, began: float | None = None) -> Vote:

@@ -50,6 +50,7 @@ class Reply:
     hang: bool = False
     reset: bool = False
     length: int | None = None  # a Content-Length other than the body's (a lying server)
+    unsized: bool = False  # no Content-Length at all (over h2: the frames say where it ends)
 
 
 def _route(seen: Seen) -> Reply:
@@ -69,6 +70,10 @@ def _route(seen: Seen) -> Reply:
         )
     if path == "/gzip":
         return Reply(headers=[("content-encoding", "gzip")], body=gzip.compress(b"hello h2"))
+    if path == "/unsized":
+        return Reply(body=b"abc", unsized=True)
+    if path == "/unsized/empty":
+        return Reply(status=200, unsized=True)
     if path == "/short":
         return Reply(body=b"abc", length=5)
     if path == "/reset":
@@ -138,7 +143,7 @@ class _H2Connection:
             self._h2.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
             return
         head = [(":status", str(reply.status)), *reply.headers]
-        if not reply.hang:
+        if not reply.hang and not reply.unsized:
             length = len(reply.body) if reply.length is None else reply.length
             head.append(("content-length", str(length)))
         no_body = not reply.body and not reply.hang

@@ -99,6 +99,8 @@ class H1Response:
     `wire_length` is its length before decoding. `peer_address` is where it came from.
     `content_length` is the header as sent: -1 when absent, 0 when absent on a 204, a 304
     or a HEAD (the lean path reports Go's, `http_judge.wire_content_length`).
+    `stream_ended_with_head`: an HTTP/2 answer whose HEADERS frame ended its stream (no
+    DATA frame followed), which Go reads as Content-Length 0 when no header says otherwise.
     """
 
     status: int
@@ -111,6 +113,7 @@ class H1Response:
     tls: TlsSession | None
     timeline: Timeline
     peer_address: str = ""
+    stream_ended_with_head: bool = False
 
     def header(self, name: str) -> str | None:
         """The last value of a header, by case-insensitive name."""

@@ -166,6 +166,7 @@ class H2Exchange(HttpExchange, H2Protocol):
         if len(headers) > MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} response headers")
         self._headers = headers
+        self._stream_ended_with_head = event.stream_ended is not None
         self._first_byte = now
         self._body = BodyBuffer(self._cap, self._compression)
 

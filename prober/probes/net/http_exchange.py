@@ -48,6 +48,7 @@ class HttpExchange(StampedProtocol):
         self._headers: list[tuple[str, str]] = []
         self._body: BodyBuffer | None = None
         self._result = b""
+        self._stream_ended_with_head = False  # HTTP/2: END_STREAM on the response's HEADERS
 
     def _connection_ready(self, transport: asyncio.BaseTransport) -> asyncio.Transport:
         ready = super()._connection_ready(transport)
@@ -98,6 +99,7 @@ class HttpExchange(StampedProtocol):
             tls=self._session,
             timeline=self.timeline(),
             peer_address=self._peer,
+            stream_ended_with_head=self._stream_ended_with_head,
         )
 
     def _content_length(self) -> int:
