@@ -29,6 +29,7 @@ from prober.config.model import NEVER_REDIRECTED, RequestSpec
 from prober.probes.context import FAMILIES, ProbeContext, out_of_descriptors
 from prober.probes.http_judge import (
     MAX_REDIRECTS,
+    Headers,
     is_redirect,
     last_modified,
     redirect_count,
@@ -130,9 +131,11 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
             response = await fetch(sent, ctx.deadline)
         except H1Error as exc:
             raise hops.failed(exc) from None
-        hops.arrived(response)
-        if not hops.follow(response):
-            return hops.reply(response)
+        # Every value of each header by lower-case name, made once per hop for all readers.
+        headers = response_headers(response.headers)
+        hops.arrived(response, headers)
+        if not hops.follow(response, headers):
+            return hops.reply(response, headers)
 
 
 async def _ssl_context(ctx: ProbeContext, spec: RequestSpec, hops: _Hops) -> ssl.SSLContext | None:
@@ -164,17 +167,17 @@ class _Hops:
     left_origin: bool = False
     phases: list[Phases] = field(default_factory=list)
     jar: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+    # The headers left behind once a hop leaves the first origin: worked out when one does.
+    dropped: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.url, self.method, self.body = self.request.url, self.spec.method, self.request.data
-        self._origin = _origin(self.url)
-        self._dropped = _dropped_on_leaving(self.spec)
 
     def headers(self, user_agent: str) -> tuple[tuple[str, str], ...]:
         """This hop's headers as aiohttp would send them: User-Agent, a default Content-Type."""
         given = self.request.headers
         if self.left_origin:
-            given = {k: v for k, v in given.items() if k.lower() not in self._dropped}
+            given = {k: v for k, v in given.items() if k.lower() not in self.dropped}
         names = {name.lower() for name in given}
         sent = list(given.items())
         if "user-agent" not in names:
@@ -189,18 +192,20 @@ class _Hops:
             sent.append(("Cookie", "; ".join([*own, cookies])))
         return tuple(sent)
 
-    def arrived(self, response: H1Response) -> None:
+    def arrived(self, response: H1Response, headers: Headers) -> None:
+        """Note a hop's response (`headers`: its headers by lower-case name)."""
         self.phases.append(_phases(response.timeline))
-        self._keep_cookies(response)
+        cookies = headers.get("set-cookie")
+        if cookies:
+            self._keep_cookies(cookies)
 
-    def follow(self, response: H1Response) -> bool:
+    def follow(self, response: H1Response, headers: Headers) -> bool:
         """Whether to send the next hop (this response redirects, within the limit)."""
         if not self.spec.follow_redirects or self.followed >= MAX_REDIRECTS:
             return False
-        headers = response_headers(response.headers)
         if not is_redirect(response.status, headers):
             return False
-        location = response.header("location") or response.header("uri") or ""
+        location = _last(headers, "location") or _last(headers, "uri") or ""
         self.followed += 1
         target = urljoin(self.url, location)
         if urlsplit(target).scheme.lower() not in ("http", "https"):
@@ -209,19 +214,20 @@ class _Hops:
         if moved_away or (response.status in (301, 302) and self.method == "POST"):
             self.method, self.body = "GET", None
         self.url = target
-        self.left_origin = self.left_origin or _origin(target) != self._origin
+        if not self.left_origin and _origin(target) != _origin(self.request.url):
+            self.left_origin = True
+            self.dropped = _dropped_on_leaving(self.spec)
         return True
 
-    def reply(self, response: H1Response) -> LeanReply:
+    def reply(self, response: H1Response, headers: Headers) -> LeanReply:
         """The final response, to judge; a redirect past the limit is judged without its
         body, as the aiohttp path (which does not read it) judges it."""
         ended = response.timeline.last_byte or response.timeline.ended
-        headers = response_headers(response.headers)
         cut_short = ""
         body = response.body
         if self.spec.follow_redirects and is_redirect(response.status, headers):
             cut_short, body = f"too many redirects ({MAX_REDIRECTS})", b""
-        facts = self._facts(_Head.of(response, self.method), body_length=len(body))
+        facts = self._facts(_Head.of(response, self.method, headers), body_length=len(body))
         tls = facts.tls or TlsFacts()
         judged = Response(
             response.status,
@@ -232,14 +238,17 @@ class _Hops:
             tls_version=tls.version,
         )
         version = f"HTTP/{response.http_version}"
-        return LeanReply(judged, _final_cookies(response), facts, ended, version, cut_short)
+        cookies = _final_cookies(headers.get("set-cookie", ()))
+        return LeanReply(judged, cookies, facts, ended, version, cut_short)
 
     def failed(self, exc: H1Error) -> LeanFailure:
         """The hop's error as the step's failure, with the facts seen until then."""
         timeline = exc.timeline
         if timeline is not None:
             self.phases.append(_phases(timeline))
-        head = _Head.of(exc.head, self.method) if exc.head is not None else None
+        head = None
+        if exc.head is not None:
+            head = _Head.of(exc.head, self.method, response_headers(exc.head.headers))
         message = str(exc)
         decoded = self.spec.compression not in (None, "identity")
         if isinstance(exc, BodyTooLarge) and decoded:  # the aiohttp path's words
@@ -269,12 +278,10 @@ class _Hops:
             last_modified=last_modified(head.headers) if head else None,
         )
 
-    def _keep_cookies(self, response: H1Response) -> None:
-        host = ""
-        for name, value in response.headers:
-            if name.lower() != "set-cookie":
-                continue
-            host = host or (urlsplit(self.url).hostname or "").lower()
+    def _keep_cookies(self, set_cookies: tuple[str, ...]) -> None:
+        """Keep what a hop's Set-Cookie headers set, by domain (its host name by default)."""
+        host = (urlsplit(self.url).hostname or "").lower()
+        for value in set_cookies:
             parsed: SimpleCookie = SimpleCookie()
             try:
                 parsed.load(value)
@@ -311,11 +318,11 @@ class _Head:
     content_length: int
     tls: TlsFacts | None
     peer_address: str
-    headers: dict[str, tuple[str, ...]]
+    headers: Headers
 
     @classmethod
-    def of(cls, head: ResponseHead | H1Response, method: str) -> _Head:
-        headers = response_headers(head.headers)
+    def of(cls, head: ResponseHead | H1Response, method: str, headers: Headers) -> _Head:
+        """The facts of `head`, whose headers by lower-case name are `headers`."""
         lengths = headers.get("content-length")
         ended = isinstance(head, H1Response) and head.stream_ended_with_head
         header = lengths[-1] if lengths else None
@@ -331,12 +338,17 @@ class _Head:
         return redirect_count(followed, self.status, self.headers)
 
 
-def _final_cookies(response: H1Response) -> SimpleCookie:
+def _final_cookies(set_cookies: tuple[str, ...]) -> SimpleCookie:
     cookies: SimpleCookie = SimpleCookie()
-    for name, value in response.headers:
-        if name.lower() == "set-cookie":
-            cookies.load(value)
+    for value in set_cookies:
+        cookies.load(value)
     return cookies
+
+
+def _last(headers: Headers, name: str) -> str | None:
+    """The last value of a header (`name` lower-case), None when absent."""
+    values = headers.get(name)
+    return values[-1] if values else None
 
 
 def _phases(timeline: Timeline) -> Phases:
@@ -349,6 +361,8 @@ def _summed(hops: list[Phases]) -> Phases:
     """Each phase summed over the hops but transfer, which is the final hop's (blackbox)."""
     if not hops:
         return Phases()
+    if len(hops) == 1:
+        return hops[0]
     return Phases(
         resolve=sum(p.resolve for p in hops),
         connect=sum(p.connect for p in hops),
