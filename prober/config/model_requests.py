@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -160,6 +161,14 @@ class RequestSpec(Model):
     http2: bool = False
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
+
+    @cached_property
+    def needs_json(self) -> bool:
+        """Whether judging a response reads its body as JSON (an assertion or an extraction
+        with a JSON path): worked out once per request, not per run."""
+        return any(a.needs_json for a in self.assertions) or any(
+            r.json_path is not None for r in self.extract.values()
+        )
 
     @field_validator("compression")
     @classmethod

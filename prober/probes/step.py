@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
@@ -166,7 +167,9 @@ class _Step:
 
     def _facts(self) -> HttpFacts:
         if self.lean_facts is not None:
-            return replace(self.lean_facts, failed_due_to_regex=self.failed_due_to_regex)
+            if not self.failed_due_to_regex:  # as the lean path made them
+                return self.lean_facts
+            return replace(self.lean_facts, failed_due_to_regex=True)
         return HttpFacts(
             status_code=self.status,
             phases=self.phases(),
@@ -204,7 +207,7 @@ async def run_step(
     """Send one request within the context's deadline and judge the response."""
     step = _Step(name, spec, ctx, critical)
     ctx.recorder.begin(name, finish=step.finish, stage=step.stage)
-    values = {**ctx.values, **variables}
+    values = {**ctx.values, **variables} if variables else ctx.values
     try:
         request = build_request(spec, values)
         check_url(request.url, "url")
@@ -363,7 +366,9 @@ def _raw(step: _Step, resp: aiohttp.ClientResponse, body: bytes) -> _Raw:
     return _Raw(response, cookies, version, resp.url.scheme == "https")
 
 
+@lru_cache(maxsize=4096)
 def _host(url: str) -> str:
+    """The URL's host (cached: a check sends the same URL run after run)."""
     try:
         return urlsplit(url).hostname or ""
     except ValueError:
@@ -403,10 +408,7 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
     refused = version_refused(spec, raw.version) or ssl_refused(spec, raw.over_tls)
     if refused:
         return step.failed(Reason.ASSERTION, refused)
-    needs_json = any(a.needs_json for a in spec.assertions) or any(
-        r.json_path is not None for r in spec.extract.values()
-    )
-    if needs_json:
+    if spec.needs_json:
         try:
             response = replace(response, document=json.loads(response.body))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -414,16 +416,45 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
         except RecursionError:  # nested deeper than the interpreter's recursion limit
             return step.failed(Reason.INVALID_JSON, "response is not JSON: nested too deeply")
     variables: dict[str, str] = {}
+    shown: tuple[tuple[str, str], ...] = ()
+    if spec.extract:
+        try:
+            variables, shown = _extracted(step, response, raw.cookies)
+        except _NotExtracted as missing:
+            return step.failed(Reason.ASSERTION, f"could not extract {missing.var!r}")
+    outcomes = _outcomes(step, response)
+    failed = [o for o in outcomes if not o.passed]
+    reason = Reason.ASSERTION if failed else None
+    message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
+    result = step.finish(reason, message, outcomes, shown)
+    return StepRun(result, variables if not failed else {})
+
+
+class _NotExtracted(Exception):
+    """A variable the response does not hold."""
+
+    def __init__(self, var: str) -> None:
+        super().__init__(var)
+        self.var = var
+
+
+def _extracted(
+    step: _Step, response: Response, cookies: SimpleCookie
+) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """The step's variables, and each as the result shows it (a secret one hidden); the
+    secret ones widen the run's redactor, so whatever ends the run later still hides them."""
+    spec = step.spec
+    variables: dict[str, str] = {}
     secret_values: set[str] = set()
     for var, rule in spec.extract.items():
-        value = _extract(rule, response, raw.cookies)
+        value = _extract(rule, response, cookies)
         if value is None:
-            return step.failed(Reason.ASSERTION, f"could not extract {var!r}")
+            raise _NotExtracted(var)
         variables[var] = value
         if rule.secret:
             secret_values.add(value)
-    # Widen the run's redactor too: whatever ends the run later still hides these values.
-    step.redactor = step.ctx.redactor = step.ctx.redactor.with_secrets(secret_values)
+    if secret_values:
+        step.redactor = step.ctx.redactor = step.ctx.redactor.with_secrets(secret_values)
     shown = tuple(
         (
             var,
@@ -431,14 +462,18 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
         )
         for var, rule in spec.extract.items()
     )
+    return variables, shown
+
+
+def _outcomes(step: _Step, response: Response) -> tuple[AssertionOutcome, ...]:
+    """The header matchers' and assertions' outcomes; notes whether a regex failed."""
+    spec = step.spec
     matched = header_matches(spec, response.headers, step.redactor)
+    if not spec.assertions:
+        step.failed_due_to_regex = bool(matched) and any(not o.passed for o in matched)
+        return matched
     asserted = tuple(a.evaluate(response, step.redactor) for a in spec.assertions)
     step.failed_due_to_regex = any(not o.passed for o in matched) or any(
         a.matches_regex and not o.passed for a, o in zip(spec.assertions, asserted, strict=True)
     )
-    outcomes = matched + asserted
-    failed = [o for o in outcomes if not o.passed]
-    reason = Reason.ASSERTION if failed else None
-    message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
-    result = step.finish(reason, message, outcomes, shown)
-    return StepRun(result, variables if not failed else {})
+    return matched + asserted
