@@ -479,6 +479,24 @@ async def test_timeline_of_a_hung_request_runs_to_its_end(
     assert timeline.transfer == 0
 
 
+async def test_deadline_leaves_the_task_uncancelled_and_a_cancel_from_outside_goes_on(
+    raw: Callable[[Handler], Awaitable[str]],
+) -> None:
+    url = await raw(never_answers)
+    assert isinstance(await failure(url, within=HANG), DeadlineReached)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the deadline's own cancel taken back
+    with pytest.raises(TimeoutError):  # an outer timeout before the request's deadline
+        async with asyncio.timeout(HANG / 5):
+            await get(url, within=HANG)
+    assert task.cancelling() == 0
+    fetching = asyncio.create_task(get(url, within=HANG))
+    await asyncio.sleep(HANG / 5)
+    fetching.cancel()
+    with pytest.raises(asyncio.CancelledError):  # cancelled from outside: not a deadline
+        await fetching
+
+
 async def test_body_over_the_cap(server: str, raw: Callable[[Handler], Awaitable[str]]) -> None:
     assert (await get(f"{server}/big?n=1000", max_body_bytes=1000)).body == b"x" * 1000
     assert isinstance(await failure(f"{server}/big?n=1001", max_body_bytes=1000), BodyTooLarge)

@@ -11,11 +11,11 @@ the client's own classes (`failures.Failures`), with one wording for all clients
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from prober.probes.net.failures import Failures
 from prober.probes.net.tls import TimedSSLObject, collect_handshakes
@@ -59,8 +59,10 @@ async def dial(
     await _connect(loop, protocol, addresses, endpoint, failures)
 
 
+@lru_cache(maxsize=4096)
 def literal_family(host: str) -> socket.AddressFamily | None:
-    """The family of an IP-address host; None for a name."""
+    """The family of an IP-address host; None for a name (cached: a check dials the same
+    host run after run)."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
@@ -129,16 +131,18 @@ async def _connect(
     """Connect to each address in turn until one answers; the protocol starts on it."""
     context = endpoint.ssl_context
     server_hostname = (endpoint.server_hostname or endpoint.host) if context else None
-    handshakes = protocol.handshakes
+    handshakes, port = protocol.handshakes, endpoint.port
     failure: OSError | None = None
     for family, address in addresses:
-        collecting = collect_handshakes(handshakes) if context else contextlib.nullcontext()
         try:
-            with collecting:
+            if context is None:  # no handshake to collect
+                await loop.create_connection(lambda: protocol, address, port, family=family)
+                return
+            with collect_handshakes(handshakes):
                 await loop.create_connection(
                     lambda: protocol,
                     address,
-                    endpoint.port,
+                    port,
                     family=family,
                     ssl=context,
                     server_hostname=server_hostname,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
+from prober.config.model import Compression
 from prober.probes.net.alpn import Negotiated
 from prober.probes.net.dial import Endpoint, dial
 from prober.probes.net.h1_exchange import Exchange
@@ -84,8 +85,11 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Target:
+    """Where a URL points, made once per URL (`_target` is cached): hashed by identity, so
+    keying the request head's cache on it costs no hashing of its fields."""
+
     scheme: str
     host: str  # without brackets, IDNA-encoded
     port: int
@@ -108,12 +112,14 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     endpoint = Endpoint(
         target.host, target.port, request.family, tls_context, request.server_hostname
     )
+    late = _Deadline(loop, deadline)
     try:
-        async with asyncio.timeout_at(deadline):
-            await dial(loop, exchange, endpoint, FAILURES)
-            await exchange.done
+        await dial(loop, exchange, endpoint, FAILURES)
+        await exchange.done
         response = exchange.response()
-    except TimeoutError:
+    except asyncio.CancelledError:
+        if not late.reached():
+            raise
         raise _deadline_reached(exchange) from None
     except H1Error as exc:
         if exc.timeline is None:
@@ -121,12 +127,42 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
         exc.head = exc.head or exchange.head()
         raise
     finally:
+        late.cancel()
         exchange.abort()
         exchange.release()
         # A failure's traceback holds this frame, and the exchange's future holds the
         # failure: without this the two would keep each other (and the request) alive.
         del exchange
     return response
+
+
+class _Deadline:
+    """The request's deadline as one timer on the loop: when it passes, the task is
+    cancelled (wherever it waits: resolving, connecting, the handshake, the response), and
+    `reached` tells that cancellation from one that came from outside, as `asyncio.timeout`
+    does, at the cost of a timer alone (this runs once per probe)."""
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        task = asyncio.current_task(loop)
+        assert task is not None, "fetch runs in a task"
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._fired = False
+        self._handle = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def reached(self) -> bool:
+        """Whether the cancellation being handled is this deadline's alone (then it is
+        taken back); False for one from outside, which must go on."""
+        return self._fired and self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def _exchange(
@@ -149,7 +185,7 @@ def _exchange(
         target.host_header,
         target.request_target,
         _checked_headers(request.headers),
-        _added_headers(request, target, {name.lower() for name, _ in request.headers}),
+        _added_headers(request.compression, target, {name.lower() for name, _ in request.headers}),
         request.body,
     )
     http2 = H2Exchange(
@@ -220,28 +256,50 @@ def _basic_auth(username: str | None, password: str | None) -> str | None:
 
 def _request_head(request: H1Request, target: _Target) -> bytes:
     """The request line, the headers and the body, ready to write."""
-    if not _TOKEN.fullmatch(request.method):
+    framed = bool(request.body) or request.method in _BODY_METHODS
+    length = len(request.body) if framed else None
+    head = _head(request.method, target, request.headers, request.compression, length)
+    return head + request.body if request.body else head
+
+
+@lru_cache(maxsize=4096)
+def _head(
+    method: str,
+    target: _Target,
+    headers: tuple[tuple[str, str], ...],
+    compression: Compression | None,
+    length: int | None,
+) -> bytes:
+    """The request line and the headers (with Content-Length `length` unless None).
+
+    Cached: a check sends the same head run after run, and checking, lowering and joining
+    its headers was a good part of the request's own work (an InvalidRequest is raised
+    again each time).
+    """
+    if not _TOKEN.fullmatch(method):
         raise InvalidRequest("the method is not a valid HTTP token")
-    given = _checked_headers(request.headers)
+    given = _checked_headers(headers)
     names = {name.lower() for name, _ in given}
-    lines = [f"{request.method} {target.request_target} HTTP/1.1"]
+    lines = [f"{method} {target.request_target} HTTP/1.1"]
     if "host" not in names:
         lines.append(f"Host: {target.host_header}")
     lines.extend(f"{name}: {value}" for name, value in given)
-    lines.extend(f"{name}: {value}" for name, value in _added_headers(request, target, names))
-    if request.body or request.method in _BODY_METHODS:
-        lines.append(f"Content-Length: {len(request.body)}")
+    lines.extend(f"{name}: {value}" for name, value in _added_headers(compression, target, names))
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
     lines.append("Connection: close\r\n\r\n")
-    return "\r\n".join(lines).encode("utf-8") + request.body
+    return "\r\n".join(lines).encode("utf-8")
 
 
-def _added_headers(request: H1Request, target: _Target, names: set[str]) -> list[tuple[str, str]]:
+def _added_headers(
+    compression: Compression | None, target: _Target, names: set[str]
+) -> list[tuple[str, str]]:
     """What h1 adds to the request's own headers (`names`, lower-cased), either protocol."""
     added: list[tuple[str, str]] = []
     if "accept" not in names:
         added.append(("Accept", "*/*"))
-    if request.compression and "accept-encoding" not in names:
-        added.append(("Accept-Encoding", request.compression))  # as the aiohttp path asks
+    if compression and "accept-encoding" not in names:
+        added.append(("Accept-Encoding", compression))  # as the aiohttp path asks
     if target.authorization is not None and "authorization" not in names:
         added.append(("Authorization", target.authorization))
     return added

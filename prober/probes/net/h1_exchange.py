@@ -114,7 +114,8 @@ class Exchange(HttpExchange):
     # httptools callbacks.
 
     def on_message_begin(self) -> None:
-        self._begin_message()
+        if self._interim:  # the real response after a 1xx starts afresh (the first is fresh)
+            self._begin_message()
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
