@@ -311,6 +311,14 @@ class HttpClients:
                 del self._ssl[block]  # a shortage passes: the next run builds it again
             raise
 
+    def built_ssl(self, block: TlsBlock) -> ssl.SSLContext | None:
+        """The block's context if it is built already (as after apply), without a wait;
+        None while it builds or when it failed (`ssl_for` then waits, or raises)."""
+        task = self._ssl.get(block)
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return None
+        return task.result()
+
     def _build(self, block: TlsBlock) -> asyncio.Task[ssl.SSLContext]:
         task = self._ssl.get(block)
         if task is None:

@@ -57,7 +57,13 @@ from prober.probes.net.h1 import (
 )
 from prober.probes.net.redirects import FOLLOW_ANYWHERE
 from prober.probes.net.request import Request
-from prober.probes.net.tls import TlsSetupError, chain_facts, request_tls, tls_reason
+from prober.probes.net.tls import (
+    TlsBlock,
+    TlsSetupError,
+    chain_facts,
+    request_tls,
+    tls_reason,
+)
 from prober.result import HttpFacts, Phases, Reason, TlsFacts
 
 # Set to False to send every request through aiohttp (bench/harness.py measures both paths).
@@ -115,12 +121,16 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
     family = FAMILIES[spec.ip_protocol]
     server_hostname = spec.tls.server_name or spec.hostname
     while True:
+        ssl_context = None
+        if hops.url[:6].lower() == "https:":
+            block = request_tls(spec)
+            ssl_context = ctx.clients.built_ssl(block) or await _ssl_context(ctx, block, hops)
         sent = H1Request(
             hops.method,
             hops.url,
             hops.headers(ctx.clients.user_agent),
             hops.body or b"",
-            await _ssl_context(ctx, spec, hops),
+            ssl_context,
             server_hostname,
             family,
             spec.max_body_bytes,
@@ -138,14 +148,12 @@ async def send(spec: RequestSpec, request: Request, ctx: ProbeContext, started: 
             return hops.reply(response, headers)
 
 
-async def _ssl_context(ctx: ProbeContext, spec: RequestSpec, hops: _Hops) -> ssl.SSLContext | None:
+async def _ssl_context(ctx: ProbeContext, block: TlsBlock, hops: _Hops) -> ssl.SSLContext:
     """The check's SSL context (built once per `tls` block and ALPN offer) for an https hop,
-    else None."""
-    if not hops.url.lower().startswith("https:"):
-        return None
+    waited for by the deadline where it is not built yet."""
     try:
         async with asyncio.timeout_at(ctx.deadline):
-            return await ctx.clients.ssl_for(*request_tls(spec))
+            return await ctx.clients.ssl_for(*block)
     except TimeoutError:
         raise hops.stopped(Reason.TIMEOUT, "deadline reached while connecting") from None
     except TlsSetupError as exc:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from prober.config.model import Check, FlowCheck, HttpCheck, RequestSpec, TcpCheck, TlsOptions
@@ -181,6 +182,16 @@ def chain_facts(
     """A session's `TlsFacts`: the protocol's name ("TLS 1.3"), the earliest expiry over the
     served chain (DER, leaf first), the verified chain's, the leaf's names; shared by the
     aiohttp path and the lean one (`h1` keeps both chains)."""
+    return _chain_facts(raw_version, tuple(served), tuple(verified))
+
+
+@lru_cache(maxsize=1024)
+def _chain_facts(
+    raw_version: str | None, served: tuple[bytes, ...], verified: tuple[bytes, ...]
+) -> TlsFacts:
+    """Cached by the certificates' bytes: a target serves the same chain run after run, and
+    parsing it (expiries, the leaf's names) cost more than the rest of an https probe's
+    own work; the facts are a frozen value, shared safely."""
     version = _VERSION_NAMES.get(raw_version, raw_version) if raw_version else None
     return TlsFacts(
         version=version,
