@@ -21,6 +21,7 @@ from prober.config.model import Check, FlowCheck
 from prober.config.secrets import Redactor
 from prober.config.templates import TemplateValues
 from prober.probes.context import HttpClients, ProbeContext
+from prober.probes.net.deadline import Deadline
 from prober.probes.net.tls import TlsBlock, tls_blocks
 from prober.probes.recorder import StepRecorder
 from prober.probes.registry import probe_for
@@ -107,16 +108,17 @@ async def run_check(
         attempts += 1
         attempt = await _attempt(check, env, fresh_for, accounts)
         outcome = attempt.outcome
-        if outcome.success or attempts > check.retries:
+        passed = outcome.reason is None
+        if passed or attempts > check.retries:
             break
         failures.append(AttemptFailure(outcome.reason or Reason.ERROR, outcome.failed_step))
         if check.retry_backoff:
             await asyncio.sleep(check.retry_backoff * attempts)
-    if not outcome.success:
+    if not passed:
         failures.append(AttemptFailure(outcome.reason or Reason.ERROR, outcome.failed_step))
     slow = bool(check.degraded_latency and attempt.duration > check.degraded_latency)
     # A write that took longer than its step's `poll.degraded_after` to show is slow too.
-    degraded = outcome.success and (slow or any(step.slow for step in outcome.steps))
+    degraded = passed and (slow or any(step.slow for step in outcome.steps))
     return _result(
         check.name,
         attempt,
@@ -160,7 +162,9 @@ def _result(
         failures=failures,
         degraded=degraded,
         loop_lag_exceeded=loop_lag_exceeded,
-        accounts=tuple(_result(check_name, attempt, run) for run in outcome.accounts),
+        accounts=tuple(_result(check_name, attempt, run) for run in outcome.accounts)
+        if outcome.accounts
+        else (),
         account=outcome.account,
     )
 
@@ -185,20 +189,30 @@ async def _attempt(
     ctx.accounts = accounts
     started_at = time.time()
     start = time.perf_counter()
+    late = Deadline(loop, deadline + _DEADLINE_GRACE)  # as asyncio.timeout_at, for less
     try:
-        async with asyncio.timeout_at(deadline + _DEADLINE_GRACE):
-            outcome = await probe_for(check)(check, ctx)
+        outcome = await probe_for(check)(check, ctx)
         # Timed to the last byte where the probe stamped it (see StepRecorder.last_byte).
         if recorder.last_byte > start:
             return _Attempt(outcome, started_at, recorder.last_byte - start)
-    except TimeoutError:
-        reached = f"deadline of {check.timeout:g}s reached"
-        outcome = _cut_short(ctx, start, Reason.TIMEOUT, "deadline reached", reached)
+    except asyncio.CancelledError:
+        if not late.reached():
+            raise  # from outside: a shutdown, a reload
+        outcome = _timed_out(check, ctx, start)
+    except TimeoutError:  # a probe's own timeout let through counts as the deadline too
+        outcome = _timed_out(check, ctx, start)
     except Exception as exc:  # a bug in a probe: recorded as a failure, never lost
         _report(check, env, ctx, exc)
         message = _internal(exc)
         outcome = _cut_short(ctx, start, Reason.INTERNAL, message, message)
+    finally:
+        late.close()
     return _Attempt(outcome, started_at, time.perf_counter() - start)
+
+
+def _timed_out(check: Check, ctx: ProbeContext, start: float) -> Outcome:
+    reached = f"deadline of {check.timeout:g}s reached"
+    return _cut_short(ctx, start, Reason.TIMEOUT, "deadline reached", reached)
 
 
 def _internal(exc: Exception) -> str:

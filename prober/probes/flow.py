@@ -114,7 +114,10 @@ async def run_steps(steps: Sequence[FlowStep], ctx: ProbeContext) -> Outcome:
         if failed is not None and not step.always_run:
             continue
         ctx.recorder.begin(step.name)
-        result = await _run_one(step, state, ctx)
+        if step.poll is None:
+            result = await _run_once(step, state, ctx)
+        else:
+            result = await _run_polled(step, step.poll, state, ctx)
         ctx.recorder.done(result)
         if failed is None and not result.success and step.critical:
             failed = result
@@ -124,11 +127,10 @@ async def run_steps(steps: Sequence[FlowStep], ctx: ProbeContext) -> Outcome:
     return Outcome(ctx.recorder.steps, reason, failed.message, failed.name, account=ctx.account)
 
 
-async def _run_one(step: FlowStep, state: _FlowState, ctx: ProbeContext) -> StepResult:
-    """Run the step once, or with `poll` again every so often until it passes."""
-    if step.poll is None:
-        return await _run_once(step, state, ctx)
-    poll = step.poll
+async def _run_polled(
+    step: FlowStep, poll: Poll, state: _FlowState, ctx: ProbeContext
+) -> StepResult:
+    """Run the step, and again every `poll.every` until it passes or `poll.within` is up."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     while True:

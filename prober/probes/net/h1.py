@@ -26,6 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from prober.config.model import Compression
 from prober.probes.net.alpn import Negotiated
+from prober.probes.net.deadline import Deadline
 from prober.probes.net.dial import Endpoint, dial
 from prober.probes.net.h1_exchange import Exchange
 from prober.probes.net.h1_values import (
@@ -112,7 +113,7 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
     endpoint = Endpoint(
         target.host, target.port, request.family, tls_context, request.server_hostname
     )
-    late = _Deadline(loop, deadline)
+    late = Deadline(loop, deadline)
     try:
         await dial(loop, exchange, endpoint, FAILURES)
         await exchange.done
@@ -127,42 +128,13 @@ async def fetch(request: H1Request, deadline: float) -> H1Response:
         exc.head = exc.head or exchange.head()
         raise
     finally:
-        late.cancel()
+        late.close()
         exchange.abort()
         exchange.release()
         # A failure's traceback holds this frame, and the exchange's future holds the
         # failure: without this the two would keep each other (and the request) alive.
         del exchange
     return response
-
-
-class _Deadline:
-    """The request's deadline as one timer on the loop: when it passes, the task is
-    cancelled (wherever it waits: resolving, connecting, the handshake, the response), and
-    `reached` tells that cancellation from one that came from outside, as `asyncio.timeout`
-    does, at the cost of a timer alone (this runs once per probe)."""
-
-    __slots__ = ("_cancelling", "_fired", "_handle", "_task")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        task = asyncio.current_task(loop)
-        assert task is not None, "fetch runs in a task"
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._fired = False
-        self._handle = loop.call_at(deadline, self._fire)
-
-    def _fire(self) -> None:
-        self._fired = True
-        self._task.cancel()
-
-    def reached(self) -> bool:
-        """Whether the cancellation being handled is this deadline's alone (then it is
-        taken back); False for one from outside, which must go on."""
-        return self._fired and self._task.uncancel() <= self._cancelling
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 def _exchange(
