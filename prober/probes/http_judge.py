@@ -4,16 +4,20 @@ Pure functions on what a response showed (status, every header value, the protoc
 aiohttp exchange and the lean path (HTTP/1.1 or HTTP/2) judge alike, as blackbox_exporter does: Go's
 content length, redirects counted per redirect response, `valid_http_versions`,
 `fail_if_ssl` / `fail_if_not_ssl`, `fail_if_header_matches` / `fail_if_header_not_matches`,
-Last-Modified as unix time.
+Last-Modified as unix time; `expected_status`, the `extract` rules and the assertions.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 from collections.abc import Mapping
+from http.cookies import SimpleCookie
 
-from prober.config.model import HeaderMatch, RequestSpec
+from prober.config.assertions import Response
+from prober.config.model import Extraction, HeaderMatch, RequestSpec
 from prober.config.secrets import Redactor
+from prober.config.templates import MISSING
 from prober.result import AssertionOutcome, shown
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -111,3 +115,46 @@ def header_matches(
 def _rule_text(rule: HeaderMatch, forbidden: bool) -> str:
     key = "fail_if_header_matches" if forbidden else "fail_if_header_not_matches"
     return f'{key}: {rule.header} "{rule.regexp.pattern}"'
+
+
+def status_expected(status: int, expected: list[int | str]) -> bool:
+    """Whether the status is one of `expected_status` (codes, or classes like "2xx")."""
+    for item in expected:
+        if isinstance(item, int):
+            if status == item:
+                return True
+        elif status // 100 == int(item[0]):
+            return True
+    return False
+
+
+def extracted_value(rule: Extraction, response: Response, cookies: SimpleCookie) -> str | None:
+    """What an `extract` rule reads from the response; None when the response lacks it."""
+    if rule.json_path is not None:
+        found = rule.json_path.find(response.document)
+        if found is MISSING or found is None:
+            return None
+        return found if isinstance(found, str) else json.dumps(found)
+    if rule.header is not None:
+        values = response.headers.get(rule.header.lower())
+        return values[-1] if values else None  # a repeated header: its last value
+    if rule.cookie is not None:
+        morsel = cookies.get(rule.cookie)
+        return morsel.value if morsel is not None else None
+    assert rule.regex is not None
+    return rule.regex.first_group(response.body.decode("utf-8", "replace"))
+
+
+def judged(
+    spec: RequestSpec, response: Response, redactor: Redactor
+) -> tuple[tuple[AssertionOutcome, ...], bool]:
+    """The header matchers' and assertions' outcomes, and whether a regex among them failed
+    (`probe_failed_due_to_regex`); nothing is built for a check that has neither."""
+    matched = header_matches(spec, response.headers, redactor)
+    if not spec.assertions:
+        return matched, bool(matched) and any(not o.passed for o in matched)
+    asserted = tuple(a.evaluate(response, redactor) for a in spec.assertions)
+    regex_failed = any(not o.passed for o in matched) or any(
+        a.matches_regex and not o.passed for a, o in zip(spec.assertions, asserted, strict=True)
+    )
+    return matched + asserted, regex_failed

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from prober.config.assertions import Response, response_headers
-from prober.config.model import Extraction, RequestSpec
+from prober.config.model import RequestSpec
 from prober.config.secrets import REDACTED
-from prober.config.templates import MISSING, TemplateError
+from prober.config.templates import TemplateError
 from prober.probes.context import (
     HopRecorder,
     PhaseTimer,
@@ -35,11 +35,13 @@ from prober.probes.context import (
 )
 from prober.probes.http_judge import (
     MAX_REDIRECTS,
-    header_matches,
+    extracted_value,
     http_version,
+    judged,
     last_modified,
     redirect_count,
     ssl_refused,
+    status_expected,
     version_refused,
     wire_content_length,
 )
@@ -71,32 +73,6 @@ class StepRun:
 
     result: StepResult
     variables: dict[str, str]
-
-
-def _status_expected(status: int, expected: list[int | str]) -> bool:
-    for item in expected:
-        if isinstance(item, int):
-            if status == item:
-                return True
-        elif status // 100 == int(item[0]):
-            return True
-    return False
-
-
-def _extract(rule: Extraction, response: Response, cookies: SimpleCookie) -> str | None:
-    if rule.json_path is not None:
-        found = rule.json_path.find(response.document)
-        if found is MISSING or found is None:
-            return None
-        return found if isinstance(found, str) else json.dumps(found)
-    if rule.header is not None:
-        values = response.headers.get(rule.header.lower())
-        return values[-1] if values else None  # a repeated header: its last value
-    if rule.cookie is not None:
-        morsel = cookies.get(rule.cookie)
-        return morsel.value if morsel is not None else None
-    assert rule.regex is not None
-    return rule.regex.first_group(response.body.decode("utf-8", "replace"))
 
 
 class _Step:
@@ -401,7 +377,7 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
     """Status first, then the JSON document, the extractions and the assertions."""
     spec = step.spec
     response = raw.response
-    if not _status_expected(response.status, spec.expected_status):
+    if not status_expected(response.status, spec.expected_status):
         expected = ", ".join(str(s) for s in spec.expected_status)
         after = f" after {step.cut_short}" if step.cut_short else ""
         return step.failed(Reason.STATUS, f"status {response.status}{after}, expected {expected}")
@@ -422,7 +398,7 @@ def _judge(step: _Step, raw: _Raw) -> StepRun:
             variables, shown = _extracted(step, response, raw.cookies)
         except _NotExtracted as missing:
             return step.failed(Reason.ASSERTION, f"could not extract {missing.var!r}")
-    outcomes = _outcomes(step, response)
+    outcomes, step.failed_due_to_regex = judged(spec, response, step.redactor)
     failed = [o for o in outcomes if not o.passed]
     reason = Reason.ASSERTION if failed else None
     message = f"assertion failed: {failed[0].text} (actual {failed[0].actual})" if failed else ""
@@ -447,7 +423,7 @@ def _extracted(
     variables: dict[str, str] = {}
     secret_values: set[str] = set()
     for var, rule in spec.extract.items():
-        value = _extract(rule, response, cookies)
+        value = extracted_value(rule, response, cookies)
         if value is None:
             raise _NotExtracted(var)
         variables[var] = value
@@ -463,17 +439,3 @@ def _extracted(
         for var, rule in spec.extract.items()
     )
     return variables, shown
-
-
-def _outcomes(step: _Step, response: Response) -> tuple[AssertionOutcome, ...]:
-    """The header matchers' and assertions' outcomes; notes whether a regex failed."""
-    spec = step.spec
-    matched = header_matches(spec, response.headers, step.redactor)
-    if not spec.assertions:
-        step.failed_due_to_regex = bool(matched) and any(not o.passed for o in matched)
-        return matched
-    asserted = tuple(a.evaluate(response, step.redactor) for a in spec.assertions)
-    step.failed_due_to_regex = any(not o.passed for o in matched) or any(
-        a.matches_regex and not o.passed for a, o in zip(spec.assertions, asserted, strict=True)
-    )
-    return matched + asserted
