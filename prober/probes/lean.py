@@ -51,7 +51,6 @@ from prober.probes.net.h1 import (
     ProtocolError,
     ResolveFailed,
     ResponseHead,
-    Timeline,
     TlsFailed,
     fetch,
 )
@@ -202,7 +201,7 @@ class _Hops:
 
     def arrived(self, response: H1Response, headers: Headers) -> None:
         """Note a hop's response (`headers`: its headers by lower-case name)."""
-        self.phases.append(_phases(response.timeline))
+        self.phases.append(response.timeline.phases())
         cookies = headers.get("set-cookie")
         if cookies:
             self._keep_cookies(cookies)
@@ -253,7 +252,7 @@ class _Hops:
         """The hop's error as the step's failure, with the facts seen until then."""
         timeline = exc.timeline
         if timeline is not None:
-            self.phases.append(_phases(timeline))
+            self.phases.append(timeline.phases())
         head = None
         if exc.head is not None:
             head = _Head.of(exc.head, self.method, response_headers(exc.head.headers))
@@ -357,12 +356,6 @@ def _last(headers: Headers, name: str) -> str | None:
     """The last value of a header (`name` lower-case), None when absent."""
     values = headers.get(name)
     return values[-1] if values else None
-
-
-def _phases(timeline: Timeline) -> Phases:
-    return Phases(
-        timeline.resolve, timeline.connect, timeline.tls, timeline.processing, timeline.transfer
-    )
 
 
 def _summed(hops: list[Phases]) -> Phases:

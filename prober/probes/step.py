@@ -62,6 +62,8 @@ from prober.probes.net.tls import PeerFacts, TlsSetupError, collect_handshakes, 
 from prober.result import AssertionOutcome, HttpFacts, Phases, Reason, StepResult, TlsFacts
 
 _SHOWN_VALUE_CHARS = 48
+# The timer of a step that aiohttp does not send: never written, all zeros.
+_UNTIMED = PhaseTimer(0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,10 @@ class _Step:
         self.spec = spec
         self.ctx = ctx
         self.critical = critical
-        self.timer = PhaseTimer(time.perf_counter())
+        self.started = time.perf_counter()
+        # aiohttp's hooks fill a timer of the request's own (`_run_aiohttp`); the lean path
+        # times itself, and a lean step cut short shows this one's zeros.
+        self.timer = _UNTIMED
         self.end = 0.0
         self.status: int | None = None
         self.request_line: str = spec.method
@@ -131,7 +136,7 @@ class _Step:
         return StepResult(
             name=self.name,
             success=reason is None,
-            duration=self.end - self.timer.start,
+            duration=self.end - self.started,
             reason=reason,
             message=self.redactor(message),
             facts=self._facts(),
@@ -205,6 +210,7 @@ async def run_step(
 async def _run_aiohttp(step: _Step, request: Request) -> StepRun:
     """The request over aiohttp, bounded by the context's deadline."""
     spec, ctx = step.spec, step.ctx
+    step.timer = PhaseTimer(step.started)
     try:
         async with asyncio.timeout_at(ctx.deadline):
             raw = await _send(step, request)
@@ -226,7 +232,7 @@ async def _run_aiohttp(step: _Step, request: Request) -> StepRun:
 async def _run_lean(step: _Step, request: Request) -> StepRun:
     """The request over the lean path (probes/lean.py), which keeps the deadline itself."""
     try:
-        reply = await send(step.spec, request, step.ctx, step.timer.start)
+        reply = await send(step.spec, request, step.ctx, step.started)
     except LeanFailure as exc:
         step.lean_facts, step.end = exc.facts, exc.ended
         return step.failed(exc.reason, str(exc))
@@ -333,7 +339,7 @@ def _raw(step: _Step, resp: aiohttp.ClientResponse, body: bytes) -> _Raw:
     cookies: SimpleCookie = SimpleCookie()
     for value in resp.headers.getall("Set-Cookie", []):
         cookies.load(value)
-    latency = step.end - step.timer.start
+    latency = step.end - step.started
     tls = step.tls or TlsFacts()
     version = http_version(resp.version.major, resp.version.minor) if resp.version else None
     response = Response(

@@ -41,7 +41,7 @@ from prober.probes.net.h1 import (
     fetch,
 )
 from prober.probes.net.tls import build_context, tls_reason
-from prober.result import Reason
+from prober.result import Phases, Reason
 from tests.support.certs import CertFactory
 from tests.support.servers import StartRawServer, free_port, serve_app
 
@@ -372,6 +372,7 @@ async def test_phases_are_stamped_in_order(server: str) -> None:
     assert t.started < t.resolved <= t.connected <= t.written <= t.first_byte <= t.last_byte
     assert t.resolve > 0 and t.connect > 0 and t.tls == 0
     assert t.ended == t.last_byte
+    assert t.phases() == Phases(t.resolve, t.connect, t.tls, t.processing, t.transfer)
     literal = (await get(f"{server}/status/200")).timeline
     assert literal.resolve == 0  # an IP address is not looked up
 

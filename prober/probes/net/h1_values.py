@@ -16,6 +16,7 @@ from prober.config.model_requests import DEFAULT_MAX_BODY_BYTES
 from prober.probes.net import failures
 from prober.probes.net.failures import NetFailure
 from prober.probes.net.stamps import DIAL_STAMPS, DialTimeline
+from prober.result import Phases
 
 Phase = Literal["resolve", "connect", "tls", "processing", "transfer"]
 
@@ -73,6 +74,17 @@ class Timeline(DialTimeline[Phase]):
     def transfer(self) -> float:
         """From the first response byte to the callback that brought the last one."""
         return self._span(self.first_byte, self.last_byte)
+
+    def phases(self) -> Phases:
+        """The five spans above at once, as the step's `Phases`."""
+        span = self._span
+        return Phases(
+            span(self.started, self.resolved),
+            span(self.resolved, self.connected),
+            span(self.connected, self.secured),
+            span(self.written, self.first_byte),
+            span(self.first_byte, self.last_byte),
+        )
 
 
 @dataclass(frozen=True, slots=True)
