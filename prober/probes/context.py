@@ -337,11 +337,7 @@ class HttpClients:
     def tls_done(self, blocks: Iterable[TlsBlock]) -> bool:
         """Every one of these blocks' contexts is built, asked without waiting: a run that
         finds them so skips `tls_ready` (its futures), as every run after the first does."""
-        for block in blocks:
-            task = self._ssl.get(block)
-            if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-                return False
-        return True
+        return all(self.built_ssl(block) is not None for block in blocks)
 
     async def tls_ready(self, blocks: Iterable[TlsBlock]) -> bool:
         """Wait until these blocks' contexts are built (before a run's clock starts); a load
