@@ -234,7 +234,7 @@ class _Hops:
         body = response.body
         if self.spec.follow_redirects and is_redirect(response.status, headers):
             cut_short, body = f"too many redirects ({MAX_REDIRECTS})", b""
-        facts = self._facts(_Head.of(response, self.method, headers), body_length=len(body))
+        facts = self._facts(response, headers, len(body))
         tls = facts.tls or TlsFacts()
         judged = Response(
             response.status,
@@ -253,9 +253,7 @@ class _Hops:
         timeline = exc.timeline
         if timeline is not None:
             self.phases.append(timeline.phases())
-        head = None
-        if exc.head is not None:
-            head = _Head.of(exc.head, self.method, response_headers(exc.head.headers))
+        head = exc.head
         message = str(exc)
         decoded = self.spec.compression not in (None, "identity")
         if isinstance(exc, BodyTooLarge) and decoded:  # the aiohttp path's words
@@ -264,25 +262,45 @@ class _Hops:
             stage = _STAGES[timeline.phase] if timeline is not None else "connecting"
             message = f"deadline reached while {stage}"
         ended = timeline.ended if timeline is not None else self.started
-        return LeanFailure(_reason(exc), message, self._facts(head, None), ended)
+        facts = self._facts(head, response_headers(head.headers)) if head else self._facts()
+        return LeanFailure(_reason(exc), message, facts, ended)
 
     def stopped(self, reason: Reason, message: str) -> LeanFailure:
         """A failure between hops (no request of its own under way)."""
-        return LeanFailure(reason, message, self._facts(None, None), time.perf_counter())
+        return LeanFailure(reason, message, self._facts(), time.perf_counter())
 
-    def _facts(self, head: _Head | None, body_length: int | None) -> HttpFacts:
-        peer = address_facts(head.peer_address) if head else None
+    def _facts(
+        self,
+        head: ResponseHead | H1Response | None = None,
+        headers: Headers | None = None,
+        body_length: int | None = None,
+    ) -> HttpFacts:
+        """The step's facts: the phases so far, and what the final response's head showed
+        (`headers`: its headers by lower-case name): status, version, Go's content length,
+        TLS, the address it came from, redirects, Last-Modified."""
+        phases = _summed(self.phases)
+        if head is None or headers is None:
+            return HttpFacts(phases=phases, redirects=self.followed, body_length=body_length)
+        lengths = headers.get("content-length")
+        ended = isinstance(head, H1Response) and head.stream_ended_with_head
+        header = lengths[-1] if lengths else None
+        length = wire_content_length(head.status, self.method, header, stream_ended_with_head=ended)
+        session = head.tls
+        tls = None
+        if session is not None:
+            tls = chain_facts(session.version, session.served, session.verified)
+        peer = address_facts(head.peer_address)
         return HttpFacts(
-            status_code=head.status if head else None,
-            phases=_summed(self.phases),
-            redirects=head.redirects(self.followed) if head else self.followed,
-            content_length=head.content_length if head else None,
+            status_code=head.status,
+            phases=phases,
+            redirects=redirect_count(self.followed, head.status, headers),
+            content_length=length,
             body_length=body_length,
-            http_version=head.http_version if head else None,
-            tls=head.tls if head else None,
+            http_version=head.http_version,
+            tls=tls,
             ip_protocol=peer[0] if peer else None,
             ip_addr_hash=peer[1] if peer else None,
-            last_modified=last_modified(head.headers) if head else None,
+            last_modified=last_modified(headers),
         )
 
     def _keep_cookies(self, set_cookies: tuple[str, ...]) -> None:
@@ -313,36 +331,6 @@ class _Hops:
             for (domain, name), (value, prefix, _) in self.jar.items()
             if (host == domain or host.endswith("." + domain)) and path.startswith(prefix)
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """The facts a response's head gives: status, version, content length (Go's), TLS, the
-    address it came from, its headers (every value, by lower-case name)."""
-
-    status: int
-    http_version: str
-    content_length: int
-    tls: TlsFacts | None
-    peer_address: str
-    headers: Headers
-
-    @classmethod
-    def of(cls, head: ResponseHead | H1Response, method: str, headers: Headers) -> _Head:
-        """The facts of `head`, whose headers by lower-case name are `headers`."""
-        lengths = headers.get("content-length")
-        ended = isinstance(head, H1Response) and head.stream_ended_with_head
-        header = lengths[-1] if lengths else None
-        length = wire_content_length(head.status, method, header, stream_ended_with_head=ended)
-        session = head.tls
-        tls = None
-        if session is not None:
-            tls = chain_facts(session.version, session.served, session.verified)
-        return cls(head.status, head.http_version, length, tls, head.peer_address, headers)
-
-    def redirects(self, followed: int) -> int:
-        """`probe_http_redirects` with this response as the final one."""
-        return redirect_count(followed, self.status, self.headers)
 
 
 def _final_cookies(set_cookies: tuple[str, ...]) -> SimpleCookie:
