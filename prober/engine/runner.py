@@ -108,7 +108,7 @@ async def run_check(
         attempts += 1
         attempt = await _attempt(check, env, fresh_for, accounts)
         outcome = attempt.outcome
-        passed = outcome.reason is None
+        passed = outcome.success
         if passed or attempts > check.retries:
             break
         failures.append(AttemptFailure(outcome.reason or Reason.ERROR, outcome.failed_step))
