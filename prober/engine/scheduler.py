@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from threading import TIMEOUT_MAX
@@ -134,20 +135,72 @@ class _RunExecutor(AsyncIOExecutor):  # type: ignore[misc]
     APScheduler skip and report a run due while the last one runs) and cancelling what
     runs at shutdown. It relies on what Scheduler configures: coalescing (one run time per
     submission) and no misfire grace time, and on being used from the event loop only.
+    Added: runs due together start one at a time, every other turn of the loop
+    (`submit_job`).
     """
 
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        # Runs submitted, not yet started: one starts every other turn of the loop (`_start_next`).
+        self._waiting: deque[Job] = deque()
+        self._turn = False
+
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        """Start the run, or queue it behind the runs of this round not started yet.
+
+        Runs due together start one at a time, so the loop takes in what has
+        arrived (a connection made, an answer) between one run's start and the next's:
+        started all at once, each run's connect and answer callbacks would wait for the
+        others' start-up work, and that wait would show in every reported latency.
+        """
         instances: dict[str, int] = self._instances
         if instances[job.id] >= job.max_instances:
             raise MaxInstancesReachedError(job)
-        task = self._eventloop.create_task(job.func(*job.args), name=f"check:{job.id}")
         instances[job.id] += 1
+        if self._waiting:
+            self._waiting.append(job)
+            return
+        self._start(job)
+        self._waiting.append(job)  # a marker: the next run submitted this turn waits
+        self._eventloop.call_soon(self._start_next)
+
+    def _start(self, job: Job) -> None:
+        task = self._eventloop.create_task(job.func(*job.args), name=f"check:{job.id}")
         self._pending_futures.add(task)
         task.add_done_callback(self._finished)
 
+    def _start_next(self) -> None:
+        """Start the next waiting run (the first entry is the run started last time).
+
+        Called every other turn of the loop: the run started last time made its connect
+        in the turn between, and the loop's callbacks for that connect (queued behind
+        this call) run before the next run's start-up work does.
+        """
+        waiting = self._waiting
+        self._turn = not self._turn
+        if self._turn:
+            self._eventloop.call_soon(self._start_next)
+            return
+        waiting.popleft()
+        while waiting:
+            job = waiting[0]
+            if self._scheduler._jobstores["default"].lookup_job(job.id) is not job:
+                waiting.popleft()  # removed or replaced (a reload) before it started
+                self._release(job.id)
+                continue
+            self._start(job)
+            self._eventloop.call_soon(self._start_next)
+            return
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        self._waiting.clear()
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._pending_futures.discard(task)
-        job_id = task.get_name().removeprefix("check:")
+        self._release(task.get_name().removeprefix("check:"))
+
+    def _release(self, job_id: str) -> None:
         instances: dict[str, int] = self._instances
         instances[job_id] -= 1
         if not instances[job_id]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -208,6 +209,49 @@ async def test_scheduler_starts_runs_on_a_shared_grid_a_few_at_a_time() -> None:
     per_step = Counter(round(c) for c in centi)
     assert len(per_step) >= 100  # every step of the second gets runs...
     assert max(per_step.values()) <= 5  # ...a few each: the start rate stays even
+
+
+async def test_runs_due_together_start_one_per_turn_of_the_loop() -> None:
+    # What a run's start queues on the loop (its connect's callbacks) runs before the next
+    # run due at the same moment starts: started all at once, every run's callbacks would
+    # wait for the others' start-up work, and that wait would show in its latency.
+    events: list[tuple[str, str]] = []
+
+    async def run(name: str) -> None:
+        events.append(("start", name))
+        asyncio.get_running_loop().call_soon(events.append, ("callback", name))
+
+    scheduler = Scheduler(run, lambda _: None)
+    scheduler.apply({f"c{i}": 1.0 for i in range(300)}, set())
+    scheduler.start()
+    try:
+        await wait_for(lambda: sum(kind == "start" for kind, _ in events) >= 60)
+    finally:
+        scheduler.shutdown()
+    starts = [index for index, (kind, _) in enumerate(events) if kind == "start"]
+    for this, following in itertools.pairwise(starts):
+        name = events[this][1]
+        assert ("callback", name) in events[this:following], events[this : following + 1]
+
+
+async def test_a_run_waiting_to_start_is_dropped_with_its_check() -> None:
+    scheduler, ran, _ = _recorder()
+    scheduler.apply({"a": 3600.0, "b": 3600.0, "c": 3600.0}, set())
+    scheduler.start()
+    try:
+        apscheduler = scheduler._scheduler
+        executor = apscheduler._executors["default"]
+        for name in ("a", "b", "c"):  # due together: b and c wait for the loop's next turns
+            executor.submit_job(apscheduler.get_job(name), [])
+        scheduler.apply({"a": 3600.0, "c": 3600.0}, {"c"})  # b removed, c replaced
+        await wait_for(lambda: "a" in ran)
+        await asyncio.sleep(0.05)
+        assert ran == ["a"]
+        assert executor._instances == {}  # nothing counts as running: the next runs start
+        executor.submit_job(apscheduler.get_job("c"), [])
+        await wait_for(lambda: ran == ["a", "c"])
+    finally:
+        scheduler.shutdown()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
